@@ -1,0 +1,3 @@
+//! The API server: durable storage behind one `Store` trait (SQLite, etcd) and, later, the Kubernetes REST API.
+
+pub mod storage;

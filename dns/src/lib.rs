@@ -1,0 +1,1 @@
+//! Cluster DNS: the Kubernetes DNS-Based Service Discovery specification, forwarding and cache.

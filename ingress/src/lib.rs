@@ -1,0 +1,1 @@
+//! The ingress controller and its TLS-terminating L7 proxy: host/path routing and per-request balancing.

@@ -1,0 +1,1 @@
+//! kube-proxy: Services and EndpointSlices compiled into one immutable service table, programmed through a `Dataplane`.

@@ -1,0 +1,346 @@
+//! The command line as CONTRACT.md defines it: every subcommand and flag, with its default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "A compact, networking-first Kubernetes: API server, controllers, kubelet, eBPF service proxy, cluster DNS and ingress in one binary.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SKIFF_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sandboxed single-node cluster in its own network namespace `skiff-NAME`, with no route out.
+    Up(UpArgs),
+    /// The all-in-one control plane and node on this host's own network (root).
+    Server(ServerArgs),
+    /// Node daemon (kubelet, proxy, DNS, ingress) against any Kubernetes API server.
+    Agent(AgentArgs),
+    /// Latency benchmarking: HTTP/1.1, HTTP/2, gRPC, TCP, UDP and DNS with HDR percentiles.
+    Bench(BenchArgs),
+    /// The built-in echo server behind the image `skiff.dev/echo`.
+    Echo(EchoArgs),
+}
+
+/// Flags shared by `up` and `server`: the control plane, its storage and the cluster defaults.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Where state, certificates, keys and the admin kubeconfig live [default: ./.skiff/NAME].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// `sqlite://PATH` [default: sqlite://DIR/state.db] or `etcd://HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, value_name = "URL")]
+    pub datastore: Option<String>,
+
+    /// The AES-256-GCM key (32 bytes, base64) that encrypts Secrets at rest
+    /// [default: DIR/encryption.key, generated on first start].
+    #[arg(long, value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+
+    /// Kubernetes API (HTTPS) port; 0 picks a free one.
+    #[arg(long, default_value_t = 6443)]
+    pub api_port: u16,
+
+    /// Manifests (files or folders) to apply once the cluster is ready.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub manifests: Vec<PathBuf>,
+
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    #[arg(long, default_value = "10.96.0.0/12,fd00:10:96::/112")]
+    pub service_cidr: String,
+
+    /// ClusterIP of the `kube-system/kube-dns` Service.
+    #[arg(long, default_value = "10.96.0.10")]
+    pub cluster_dns: String,
+
+    #[arg(long, default_value = "10.244.0.0/16,fd00:10:244::/56")]
+    pub pod_cidr: String,
+
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+
+    /// Addresses handed to LoadBalancer Services (they exist only inside the node's namespaces).
+    #[arg(long, default_value = "172.18.255.0/24")]
+    pub lb_pool: String,
+
+    /// IngressClass created at start (marked default) and served.
+    #[arg(long, default_value = "skiff")]
+    pub ingress_class: String,
+
+    /// DNS record TTL in seconds (0-3600).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub dns_ttl: u32,
+
+    /// Upstream DNS servers for non-cluster names [default: the host's resolv.conf].
+    #[arg(long, value_name = "ADDR[,ADDR]")]
+    pub dns_upstream: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = PodRecords::Insecure)]
+    pub pods: PodRecords,
+
+    #[arg(long, value_enum, default_value_t = ProxyMode::Ebpf)]
+    pub proxy_mode: ProxyMode,
+
+    /// YAML: image pattern → `builtin:NAME` or a command.
+    #[arg(long, value_name = "FILE")]
+    pub image_map: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Cluster name: the network namespace is `skiff-NAME`.
+    #[arg(long, default_value = "skiff")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Ingress HTTP port on the host loopback; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+
+    /// Ingress HTTPS port on the host loopback; 0 picks a free one.
+    #[arg(long, default_value_t = 8443)]
+    pub https_port: u16,
+
+    /// Cluster DNS port (UDP and TCP) on the host loopback; 0 picks a free one.
+    #[arg(long, default_value_t = 1053)]
+    pub dns_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Node name [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PodRecords {
+    Insecure,
+    Verified,
+    Disabled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProxyMode {
+    Ebpf,
+    Userspace,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Component {
+    Kubelet,
+    Proxy,
+    Dns,
+    Ingress,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Kubeconfig of the API server to join.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+
+    /// Which node components to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kubelet,proxy,dns,ingress"
+    )]
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// HTTP/1.1.
+    Http(BenchRun),
+    /// HTTP/2 (TLS or h2c).
+    H2(BenchRun),
+    /// gRPC unary.
+    Grpc(BenchRun),
+    /// Raw TCP connect and request/response.
+    Tcp(BenchRun),
+    /// UDP request/response.
+    Udp(BenchRun),
+    /// DNS queries.
+    Dns(BenchRun),
+    /// SVG latency-percentile plot comparing runs.
+    Plot(BenchPlot),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRun {
+    /// What to load: a URL for http/h2/grpc, HOST:PORT for tcp/udp/dns.
+    pub target: String,
+
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Concurrent connections (closed loop) or connection pool size (open loop).
+    #[arg(long, default_value_t = 10)]
+    pub connections: u32,
+
+    /// Open loop at this rate (`R/s` or `R`), with coordinated-omission correction.
+    #[arg(long, value_name = "R/s")]
+    pub rate: Option<String>,
+
+    /// Write results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPlot {
+    /// JSON results of `skiff bench ... --json`.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    #[arg(short = 'o', long = "output", value_name = "OUT.svg")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Listen port.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: use e.g. 10s, 500ms, 2m"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "us" | "µs" => value / 1_000_000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["skiff", "up"]).unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(up.name, "skiff");
+        assert_eq!(up.cluster.api_port, 6443);
+        assert_eq!(
+            (up.http_port, up.https_port, up.dns_port),
+            (8080, 8443, 1053)
+        );
+        assert_eq!(up.cluster.service_cidr, "10.96.0.0/12,fd00:10:96::/112");
+        assert_eq!(up.cluster.cluster_dns, "10.96.0.10");
+        assert_eq!(up.cluster.pod_cidr, "10.244.0.0/16,fd00:10:244::/56");
+        assert_eq!(up.cluster.service_node_port_range, "30000-32767");
+        assert_eq!(up.cluster.lb_pool, "172.18.255.0/24");
+        assert_eq!(up.cluster.dns_ttl, 5);
+        assert_eq!(up.cluster.proxy_mode, ProxyMode::Ebpf);
+        assert_eq!(up.cluster.pods, PodRecords::Insecure);
+    }
+
+    #[test]
+    fn agent_components_and_bench_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "agent",
+            "--kubeconfig",
+            "k",
+            "--components",
+            "proxy,dns",
+        ])
+        .unwrap();
+        let Command::Agent(agent) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(agent.components, vec![Component::Proxy, Component::Dns]);
+
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "bench",
+            "http",
+            "http://127.0.0.1:3000/",
+            "--duration",
+            "500ms",
+            "--rate",
+            "2000/s",
+        ])
+        .unwrap();
+        let Command::Bench(BenchArgs {
+            command: BenchCommand::Http(run),
+        }) = cli.command
+        else {
+            panic!("not bench http")
+        };
+        assert_eq!(run.duration, Duration::from_millis(500));
+        assert_eq!(run.rate.as_deref(), Some("2000/s"));
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(Cli::try_parse_from(["skiff", "up", "--dns-ttl", "3601"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "agent"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "up", "--proxy-mode", "iptables"]).is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration and end-to-end tests: one binary, one module per area.
+
+mod durability;
+mod storage;
