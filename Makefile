@@ -15,7 +15,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 unit:
-	$(CARGO) test --workspace --locked
+	scripts/test
 
 ## Build skiff and start the sandboxed cluster with the example app.
 demo: bootstrap

@@ -39,6 +39,46 @@ pub enum Command {
     Bench(BenchArgs),
     /// The built-in echo server behind the image `skiff.dev/echo`.
     Echo(EchoArgs),
+    /// Check manifests offline: parse, default and validate them as the API server will.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Manifest files or folders (`-` reads standard input).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub manifests: Vec<PathBuf>,
+
+    /// Unknown fields: an error (strict), a warning (warn) or dropped (ignore), like kubectl.
+    #[arg(long, value_enum, default_value_t = FieldValidation::Strict)]
+    pub validate: FieldValidation,
+
+    /// The NodePort range Services are validated against.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
+
+    /// Print each valid object as defaulted JSON.
+    #[arg(long)]
+    pub print: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+/// `LOW-HIGH`, both valid ports, LOW ≤ HIGH.
+pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{text:?} is not a port range: write LOW-HIGH, e.g. 30000-32767");
+    let (low, high) = text.split_once('-').ok_or_else(bad)?;
+    let low: u16 = low.trim().parse().map_err(|_| bad())?;
+    let high: u16 = high.trim().parse().map_err(|_| bad())?;
+    if low == 0 || low > high {
+        return Err(bad());
+    }
+    Ok(low..=high)
 }
 
 /// Flags shared by `up` and `server`: the control plane, its storage and the cluster defaults.
@@ -342,5 +382,10 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_port_range("30000-32767").unwrap(), 30000..=32767);
+        for bad in ["30000", "0-10", "20-10", "a-b", "1-70000"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["skiff", "validate"]).is_err());
     }
 }

@@ -1,13 +1,14 @@
 //! The `skiff` binary: command line, configuration and wiring of the components. Thin.
 
 mod cli;
+mod manifests;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, FieldValidation, LogFormat, ValidateArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,6 +35,7 @@ fn init_logging(format: LogFormat) {
 
 fn run(command: Command) -> anyhow::Result<()> {
     let (name, issue) = match command {
+        Command::Validate(args) => return validate(&args),
         Command::Up(_) => ("skiff up", "the kubelet issue (#6)"),
         Command::Server(_) => ("skiff server", "the API server and kubelet issues (#4, #6)"),
         Command::Agent(_) => (
@@ -47,4 +49,59 @@ fn run(command: Command) -> anyhow::Result<()> {
         "`{name}` is not implemented yet in this build of skiff {}: it arrives with {issue}. Nothing was started.",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// `skiff validate`: every object that passes is listed on stdout; every failure on stderr;
+/// exit status 1 if any failed.
+fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mode = match args.validate {
+        FieldValidation::Strict => skiff_api::Strictness::Strict,
+        FieldValidation::Warn => skiff_api::Strictness::Warn,
+        FieldValidation::Ignore => skiff_api::Strictness::Ignore,
+    };
+    let config = skiff_api::ValidationConfig {
+        node_port_range: args.service_node_port_range.clone(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let (mut valid, mut failed) = (0usize, 0usize);
+    for file in manifests::expand(&args.manifests)? {
+        let source = file.display().to_string();
+        let checked = match manifests::read(&file) {
+            Ok(text) => manifests::check(&source, &text, mode, &config),
+            Err(e) => manifests::Checked {
+                errors: vec![format!("{e:#}")],
+                ..Default::default()
+            },
+        };
+        for warning in &checked.warnings {
+            tracing::warn!("{warning}");
+        }
+        for error in &checked.errors {
+            tracing::error!("{error}");
+        }
+        failed += checked.errors.len();
+        valid += checked.valid.len();
+        for m in &checked.valid {
+            let info = m.object.info();
+            let name = match m.object.namespace() {
+                Some(ns) => format!("{ns}/{}", m.object.name()),
+                None => m.object.name().to_owned(),
+            };
+            if args.print {
+                writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::to_string_pretty(&m.object.to_value()?)?
+                )?;
+            } else {
+                writeln!(stdout, "valid {}/{name} ({source})", info.name)?;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} manifest error(s), {valid} object(s) valid");
+    }
+    tracing::info!("{valid} object(s) valid");
+    Ok(())
 }
