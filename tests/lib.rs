@@ -12,6 +12,47 @@ pub trait StoreFixture: Send + Sync {
     async fn open(&self) -> anyhow::Result<Arc<dyn Store>>;
 }
 
+/// The self-checking objects the kill -9 durability test writes (`store-writer`) and verifies.
+pub mod durability {
+    use serde_json::{Value, json};
+
+    /// The encryption key both the writer and the verifier open the database with.
+    pub fn key_bytes() -> [u8; 32] {
+        let mut key = [0u8; 32];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(91).wrapping_add(7);
+        }
+        key
+    }
+
+    /// The payload an object carries at `count` (its length varies with the count).
+    pub fn payload(name: &str, count: u64) -> String {
+        let unit = format!("{name}:{count};");
+        unit.repeat(1 + (count as usize * 7) % 40)
+    }
+
+    /// FNV-1a over the name, count and payload.
+    pub fn checksum(name: &str, count: u64, payload: &str) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name
+            .bytes()
+            .chain(count.to_le_bytes())
+            .chain(payload.bytes())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// The object `name` at `count`: complete only if its checksum matches.
+    pub fn object(name: &str, count: u64) -> Value {
+        let payload = payload(name, count);
+        let sum = checksum(name, count, &payload);
+        json!({"metadata": {"name": name}, "count": count, "payload": payload, "checksum": sum})
+    }
+}
+
 // =============================================================================================
 // etcd fixtures (owned by the etcd backend): a real etcd server per test setup, and stores on it.
 // =============================================================================================

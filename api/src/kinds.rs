@@ -2,25 +2,30 @@
 
 use std::fmt;
 
-/// Which of the 15 kinds skiff serves. The registry row for each is [`KindInfo`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Namespace,
-    Pod,
-    Service,
-    Endpoints,
-    EndpointSlice,
-    ConfigMap,
-    Secret,
-    Node,
-    Event,
-    Deployment,
-    ReplicaSet,
-    StatefulSet,
-    Ingress,
-    IngressClass,
-    Lease,
+/// Calls `$callback!` with every served kind's name after any leading arguments: the one list
+/// the [`Kind`] enum, [`crate::Object`] and the decoder are generated from. Each name is also the
+/// k8s-openapi type's name, imported where the callback expands.
+macro_rules! for_all_kinds {
+    ($callback:ident ! ($($arg:tt)*)) => {
+        $callback! {
+            $($arg)*
+            Namespace, Pod, Service, Endpoints, EndpointSlice, ConfigMap, Secret, Node, Event,
+            Deployment, ReplicaSet, StatefulSet, Ingress, IngressClass, Lease
+        }
+    };
 }
+pub(crate) use for_all_kinds;
+
+macro_rules! kind_enum {
+    ($($variant:ident),*) => {
+        /// Which of the kinds skiff serves. The registry row for each is [`KindInfo`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kind {
+            $($variant,)*
+        }
+    };
+}
+for_all_kinds!(kind_enum!());
 
 /// The verbs of a resource that supports the whole CRUD + watch set.
 pub const ALL_VERBS: &[&str] = &[

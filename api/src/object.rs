@@ -70,23 +70,7 @@ macro_rules! objects {
     };
 }
 
-objects!(
-    Namespace,
-    Pod,
-    Service,
-    Endpoints,
-    EndpointSlice,
-    ConfigMap,
-    Secret,
-    Node,
-    Event,
-    Deployment,
-    ReplicaSet,
-    StatefulSet,
-    Ingress,
-    IngressClass,
-    Lease,
-);
+crate::kinds::for_all_kinds!(objects!());
 
 impl Object {
     /// The registry row of this object's kind.

@@ -17,37 +17,9 @@ use serde_json::{Value, json};
 use skiff_apiserver::storage::{
     Codec, EncryptionKey, ObjectKey, ResourceName, Scope, SqliteStore, Store,
 };
+use skiff_tests::durability::{checksum, key_bytes, payload};
 
 const ROUNDS: usize = 5;
-
-/// Same as `store-writer`'s key.
-fn key_bytes() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(91).wrapping_add(7);
-    }
-    key
-}
-
-/// Same as `store-writer`'s payload.
-fn payload(name: &str, count: u64) -> String {
-    let unit = format!("{name}:{count};");
-    unit.repeat(1 + (count as usize * 7) % 40)
-}
-
-/// Same as `store-writer`'s checksum.
-fn checksum(name: &str, count: u64, payload: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name
-        .bytes()
-        .chain(count.to_le_bytes())
-        .chain(payload.bytes())
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
 
 fn random(below: u64) -> u64 {
     std::collections::hash_map::RandomState::new()
@@ -135,9 +107,19 @@ fn run_and_kill(db: &Path, prefix: &str, kill_after: usize, kill_at: Duration) -
         }
     });
     let mut acked = Acked::default();
-    let start = Instant::now();
     let mut exited_early = false;
-    while acked.lines < kill_after && start.elapsed() < kill_at {
+    // The kill clock starts at the first ack, so a slow start on a loaded machine cannot turn
+    // a round into one that checks nothing.
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => acked.record(&line)?,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            child.kill().context("SIGKILL store-writer")?;
+            bail!("store-writer acknowledged nothing within 60 s");
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => exited_early = true,
+    }
+    let start = Instant::now();
+    while !exited_early && acked.lines < kill_after && start.elapsed() < kill_at {
         match rx.recv_timeout(Duration::from_millis(5)) {
             Ok(line) => acked.record(&line)?,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}

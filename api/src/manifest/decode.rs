@@ -5,6 +5,14 @@ use serde_json::Value;
 
 use super::error::{DecodeError, ErrorKind};
 use super::{MAX_DEPTH, Strictness};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
 use crate::kinds::{self, Kind};
 use crate::object::Object;
 
@@ -111,81 +119,15 @@ macro_rules! decode_kinds {
     ($kind:expr, $value:expr, $($variant:ident),*) => {
         match $kind {
             $(Kind::$variant => {
-                let (o, u) = typed::<k8s_openapi_type!($variant)>($value)?;
+                let (o, u) = typed::<$variant>($value)?;
                 (Object::from(o), u)
             })*
         }
     };
 }
 
-macro_rules! k8s_openapi_type {
-    (Namespace) => {
-        k8s_openapi::api::core::v1::Namespace
-    };
-    (Pod) => {
-        k8s_openapi::api::core::v1::Pod
-    };
-    (Service) => {
-        k8s_openapi::api::core::v1::Service
-    };
-    (Endpoints) => {
-        k8s_openapi::api::core::v1::Endpoints
-    };
-    (EndpointSlice) => {
-        k8s_openapi::api::discovery::v1::EndpointSlice
-    };
-    (ConfigMap) => {
-        k8s_openapi::api::core::v1::ConfigMap
-    };
-    (Secret) => {
-        k8s_openapi::api::core::v1::Secret
-    };
-    (Node) => {
-        k8s_openapi::api::core::v1::Node
-    };
-    (Event) => {
-        k8s_openapi::api::core::v1::Event
-    };
-    (Deployment) => {
-        k8s_openapi::api::apps::v1::Deployment
-    };
-    (ReplicaSet) => {
-        k8s_openapi::api::apps::v1::ReplicaSet
-    };
-    (StatefulSet) => {
-        k8s_openapi::api::apps::v1::StatefulSet
-    };
-    (Ingress) => {
-        k8s_openapi::api::networking::v1::Ingress
-    };
-    (IngressClass) => {
-        k8s_openapi::api::networking::v1::IngressClass
-    };
-    (Lease) => {
-        k8s_openapi::api::coordination::v1::Lease
-    };
-}
-
 fn decode_kind(kind: Kind, value: &Value) -> Result<(Object, Vec<String>), DecodeError> {
-    Ok(decode_kinds!(
-        kind,
-        value,
-        Namespace,
-        Pod,
-        Service,
-        Endpoints,
-        EndpointSlice,
-        ConfigMap,
-        Secret,
-        Node,
-        Event,
-        Deployment,
-        ReplicaSet,
-        StatefulSet,
-        Ingress,
-        IngressClass,
-        Lease
-    ))
+    Ok(kinds::for_all_kinds!(decode_kinds!(kind, value,)))
 }
 
 /// Deserialize into `T`, collecting unknown field paths and the path of the first type error.

@@ -87,7 +87,10 @@ impl EncryptionKey {
     }
 
     /// Loads the key at `path`, or generates one and writes it there (mode 0600) if the file
-    /// does not exist yet. Used for the data dir's key on first start.
+    /// does not exist yet. Used for the data dir's key on first start. The new file is written
+    /// beside the target, fsynced, renamed into place and its directory fsynced, so after a
+    /// crash the key is either wholly there or absent — never lost while data it sealed
+    /// survives, never half-written.
     pub fn load_or_create(path: &Path) -> Result<Self, StoreError> {
         use base64::Engine as _;
         use std::io::Write as _;
@@ -99,15 +102,29 @@ impl EncryptionKey {
             .fill(&mut bytes)
             .map_err(|_| StoreError::Crypto("the system random source failed".into()))?;
         let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
         let write = || -> std::io::Result<()> {
+            // A leftover from a crash before the rename holds no key anyone used.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut file = opts.open(path)?;
+            let mut file = opts.open(&tmp)?;
             file.write_all(text.as_bytes())?;
             file.write_all(b"\n")?;
-            file.sync_all()
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| {
             StoreError::Crypto(format!(

@@ -173,7 +173,10 @@ impl EtcdStore {
             .with_keep_alive(options.keep_alive.0, options.keep_alive.1)
             // Pings only while streams are open (watches): etcd's keep-alive policy does not
             // permit pings on a connection without streams.
-            .with_keep_alive_while_idle(false);
+            .with_keep_alive_while_idle(false)
+            // A member that lost quorum must fail requests and end watches, not go silent
+            // (what kube-apiserver does with WithRequireLeader).
+            .with_require_leader(true);
         let client = tokio::time::timeout(
             options.connect_timeout,
             Client::connect(endpoints, Some(connect_options)),
@@ -228,6 +231,25 @@ fn normalize_prefix(prefix: &str) -> Result<String> {
 }
 
 /// A namespace or name must be one key path segment.
+/// A txn that applies `op` only if `etcd_key` is still at `mod_revision`, else reads it back.
+fn guarded(etcd_key: &str, mod_revision: i64, op: TxnOp) -> Txn {
+    Txn::new()
+        .when([Compare::mod_revision(
+            etcd_key,
+            CompareOp::Equal,
+            mod_revision,
+        )])
+        .and_then([op])
+        .or_else([TxnOp::get(etcd_key, None)])
+}
+
+fn gave_up(key: &ObjectKey) -> StoreError {
+    StoreError::Conflict {
+        key: key.clone(),
+        message: format!("gave up after {MAX_RETRIES} concurrent modifications; try again"),
+    }
+}
+
 fn backend(what: &str, e: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("etcd {what}: {e}"))
 }
@@ -442,14 +464,11 @@ impl Store for EtcdStore {
             let mut new = object.clone();
             meta::prepare_update(key, &mut new, &stored)?;
             let bytes = inner.codec.encode(key, &new)?;
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    etcd_key.as_str(),
-                    CompareOp::Equal,
-                    kv.mod_revision(),
-                )])
-                .and_then([TxnOp::put(etcd_key.as_str(), bytes, None)])
-                .or_else([TxnOp::get(etcd_key.as_str(), None)]);
+            let txn = guarded(
+                &etcd_key,
+                kv.mod_revision(),
+                TxnOp::put(etcd_key.as_str(), bytes, None),
+            );
             let mut client = inner.kv();
             let resp = inner
                 .call("update", client.txn(txn))
@@ -463,10 +482,7 @@ impl Store for EtcdStore {
             // round reports the conflict (or NotFound); without, it retries on the new state.
             current = else_current(&resp);
         }
-        Err(StoreError::Conflict {
-            key: key.clone(),
-            message: format!("gave up after {MAX_RETRIES} concurrent modifications; try again"),
-        })
+        Err(gave_up(key))
     }
 
     async fn delete(&self, key: &ObjectKey, preconditions: &Preconditions) -> Result<Value> {
@@ -480,14 +496,11 @@ impl Store for EtcdStore {
             let stored_revision = to_revision(kv.mod_revision())?;
             let mut stored = inner.codec.decode(key, kv.value())?;
             meta::check_preconditions(key, stored_revision, &stored, None, preconditions)?;
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    etcd_key.as_str(),
-                    CompareOp::Equal,
-                    kv.mod_revision(),
-                )])
-                .and_then([TxnOp::delete(etcd_key.as_str(), None)])
-                .or_else([TxnOp::get(etcd_key.as_str(), None)]);
+            let txn = guarded(
+                &etcd_key,
+                kv.mod_revision(),
+                TxnOp::delete(etcd_key.as_str(), None),
+            );
             let mut client = inner.kv();
             let resp = inner
                 .call("delete", client.txn(txn))
@@ -499,10 +512,7 @@ impl Store for EtcdStore {
             }
             current = else_current(&resp);
         }
-        Err(StoreError::Conflict {
-            key: key.clone(),
-            message: format!("gave up after {MAX_RETRIES} concurrent modifications; try again"),
-        })
+        Err(gave_up(key))
     }
 
     async fn list(&self, scope: &Scope) -> Result<ListResult> {
@@ -536,7 +546,7 @@ impl Store for EtcdStore {
                 let rev = match revision {
                     Some(rev) => rev,
                     None => {
-                        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+                        let rev = to_etcd_revision(header_revision(resp.header())?)?;
                         revision = Some(rev);
                         rev
                     }
@@ -585,7 +595,12 @@ impl Store for EtcdStore {
             .with_prefix()
             .with_start_revision(start)
             .with_prev_key();
-        let mut client = inner.client.watch_client();
+        // A watch response can batch up to 1000 revisions, each with its previous value: far
+        // above the client's 4 MB default when a watcher replays history of large objects.
+        let mut client = inner
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut stream = inner
             .call("watch", client.watch(prefix.as_str(), Some(options)))
             .await?

@@ -9,9 +9,9 @@
 //!   after each commit, backed by the `history` table for watchers that start from an older
 //!   revision or fall behind. See [`watch`].
 //!
-//! Architecture invariant: only this process writes the file while a `SqliteStore` is open on
-//! it (a second writer would keep revisions consistent — the counter lives in the database —
-//! but this process's watchers would not see its writes).
+//! Architecture invariant: only one `SqliteStore` writes a file at a time — enforced by an
+//! exclusive lock on `<db>.lock`, because another writer's changes would never reach this
+//! store's watchers.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,14 +108,58 @@ fn event_kind(code: i64) -> Option<EventType> {
     }
 }
 
-/// A key this store can hold: a namespace, when present, is not empty.
-/// The SQLite store. Cheap to share behind an `Arc`; dropping the last handle stops the writer
-/// thread once it has finished the writes already sent to it.
+/// The SQLite store. Cheap to share behind an `Arc`; dropping the last handle waits for the
+/// writer thread to finish the writes already sent to it and close the database.
 #[derive(Debug)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
-    writes: mpsc::Sender<Request>,
+    /// `None` only while dropping.
+    writes: Option<mpsc::Sender<Request>>,
     events: broadcast::Sender<Batch>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop; joining makes "dropped" mean "closed",
+        // so the same file can be reopened at once (a restart) without racing the checkpoint.
+        self.writes = None;
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.shared.path.display(), "the storage writer thread panicked");
+        }
+    }
+}
+
+/// Takes the exclusive lock that makes this process the database's only writer.
+fn lock(path: &Path) -> Result<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open the lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+            "the database {} is in use by another skiff (its lock {} is held): stop that process, or give this one another --data-dir or --datastore",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
 }
 
 impl SqliteStore {
@@ -138,6 +182,7 @@ impl SqliteStore {
         if exists && let Some(found) = schema::read_version(path)? {
             schema::check_version(path, found)?;
         }
+        let lock = lock(path)?;
         let (conn, found) = schema::open_writer(path)?;
         let (revision, compacted) = writer::read_meta(&conn).map_err(|e| backend(path, e))?;
         tracing::info!(
@@ -164,8 +209,9 @@ impl SqliteStore {
             shared: shared.clone(),
             events: events.clone(),
             requests,
+            _lock: lock,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("skiff-sqlite-writer".into())
             .spawn(move || w.run())
             .map_err(|e| {
@@ -173,8 +219,9 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             shared,
-            writes,
+            writes: Some(writes),
             events,
+            writer: Some(writer),
         })
     }
 
@@ -185,9 +232,12 @@ impl SqliteStore {
 
     async fn write(&self, op: Op) -> Result<Value> {
         let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Backend("the storage writer thread has stopped".into());
         self.writes
+            .as_ref()
+            .ok_or_else(stopped)?
             .send(Request { op, reply })
-            .map_err(|_| StoreError::Backend("the storage writer thread has stopped".into()))?;
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| {
             StoreError::Backend("the storage writer thread stopped before answering".into())
         })?

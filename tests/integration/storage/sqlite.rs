@@ -15,6 +15,16 @@ use skiff_tests::StoreFixture;
 
 use super::battery::store_battery;
 
+/// The next watch item, or a failure instead of a hang if a regression stops delivery.
+async fn next_within(
+    watch: &mut skiff_apiserver::storage::WatchStream,
+) -> Option<skiff_apiserver::storage::Result<skiff_apiserver::storage::WatchEvent>> {
+    use futures::StreamExt as _;
+    tokio::time::timeout(std::time::Duration::from_secs(60), watch.next())
+        .await
+        .expect("no watch event within 60 s")
+}
+
 /// A SQLite store in a temporary directory, with a fixed encryption key.
 pub struct SqliteFixture {
     dir: tempfile::TempDir,
@@ -89,8 +99,6 @@ async fn newer_schema_is_refused_and_the_file_left_identical() -> Result<()> {
             .create(&k, json!({"metadata": {}, "data": {"a": "b"}}))
             .await?;
     }
-    // Wait for the writer thread to close its connection (it checkpoints the WAL on close).
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let newer = skiff_apiserver::storage::sqlite::schema::latest_version() + 1;
     {
         let conn = rusqlite::Connection::open(&path)?;
@@ -232,7 +240,6 @@ async fn secret_values_never_reach_the_disk_in_plaintext() -> Result<()> {
     assert_eq!(store.get(&k).await?["data"]["password"], in_base64);
     // ... and after closing (WAL checkpointed into the database file).
     drop(store);
-    std::thread::sleep(std::time::Duration::from_millis(200));
     check("after close");
 
     // Without the key the Secret cannot be read, with a clear error.
@@ -258,7 +265,6 @@ async fn compacting_to_a_future_revision_is_invalid() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_watcher_whose_history_was_compacted_ends_with_expired() -> Result<()> {
-    use futures::StreamExt;
     let fixture = SqliteFixture::new();
     let store = Arc::new(fixture.open_sqlite()?);
     let r = ResourceName::new("configmaps")?;
@@ -268,7 +274,7 @@ async fn a_lagging_watcher_whose_history_was_compacted_ends_with_expired() -> Re
         .watch(&skiff_apiserver::storage::Scope::all(r.clone()), 0)
         .await?;
     // The watcher has caught up and follows live events ...
-    assert!(matches!(watch.next().await, Some(Ok(_))));
+    assert!(matches!(next_within(&mut watch).await, Some(Ok(_))));
     // ... then stops reading while far more commits than the broadcast buffer holds happen
     // (one write per commit), and the history it would need is compacted.
     let mut last = 0;
@@ -280,7 +286,7 @@ async fn a_lagging_watcher_whose_history_was_compacted_ends_with_expired() -> Re
     store.compact(last).await?;
     let mut seen = 0;
     loop {
-        match watch.next().await {
+        match next_within(&mut watch).await {
             Some(Ok(_)) => seen += 1,
             Some(Err(StoreError::Expired { .. })) => break,
             other => panic!("after {seen} events: {other:?}"),
@@ -288,7 +294,7 @@ async fn a_lagging_watcher_whose_history_was_compacted_ends_with_expired() -> Re
     }
     assert!(seen < 1500, "saw {seen} events");
     assert!(
-        watch.next().await.is_none(),
+        next_within(&mut watch).await.is_none(),
         "the stream ends after Expired"
     );
     Ok(())
@@ -303,7 +309,6 @@ async fn newer_schema_in_wal_mode_is_refused_and_the_database_left_identical() -
         let k = ObjectKey::new(ResourceName::new("configmaps")?, Some("default"), "keep");
         store.create(&k, json!({"metadata": {}})).await?;
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let newer = skiff_apiserver::storage::sqlite::schema::latest_version() + 7;
     {
         // A newer skiff, still in WAL mode, with its last write only in the WAL (not checkpointed).
@@ -328,5 +333,73 @@ async fn newer_schema_in_wal_mode_is_refused_and_the_database_left_identical() -
     let err = fixture.open_sqlite().unwrap_err();
     assert!(matches!(err, StoreError::Incompatible(_)), "{err:?}");
     assert_eq!(before[0], snapshot(&path)[0], "the database file changed");
+    Ok(())
+}
+
+/// Creates `n` objects one commit at a time in `namespace`; returns the last revision.
+async fn create_one_by_one(store: &SqliteStore, namespace: &str, n: usize) -> Result<u64> {
+    let r = ResourceName::new("configmaps")?;
+    let mut last = 0;
+    for i in 0..n {
+        let k = ObjectKey::new(r.clone(), Some(namespace), &format!("o{i}"));
+        let o = store.create(&k, json!({"metadata": {}})).await?;
+        last = o["metadata"]["resourceVersion"].as_str().unwrap().parse()?;
+    }
+    Ok(last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watcher_catches_up_from_history_missing_nothing() -> Result<()> {
+    let fixture = SqliteFixture::new();
+    let store = fixture.open_sqlite()?;
+    let scope = skiff_apiserver::storage::Scope::all(ResourceName::new("configmaps")?);
+    let from = store.current_revision().await?;
+    let mut watch = store.watch(&scope, from).await?;
+    // The watcher reads nothing while more commits than the broadcast buffer holds happen.
+    let n = 1500;
+    create_one_by_one(&store, "lag", n).await?;
+    let mut previous = from;
+    for i in 0..n {
+        let event = next_within(&mut watch).await.unwrap()?;
+        assert!(event.revision > previous, "out of order at event {i}");
+        assert_eq!(event.key.name, format!("o{i}"));
+        previous = event.revision;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_a_quiet_scope_is_not_expired_by_compaction_elsewhere() -> Result<()> {
+    let fixture = SqliteFixture::new();
+    let store = fixture.open_sqlite()?;
+    let r = ResourceName::new("configmaps")?;
+    let mut watch = store
+        .watch(
+            &skiff_apiserver::storage::Scope::namespace(r.clone(), "quiet"),
+            0,
+        )
+        .await?;
+    // The watcher is read (it follows the broadcast) while other namespaces change ...
+    for i in 0..300 {
+        let k = ObjectKey::new(r.clone(), Some("busy"), &format!("a{i}"));
+        store.create(&k, json!({"metadata": {}})).await?;
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(1), {
+            use futures::StreamExt as _;
+            watch.next()
+        });
+        assert!(
+            pending.await.is_err(),
+            "an out-of-scope event was delivered"
+        );
+    }
+    let followed = store.current_revision().await?;
+    // ... then falls behind the broadcast while history up to where it had followed is
+    // compacted: it needs none of that history, so it must not be told it expired.
+    create_one_by_one(&store, "busy2", 1500).await?;
+    store.compact(followed).await?;
+    let k = ObjectKey::new(r.clone(), Some("quiet"), "finally");
+    store.create(&k, json!({"metadata": {}})).await?;
+    let event = next_within(&mut watch).await.unwrap()?;
+    assert_eq!(event.key.name, "finally");
     Ok(())
 }

@@ -16,46 +16,12 @@ use serde_json::{Value, json};
 use skiff_apiserver::storage::{
     Codec, EncryptionKey, ObjectKey, Preconditions, ResourceName, SqliteStore, Store, StoreError,
 };
+use skiff_tests::durability::{key_bytes, object};
 
 /// Writers in flight at once.
 const TASKS: usize = 16;
 /// Objects per writer task.
 const OBJECTS_PER_TASK: usize = 8;
-
-/// The key the durability test opens the database with, too.
-fn key_bytes() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(91).wrapping_add(7);
-    }
-    key
-}
-
-/// The payload an object carries at `count`.
-fn payload(name: &str, count: u64) -> String {
-    let unit = format!("{name}:{count};");
-    unit.repeat(1 + (count as usize * 7) % 40)
-}
-
-/// FNV-1a over the name, count and payload.
-fn checksum(name: &str, count: u64, payload: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name
-        .bytes()
-        .chain(count.to_le_bytes())
-        .chain(payload.bytes())
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
-fn object(name: &str, count: u64) -> Value {
-    let payload = payload(name, count);
-    let sum = checksum(name, count, &payload);
-    json!({"metadata": {"name": name}, "count": count, "payload": payload, "checksum": sum})
-}
 
 struct Acks(Mutex<std::io::Stdout>);
 

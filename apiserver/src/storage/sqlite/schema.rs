@@ -71,11 +71,15 @@ pub fn read_version(path: &Path) -> Result<Option<u32>, StoreError> {
         .map_err(|e| backend(path, e))?;
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| {
-            StoreError::Incompatible(format!(
+        .map_err(|e| match e.sqlite_error_code() {
+            // Only a file that is not a database at all is "incompatible"; anything else (busy,
+            // I/O, a hot journal a read-only connection cannot recover) is retryable, and must
+            // never be answered with advice to move the user's data away.
+            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Incompatible(format!(
                 "{} is not a SQLite database skiff can read ({e}); move it away or point skiff at another data directory",
                 path.display()
-            ))
+            )),
+            _ => backend(path, e),
         })?;
     if tables == 0 {
         return Ok(None);
@@ -227,6 +231,32 @@ mod tests {
         let (_conn, before) = open_writer(&path).unwrap();
         assert_eq!(before, latest_version());
         assert_eq!(read_version(&path).unwrap(), Some(latest_version()));
+    }
+
+    #[test]
+    fn writer_is_durable_on_commit() {
+        // kill -9 cannot catch a missing fsync (the page cache survives it): assert the setting.
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, _) = open_writer(&dir.path().join("db")).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous must be FULL (2)");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_incompatible() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        assert!(matches!(
+            read_version(&path),
+            Err(StoreError::Incompatible(_))
+        ));
     }
 
     #[test]

@@ -70,10 +70,15 @@ impl State {
             }
             match self.live.recv().await {
                 Ok(batch) => {
+                    // Batches arrive complete and in global revision order, so every revision
+                    // seen here — in scope or not — is one this watcher no longer needs from
+                    // history: a watcher on a quiet scope must not look stale after a lag.
                     for event in batch.iter() {
-                        if event.revision > self.last && self.scope.contains(&event.key) {
+                        if event.revision > self.last {
                             self.last = event.revision;
-                            self.pending.push_back(event.clone());
+                            if self.scope.contains(&event.key) {
+                                self.pending.push_back(event.clone());
+                            }
                         }
                     }
                 }
@@ -95,7 +100,7 @@ impl State {
     async fn catch_up(&mut self) -> Result<()> {
         let scope = self.scope.clone();
         let after = self.last;
-        let (events, complete) = self
+        let (events, snapshot) = self
             .shared
             .read(move |shared, conn| read_history(shared, conn, &scope, after))
             .await?;
@@ -103,22 +108,25 @@ impl State {
             self.last = last.revision;
         }
         self.pending.extend(events);
-        if complete {
+        if let Some(snapshot) = snapshot {
+            // Everything in scope up to the snapshot was read: later catch-ups start there.
+            self.last = self.last.max(snapshot);
             self.catching_up = false;
         }
         Ok(())
     }
 }
 
-/// Up to `PAGE` changes in `scope` after `after`, and whether that was all of them.
+/// Up to `PAGE` changes in `scope` after `after`, and — if that was all of them — the revision
+/// of the snapshot they were read at.
 fn read_history(
     shared: &Shared,
     conn: &mut Connection,
     scope: &Scope,
     after: Revision,
-) -> Result<(Vec<WatchEvent>, bool)> {
+) -> Result<(Vec<WatchEvent>, Option<Revision>)> {
     let tx = conn.transaction().map_err(|e| shared.sql(e))?;
-    let (_, compacted) = writer::read_meta(&tx).map_err(|e| shared.sql(e))?;
+    let (snapshot, compacted) = writer::read_meta(&tx).map_err(|e| shared.sql(e))?;
     if after < compacted {
         return Err(StoreError::Expired {
             requested: after,
@@ -189,5 +197,5 @@ fn read_history(
     }
     tx.finish().map_err(|e| shared.sql(e))?;
     let complete = events.len() < PAGE;
-    Ok((events, complete))
+    Ok((events, complete.then_some(snapshot)))
 }

@@ -61,6 +61,9 @@ pub(super) struct Writer {
     pub shared: Arc<Shared>,
     pub events: broadcast::Sender<Batch>,
     pub requests: mpsc::Receiver<Request>,
+    /// The exclusive lock on `<db>.lock`, released after the connection closes (fields drop
+    /// in declaration order).
+    pub _lock: std::fs::File,
 }
 
 impl Writer {
