@@ -1,3 +1,7 @@
-//! The API server: durable storage behind one `Store` trait (SQLite, etcd) and, later, the Kubernetes REST API.
+//! The API server: durable storage behind one `Store` trait (SQLite, etcd) and the Kubernetes REST API (`server`).
 
+pub mod discovery;
+pub mod selectors;
+pub mod server;
 pub mod storage;
+pub mod tables;

@@ -41,7 +41,38 @@ pub enum Command {
     Echo(EchoArgs),
     /// Check manifests offline: parse, default and validate them as the API server will.
     Validate(ValidateArgs),
+    /// Bearer tokens for nodes and components (`skiff agent`).
+    Token(TokenArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token in the server's data dir and print it; a running server accepts it at once.
+    Create(TokenCreate),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreate {
+    /// Who the token authenticates as, e.g. `node-a` or `skiff-proxy`.
+    pub name: String,
+
+    /// Groups of the token's user (repeatable).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+
+    /// The server's data directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SERVER_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// `skiff server`'s data directory unless `--data-dir` says otherwise.
+pub const DEFAULT_SERVER_DATA_DIR: &str = ".skiff/server";
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -84,7 +115,8 @@ pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, Str
 /// Flags shared by `up` and `server`: the control plane, its storage and the cluster defaults.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Where state, certificates, keys and the admin kubeconfig live [default: ./.skiff/NAME].
+    /// Where state, certificates, keys and the admin kubeconfig live
+    /// [default: ./.skiff/NAME for `up`, ./.skiff/server for `server`].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -175,6 +207,10 @@ pub struct ServerArgs {
     /// Node name [default: the host name].
     #[arg(long)]
     pub name: Option<String>,
+
+    /// Address the API listens on. Loopback by default; `0.0.0.0` serves every interface.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: std::net::IpAddr,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -387,5 +423,7 @@ mod tests {
             assert!(parse_port_range(bad).is_err(), "{bad}");
         }
         assert!(Cli::try_parse_from(["skiff", "validate"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "server", "--bind-address", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "token", "create"]).is_err());
     }
 }

@@ -2,13 +2,15 @@
 
 mod cli;
 mod manifests;
+mod server;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, FieldValidation, LogFormat, ValidateArgs};
+use anyhow::Context as _;
+use cli::{Cli, Command, FieldValidation, LogFormat, TokenArgs, TokenCommand, ValidateArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,8 +38,21 @@ fn init_logging(format: LogFormat) {
 fn run(command: Command) -> anyhow::Result<()> {
     let (name, issue) = match command {
         Command::Validate(args) => return validate(&args),
+        Command::Server(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            return runtime.block_on(server::run(args));
+        }
+        Command::Token(TokenArgs {
+            command: TokenCommand::Create(t),
+        }) => {
+            let token = skiff_apiserver::server::create_token(&t.data_dir, &t.name, &t.groups)
+                .with_context(|| format!("cannot create a token in {}", t.data_dir.display()))?;
+            use std::io::Write as _;
+            writeln!(std::io::stdout().lock(), "{token}")?;
+            return Ok(());
+        }
         Command::Up(_) => ("skiff up", "the kubelet issue (#6)"),
-        Command::Server(_) => ("skiff server", "the API server and kubelet issues (#4, #6)"),
         Command::Agent(_) => (
             "skiff agent",
             "the kubelet, proxy, DNS and ingress issues (#6-#9)",

@@ -1,4 +1,5 @@
 //! Integration and end-to-end tests: one binary, one module per area.
 
+mod apiserver;
 mod durability;
 mod storage;

@@ -1,0 +1,762 @@
+//! Request handling: authentication, then get / list / create / update (PUT) / delete / watch.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use ring::rand::SecureRandom;
+use serde_json::{Value, json};
+use skiff_api::{KindInfo, Strictness, apply_defaults, decode_value, kinds, validate};
+
+use super::filter::{Filter, matches_selectors};
+use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
+use super::status::ApiError;
+use super::{Ctx, watch};
+use crate::storage::{ObjectKey, Preconditions, ResourceName, Scope, StoreError};
+use crate::{discovery, tables};
+
+/// Every response body: a whole buffer or a watch stream.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted (etcd's request limit, as upstream).
+pub const MAX_BODY_BYTES: usize = skiff_api::manifest::MAX_OBJECT_BYTES;
+
+/// The Kubernetes version skiff reports. The minor selects the kubectl the dispatcher runs.
+pub const KUBE_MAJOR: &str = "1";
+pub const KUBE_MINOR: &str = "32";
+/// Semver-valid (kubectl parses it): build metadata names skiff.
+pub const GIT_VERSION: &str = "v1.32.0+skiff";
+
+/// Namespaces upstream forbids deleting.
+const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// The query parameters skiff understands; others (`limit`, `continue`, `timeout`,
+/// `resourceVersionMatch`, `pretty`...) are ignored, which upstream semantics allow.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Query {
+    pub watch: bool,
+    pub resource_version: Option<String>,
+    pub timeout_seconds: Option<u64>,
+    pub allow_bookmarks: bool,
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub field_validation: Option<String>,
+    pub dry_run: bool,
+    /// `includeObject` for Table responses.
+    pub include_object: Option<String>,
+    /// The client asked for a `meta.k8s.io/v1` Table (the `Accept` header, not the query).
+    pub as_table: bool,
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "true" | "1" | "True" | "TRUE")
+}
+
+impl Query {
+    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut q = Self::default();
+        for (k, v) in routes::parse_query(query) {
+            match k.as_str() {
+                "watch" => q.watch = truthy(&v),
+                "resourceVersion" => q.resource_version = Some(v),
+                "timeoutSeconds" => {
+                    q.timeout_seconds = Some(v.parse().map_err(|_| {
+                        ApiError::bad_request(format!("invalid timeoutSeconds {v:?}"))
+                    })?);
+                }
+                "allowWatchBookmarks" => q.allow_bookmarks = truthy(&v),
+                "labelSelector" => q.label_selector = Some(v),
+                "fieldSelector" => q.field_selector = Some(v),
+                "fieldValidation" => q.field_validation = Some(v),
+                "includeObject" => q.include_object = Some(v),
+                "dryRun" => q.dry_run = !v.is_empty(),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    /// `fieldValidation`: Strict, Warn (upstream's default when absent) or Ignore.
+    fn strictness(&self) -> Result<Strictness, ApiError> {
+        match self.field_validation.as_deref() {
+            None | Some("") | Some("Warn") => Ok(Strictness::Warn),
+            Some("Strict") => Ok(Strictness::Strict),
+            Some("Ignore") => Ok(Strictness::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", not {other:?}"
+            ))),
+        }
+    }
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn response(code: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub(crate) fn json_response(code: u16, value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    response(code, "application/json", bytes)
+}
+
+pub(crate) fn status_response(err: &ApiError) -> Response<Body> {
+    json_response(err.code, &err.to_status())
+}
+
+fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+}
+
+/// The hyper service: never fails; every error becomes a `Status` response.
+pub(crate) async fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let resp = match dispatch(&ctx, req).await {
+        Ok(resp) => resp,
+        Err(err) => status_response(&err),
+    };
+    let status = resp.status().as_u16();
+    let micros = start.elapsed().as_micros() as u64;
+    if resp.status().is_server_error() {
+        tracing::warn!(%method, %uri, status, micros, "request failed");
+    } else {
+        tracing::debug!(%method, %uri, status, micros, "request");
+    }
+    Ok(resp)
+}
+
+async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let route = routes::parse(req.uri().path());
+    if let Route::Health(check) = route {
+        return Ok(health(ctx, check).await);
+    }
+    let authorization = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if ctx.auth.authenticate(authorization).is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    match route {
+        Route::Version if req.method() == Method::GET => Ok(json_response(200, &version())),
+        Route::Version => Err(ApiError::method_not_allowed(
+            "only GET is allowed on /version",
+        )),
+        Route::Discovery(path) if req.method() == Method::GET => discovery(&req, &path),
+        Route::Discovery(_) => Err(ApiError::method_not_allowed(
+            "only GET is allowed on discovery documents",
+        )),
+        Route::Resource(path) => resource(ctx, req, path).await,
+        Route::Health(_) | Route::NotFound => Err(ApiError::no_route()),
+    }
+}
+
+async fn health(ctx: &Ctx, check: HealthCheck) -> Response<Body> {
+    match check {
+        HealthCheck::Healthz | HealthCheck::Livez => {
+            response(200, "text/plain; charset=utf-8", "ok")
+        }
+        HealthCheck::Readyz => match ctx.store.current_revision().await {
+            Ok(_) => response(200, "text/plain; charset=utf-8", "ok"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readyz: storage is not ready");
+                response(
+                    500,
+                    "text/plain; charset=utf-8",
+                    "readyz check failed: storage",
+                )
+            }
+        },
+    }
+}
+
+/// `/version`: what kubectl's dispatcher and client-go read.
+pub fn version() -> Value {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    json!({
+        "major": KUBE_MAJOR,
+        "minor": KUBE_MINOR,
+        "gitVersion": GIT_VERSION,
+        "gitCommit": env!("CARGO_PKG_VERSION"),
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{arch}", std::env::consts::OS),
+    })
+}
+
+pub(crate) fn resource_name(info: &KindInfo) -> Result<ResourceName, ApiError> {
+    ResourceName::new(info.group_resource()).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn object_key(info: &KindInfo, namespace: Option<&str>, name: &str) -> Result<ObjectKey, ApiError> {
+    let key = ObjectKey::new(resource_name(info)?, namespace, name);
+    key.validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(key)
+}
+
+/// The scope a collection path lists: one namespace, or all of them.
+pub(crate) fn scope(path: &ResourcePath) -> Result<Scope, ApiError> {
+    Ok(Scope {
+        resource: resource_name(path.info)?,
+        namespace: path.namespace.clone(),
+    })
+}
+
+/// Sets `apiVersion` and `kind` (objects in lists and events carry them).
+pub(crate) fn with_type_meta(info: &KindInfo, mut object: Value) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".into(), json!(info.api_version()));
+        map.insert("kind".into(), json!(info.name));
+    }
+    object
+}
+
+async fn resource(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    path: ResourcePath,
+) -> Result<Response<Body>, ApiError> {
+    let mut query = Query::parse(req.uri().query())?;
+    query.as_table = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(tables::wants_table);
+    if let Some(sub) = &path.subresource {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            format!(
+                "the {sub:?} subresource of {} is not served yet",
+                path.info.group_resource()
+            ),
+        ));
+    }
+    // A named object of a namespaced kind needs its namespace in the path.
+    if path.info.namespaced && path.namespace.is_none() && path.name.is_some() {
+        return Err(ApiError::no_route());
+    }
+    if query.dry_run && req.method() != Method::GET {
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by this server yet",
+        ));
+    }
+    let method = req.method().clone();
+    match (&method, path.name.clone()) {
+        (&Method::GET, None) if query.watch => {
+            let filter = Filter::from_query(
+                path.info.kind,
+                query.label_selector.as_deref(),
+                query.field_selector.as_deref(),
+            )?;
+            watch::watch(ctx, &path, filter, &query).await
+        }
+        (&Method::GET, Some(_)) if query.watch => {
+            // The object's name is added by the watch itself.
+            let filter = Filter::from_query(path.info.kind, None, None)?;
+            watch::watch(ctx, &path, filter, &query).await
+        }
+        (&Method::GET, None) => list(ctx, &path, &query).await,
+        (&Method::GET, Some(name)) => get(ctx, &path, &name, &query).await,
+        (&Method::POST, None) => create(ctx, req, &path, &query).await,
+        (&Method::PUT, Some(name)) => update(ctx, req, &path, &name, &query).await,
+        (&Method::DELETE, Some(name)) => delete(ctx, req, &path, &name).await,
+        (&Method::DELETE, None) => Err(ApiError::method_not_allowed(
+            "deleting a collection is not supported by this server yet",
+        )),
+        (&Method::PATCH, _) => Err(ApiError::method_not_allowed(
+            "PATCH is not supported by this server yet (it arrives with apply); use PUT",
+        )),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed on this path"
+        ))),
+    }
+}
+
+async fn get(
+    ctx: &Ctx,
+    path: &ResourcePath,
+    name: &str,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let key = object_key(path.info, path.namespace.as_deref(), name)?;
+    let object = ctx
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::from_store(path.info, name, e))?;
+    let object = with_type_meta(path.info, object);
+    if query.as_table {
+        let revision = object["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        return Ok(table_response(path.info, &[object], &revision, query));
+    }
+    Ok(json_response(200, &object))
+}
+
+/// A `meta.k8s.io/v1` Table of `objects`, answered with the Table content type.
+pub(crate) fn table_value(
+    info: &KindInfo,
+    objects: &[Value],
+    revision: &str,
+    query: &Query,
+) -> Value {
+    tables::table(
+        info.kind,
+        objects,
+        jiff::Timestamp::now(),
+        tables::IncludeObject::from_query(query.include_object.as_deref()),
+        revision,
+    )
+}
+
+fn table_response(
+    info: &KindInfo,
+    objects: &[Value],
+    revision: &str,
+    query: &Query,
+) -> Response<Body> {
+    let value = table_value(info, objects, revision, query);
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+    response(200, tables::TABLE_CONTENT_TYPE, bytes)
+}
+
+/// `/api`, `/apis`, `/apis/{g}`, `/api/v1`, `/apis/{g}/{v}`: legacy documents, or the
+/// aggregated (v2) ones when the client's `Accept` asks for them (kubectl >= 1.30).
+fn discovery(req: &Request<Incoming>, path: &DiscoveryPath) -> Result<Response<Body>, ApiError> {
+    let accept = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let aggregated = discovery::wants_aggregated(accept);
+    let answer = |value: Value, content_type: &'static str| {
+        let bytes = serde_json::to_vec(&value).unwrap_or_default();
+        Ok(response(200, content_type, bytes))
+    };
+    match path {
+        DiscoveryPath::CoreVersions if aggregated => answer(
+            discovery::aggregated_core(),
+            discovery::AGGREGATED_CONTENT_TYPE,
+        ),
+        DiscoveryPath::Groups if aggregated => answer(
+            discovery::aggregated_groups(),
+            discovery::AGGREGATED_CONTENT_TYPE,
+        ),
+        DiscoveryPath::CoreVersions => {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .unwrap_or("");
+            answer(discovery::core_api_versions(host), "application/json")
+        }
+        DiscoveryPath::Groups => answer(discovery::api_group_list(), "application/json"),
+        DiscoveryPath::Group(group) => {
+            let list = discovery::api_group_list();
+            let found = list["groups"]
+                .as_array()
+                .and_then(|groups| groups.iter().find(|g| g["name"] == group.as_str()))
+                .cloned();
+            match found {
+                Some(mut g) => {
+                    if let Some(map) = g.as_object_mut() {
+                        map.insert("kind".into(), json!("APIGroup"));
+                        map.insert("apiVersion".into(), json!("v1"));
+                    }
+                    answer(g, "application/json")
+                }
+                None => Err(ApiError::no_route()),
+            }
+        }
+        DiscoveryPath::Resources { group, version } => {
+            match discovery::resource_list(group, version) {
+                Some(list) => answer(list, "application/json"),
+                None => Err(ApiError::no_route()),
+            }
+        }
+    }
+}
+
+async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<Body>, ApiError> {
+    let filter = Filter::from_query(
+        path.info.kind,
+        query.label_selector.as_deref(),
+        query.field_selector.as_deref(),
+    )?;
+    let list = ctx
+        .store
+        .list(&scope(path)?)
+        .await
+        .map_err(|e| ApiError::from_store(path.info, "", e))?;
+    let items: Vec<Value> = list
+        .items
+        .into_iter()
+        .filter(|o| matches_selectors(&filter, o))
+        .map(|o| with_type_meta(path.info, o))
+        .collect();
+    if query.as_table {
+        return Ok(table_response(
+            path.info,
+            &items,
+            &list.revision.to_string(),
+            query,
+        ));
+    }
+    Ok(json_response(
+        200,
+        &json!({
+            "kind": format!("{}List", path.info.name),
+            "apiVersion": path.info.api_version(),
+            "metadata": {"resourceVersion": list.revision.to_string()},
+            "items": items,
+        }),
+    ))
+}
+
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
+async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(MAX_BODY_BYTES))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+/// Parses a body as JSON or YAML per its `Content-Type`; anything else is 415.
+fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "" | "application/json" | "*/*" => serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_saphyr::from_slice::<Value>(bytes).map_err(|e| {
+                ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+            })
+        }
+        _ => Err(ApiError::unsupported_media_type(content_type)),
+    }
+}
+
+fn random_suffix() -> Result<String, ApiError> {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| ApiError::internal("no random numbers available"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}
+
+/// Whether a create or an update is being prepared (they differ in name and RV handling).
+enum Write<'a> {
+    Create,
+    Update { url_name: &'a str },
+}
+
+/// Checks a body against the request (type, namespace, name), decodes it per `fieldValidation`,
+/// defaults and validates it. Returns the object to store, its name and the decode warnings.
+fn prepare(
+    ctx: &Ctx,
+    info: &'static KindInfo,
+    namespace: Option<&str>,
+    mut value: Value,
+    strictness: Strictness,
+    write: Write<'_>,
+) -> Result<(Value, String, Vec<String>), ApiError> {
+    let Some(map) = value.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON or YAML object",
+        ));
+    };
+    let expected_version = info.api_version();
+    for (field, expected, what) in [
+        ("apiVersion", expected_version.as_str(), "API version"),
+        ("kind", info.name, "kind"),
+    ] {
+        match map.get(field) {
+            None | Some(Value::Null) => {
+                map.insert(field.into(), json!(expected));
+            }
+            Some(Value::String(s)) if s.is_empty() => {
+                map.insert(field.into(), json!(expected));
+            }
+            Some(Value::String(s)) if s == expected => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "the {what} in the data ({}) does not match the expected {what} ({expected})",
+                    other.as_str().unwrap_or("?")
+                )));
+            }
+        }
+    }
+    let meta = map.entry("metadata").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        if info.namespaced {
+            let url_ns = namespace.unwrap_or("");
+            match meta.get("namespace").and_then(Value::as_str) {
+                None | Some("") => {
+                    meta.insert("namespace".into(), json!(url_ns));
+                }
+                Some(ns) if ns == url_ns => {}
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace \
+                         sent on the request",
+                    ));
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        let body_name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+        match write {
+            Write::Create => {
+                if meta
+                    .get("resourceVersion")
+                    .and_then(Value::as_str)
+                    .is_some_and(|rv| !rv.is_empty())
+                {
+                    return Err(ApiError::bad_request(
+                        "resourceVersion should not be set on objects to be created",
+                    ));
+                }
+                let generate = meta
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                if body_name.is_empty() && !generate.is_empty() {
+                    meta.insert(
+                        "name".into(),
+                        json!(format!("{generate}{}", random_suffix()?)),
+                    );
+                }
+            }
+            Write::Update { url_name } => {
+                if body_name.is_empty() {
+                    meta.insert("name".into(), json!(url_name));
+                } else if body_name != url_name {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({body_name}) does not match the name on the \
+                         URL ({url_name})"
+                    )));
+                }
+            }
+        }
+    }
+    let decoded = decode_value(&value, strictness).map_err(|e| ApiError::decode(info, &e))?;
+    let mut object = decoded.object;
+    apply_defaults(&mut object);
+    let name = object.name().to_owned();
+    validate(&object, &ctx.validation).map_err(|e| ApiError::invalid(info, &name, &e))?;
+    let stored = object
+        .to_value()
+        .map_err(|e| ApiError::internal(format!("encoding the object: {e}")))?;
+    Ok((stored, name, decoded.warnings))
+}
+
+/// Creates one object as a POST would (also used for the initial namespaces).
+pub(crate) async fn create_object(
+    ctx: &Ctx,
+    info: &'static KindInfo,
+    namespace: Option<&str>,
+    value: Value,
+    strictness: Strictness,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (object, name, warnings) = prepare(ctx, info, namespace, value, strictness, Write::Create)?;
+    let namespace = if info.namespaced { namespace } else { None };
+    if let Some(ns) = namespace {
+        let ns_info = kinds::by_resource("", "namespaces")
+            .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
+        let ns_key = object_key(ns_info, None, ns)?;
+        ctx.store
+            .get(&ns_key)
+            .await
+            .map_err(|e| ApiError::from_store(ns_info, ns, e))?;
+    }
+    let key = object_key(info, namespace, &name)?;
+    let stored = ctx
+        .store
+        .create(&key, object)
+        .await
+        .map_err(|e| ApiError::from_store(info, &name, e))?;
+    Ok((with_type_meta(info, stored), warnings))
+}
+
+async fn create(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    path: &ResourcePath,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    if path.info.namespaced && path.namespace.is_none() {
+        return Err(ApiError::no_route());
+    }
+    let strictness = query.strictness()?;
+    let (parts, bytes) = read_body(req).await?;
+    let value = parse_body(&parts, &bytes)?;
+    let (stored, warnings) =
+        create_object(ctx, path.info, path.namespace.as_deref(), value, strictness).await?;
+    let mut resp = json_response(201, &stored);
+    add_warnings(&mut resp, &warnings);
+    Ok(resp)
+}
+
+async fn update(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    path: &ResourcePath,
+    name: &str,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let strictness = query.strictness()?;
+    let (parts, bytes) = read_body(req).await?;
+    let value = parse_body(&parts, &bytes)?;
+    let ns = path.namespace.as_deref();
+    let (object, _, warnings) = prepare(
+        ctx,
+        path.info,
+        ns,
+        value,
+        strictness,
+        Write::Update { url_name: name },
+    )?;
+    let key = object_key(path.info, ns, name)?;
+    let stored = ctx
+        .store
+        .update(&key, object, &Preconditions::default())
+        .await
+        .map_err(|e| match e {
+            StoreError::Invalid(msg) if msg.contains("resourceVersion") => {
+                ApiError::bad_request(format!("metadata.resourceVersion: {msg}"))
+            }
+            e => ApiError::from_store(path.info, name, e),
+        })?;
+    let mut resp = json_response(200, &with_type_meta(path.info, stored));
+    add_warnings(&mut resp, &warnings);
+    Ok(resp)
+}
+
+/// DELETE: removes the object at once and returns its last state (200).
+///
+/// `DeleteOptions.preconditions` (uid, resourceVersion) are honoured. `propagationPolicy`,
+/// `gracePeriodSeconds` and finalizers are not yet: there is no garbage collector or graceful
+/// deletion, so dependents are orphaned and a namespace's contents stay behind (later work).
+async fn delete(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    path: &ResourcePath,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    if path.info.plural == "namespaces" && PROTECTED_NAMESPACES.contains(&name) {
+        return Err(ApiError::forbidden(
+            path.info,
+            name,
+            "this namespace may not be deleted",
+        ));
+    }
+    let (parts, bytes) = read_body(req).await?;
+    let mut preconditions = Preconditions::default();
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let options = parse_body(&parts, &bytes)?;
+        let pre = &options["preconditions"];
+        if let Some(rv) = pre["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
+            preconditions.resource_version = Some(rv.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid precondition resourceVersion {rv:?}"))
+            })?);
+        }
+        if let Some(uid) = pre["uid"].as_str().filter(|s| !s.is_empty()) {
+            preconditions.uid = Some(uid.to_owned());
+        }
+    }
+    let key = object_key(path.info, path.namespace.as_deref(), name)?;
+    let deleted = ctx
+        .store
+        .delete(&key, &preconditions)
+        .await
+        .map_err(|e| ApiError::from_store(path.info, name, e))?;
+    Ok(json_response(200, &with_type_meta(path.info, deleted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_semver_and_minor_32() {
+        let v = version();
+        assert_eq!(v["minor"], "32");
+        assert!(
+            v["gitVersion"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("v1.32.0"))
+        );
+    }
+
+    #[test]
+    fn query_parsing() -> Result<(), ApiError> {
+        let q = Query::parse(Some("watch=1&allowWatchBookmarks=true&timeoutSeconds=5"))?;
+        assert!(q.watch && q.allow_bookmarks);
+        assert_eq!(q.timeout_seconds, Some(5));
+        assert!(Query::parse(Some("timeoutSeconds=x")).is_err());
+        assert_eq!(Query::parse(None)?.strictness()?, Strictness::Warn);
+        Ok(())
+    }
+}

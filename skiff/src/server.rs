@@ -1,0 +1,84 @@
+//! `skiff server`: the control plane on this host. Today that is the API server over the
+//! chosen datastore; the other components say plainly that they are not there yet.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use skiff_apiserver::server::{ApiServer, ServerConfig};
+use skiff_apiserver::storage::{Codec, Datastore, EncryptionKey, compactor};
+
+use crate::cli::{DEFAULT_SERVER_DATA_DIR, ServerArgs};
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let cluster = &args.cluster;
+    let data_dir = cluster
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SERVER_DATA_DIR));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let datastore = match &cluster.datastore {
+        Some(url) => Datastore::parse(url)?,
+        None => Datastore::default_in(&data_dir),
+    };
+    let key = load_key(&data_dir, cluster.encryption_key_file.as_deref())?;
+    tracing::info!(datastore = %datastore, key = key.id(), "opening storage");
+    let store = datastore
+        .open(Codec::new(Some(key)))
+        .await
+        .with_context(|| format!("cannot open the datastore {datastore}"))?;
+    let compaction = compactor::spawn_compactor(store.clone(), compactor::DEFAULT_INTERVAL);
+
+    let mut config = ServerConfig::new(&data_dir);
+    config.api_port = cluster.api_port;
+    config.bind_address = args.bind_address;
+    config.validation.node_port_range =
+        crate::cli::parse_port_range(&cluster.service_node_port_range)
+            .map_err(anyhow::Error::msg)
+            .context("--service-node-port-range")?;
+    let server = ApiServer::start(config, store, shutdown_signal())
+        .await
+        .context("cannot start the API server")?;
+    tracing::warn!(
+        "this build runs the API server only: the controllers, scheduler, kubelet, service proxy, \
+         DNS and ingress are not implemented yet"
+    );
+    tracing::info!(
+        "skiff API is serving on https://{}: kubeconfig={}",
+        server.local_addr(),
+        server.kubeconfig_path().display()
+    );
+    server.wait().await;
+    compaction.abort();
+    tracing::info!("skiff server stopped");
+    Ok(())
+}
+
+/// The Secret encryption key: the one given, or the data dir's (generated on first start).
+fn load_key(data_dir: &Path, given: Option<&Path>) -> anyhow::Result<EncryptionKey> {
+    Ok(match given {
+        Some(file) => EncryptionKey::load(file)?,
+        None => EncryptionKey::load_or_create(&data_dir.join("encryption.key"))?,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,109 @@
+//! The REST API server over real TLS, driven by the kube client, raw HTTPS and the real kubectl.
+
+mod crud;
+mod transport;
+mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use http_body_util::BodyExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::Value;
+use skiff_apiserver::server::{ApiServer, ServerConfig};
+use skiff_apiserver::storage::{Codec, SqliteStore, Store};
+use tokio::sync::oneshot;
+
+/// A server on 127.0.0.1:<free port> over a SQLite store in a temp dir.
+pub struct TestServer {
+    pub server: ApiServer,
+    pub store: Arc<dyn Store>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let mut last = None;
+        // A restart may find the previous store's lock not yet released: retry briefly.
+        let mut store: Option<Arc<dyn Store>> = None;
+        for _ in 0..50 {
+            match SqliteStore::open(&dir.join("state.db"), Codec::new(None)) {
+                Ok(s) => {
+                    store = Some(Arc::new(s));
+                    break;
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let store = match store {
+            Some(s) => s,
+            None => anyhow::bail!("opening the store: {last:?}"),
+        };
+        let mut config = ServerConfig::new(dir);
+        config.api_port = 0;
+        config.bookmark_interval = Duration::from_millis(300);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = ApiServer::start(config, store.clone(), async move {
+            let _ = rx.await;
+        })
+        .await?;
+        Ok(Self {
+            server,
+            store,
+            stop: Some(tx),
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = Kubeconfig::read_from(self.server.kubeconfig_path())?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Stops the server and waits for it (and its store handle) to go away.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.server.wait().await;
+    }
+}
+
+/// The HTTP status and JSON body of a request sent through the kube client.
+pub async fn raw(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut req = http::Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let req = req.body(kube::client::Body::from(body))?;
+    let resp = client.send(req).await?;
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "body of {method} {path}: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })?;
+    Ok((code, value))
+}
+
+/// The HTTP code of a kube API error.
+pub fn api_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
