@@ -1,6 +1,8 @@
 //! The API server: durable storage behind one `Store` trait (SQLite, etcd) and the Kubernetes REST API (`server`).
 
 pub mod discovery;
+pub mod openapi;
+pub mod patch;
 pub mod selectors;
 pub mod server;
 pub mod storage;

@@ -17,6 +17,7 @@ use super::filter::{Filter, matches_selectors};
 use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
 use super::status::ApiError;
 use super::{Ctx, watch};
+use crate::patch::{self, PatchType};
 use crate::storage::{ObjectKey, Preconditions, ResourceName, Scope, StoreError};
 use crate::{discovery, tables};
 
@@ -168,6 +169,10 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bod
             "only GET is allowed on discovery documents",
         )),
         Route::Resource(path) => resource(ctx, req, path).await,
+        Route::OpenApi(path) if req.method() == Method::GET => openapi_v3(&path),
+        Route::OpenApi(_) => Err(ApiError::method_not_allowed(
+            "only GET is allowed on OpenAPI documents",
+        )),
         Route::Health(_) | Route::NotFound => Err(ApiError::no_route()),
     }
 }
@@ -292,8 +297,9 @@ async fn resource(
         (&Method::DELETE, None) => Err(ApiError::method_not_allowed(
             "deleting a collection is not supported by this server yet",
         )),
-        (&Method::PATCH, _) => Err(ApiError::method_not_allowed(
-            "PATCH is not supported by this server yet (it arrives with apply); use PUT",
+        (&Method::PATCH, Some(name)) => patch(ctx, req, &path, &name, &query).await,
+        (&Method::PATCH, None) => Err(ApiError::method_not_allowed(
+            "PATCH needs an object name: collections cannot be patched",
         )),
         _ => Err(ApiError::method_not_allowed(format!(
             "{method} is not allowed on this path"
@@ -349,6 +355,21 @@ fn table_response(
     let value = table_value(info, objects, revision, query);
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
     response(200, tables::TABLE_CONTENT_TYPE, bytes)
+}
+
+/// `/openapi/v3` and its group-version documents (built once, then served from memory).
+fn openapi_v3(path: &routes::OpenApiPath) -> Result<Response<Body>, ApiError> {
+    let doc = match path {
+        routes::OpenApiPath::Index => crate::openapi::index(),
+        routes::OpenApiPath::GroupVersion { group, version } => {
+            crate::openapi::document(group, version)
+        }
+    };
+    match doc {
+        Ok(bytes) => Ok(response(200, "application/json", bytes)),
+        Err(crate::openapi::OpenApiError::UnknownGroupVersion(_)) => Err(ApiError::no_route()),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
 }
 
 /// `/api`, `/apis`, `/apis/{g}`, `/api/v1`, `/apis/{g}/{v}`: legacy documents, or the
@@ -692,6 +713,110 @@ async fn update(
     let mut resp = json_response(200, &with_type_meta(path.info, stored));
     add_warnings(&mut resp, &warnings);
     Ok(resp)
+}
+
+/// How often PATCH re-reads and re-applies after losing a race with another writer
+/// (upstream `GuaranteedUpdate`).
+const PATCH_ATTEMPTS: usize = 10;
+
+/// PATCH: applies a JSON, merge or strategic merge patch to the stored object, then decodes,
+/// defaults, validates and stores the result as PUT does, with the object's resourceVersion
+/// as precondition. A lost race is retried unless the patch itself pins `resourceVersion`.
+/// PATCH never creates (that is server-side apply, not supported yet).
+async fn patch(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    path: &ResourcePath,
+    name: &str,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let strictness = query.strictness()?;
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let patch_type = PatchType::from_content_type(&content_type).map_err(ApiError::from_patch)?;
+    let (_, bytes) = read_body(req).await?;
+    let pinned = patch::sets_resource_version(patch_type, &bytes);
+    let ns = path.namespace.as_deref();
+    let key = object_key(path.info, ns, name)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = ctx
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_store(path.info, name, e))?;
+        let current = with_type_meta(path.info, current);
+        let mut patched = patch::apply_patch(path.info.kind, &current, patch_type, &bytes)
+            .map_err(ApiError::from_patch)?;
+        let current_meta = &current["metadata"];
+        if let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+            let uid = meta.get("uid").and_then(Value::as_str).unwrap_or("");
+            let current_uid = current_meta["uid"].as_str().unwrap_or("");
+            if !uid.is_empty() && uid != current_uid {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!(
+                        "{} {name:?} is invalid: metadata.uid: Invalid value: {uid:?}: field is \
+                         immutable",
+                        path.info.name
+                    ),
+                ));
+            }
+            let rv_missing = meta
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty);
+            if rv_missing {
+                meta.insert(
+                    "resourceVersion".into(),
+                    current_meta["resourceVersion"].clone(),
+                );
+            }
+        }
+        let (object, _, warnings) = prepare(
+            ctx,
+            path.info,
+            ns,
+            patched,
+            strictness,
+            Write::Update { url_name: name },
+        )?;
+        match ctx
+            .store
+            .update(&key, object, &Preconditions::default())
+            .await
+        {
+            Ok(stored) => {
+                let stored = with_type_meta(path.info, stored);
+                let mut resp = if query.as_table {
+                    let revision = stored["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
+                    table_response(path.info, &[stored], &revision, query)
+                } else {
+                    json_response(200, &stored)
+                };
+                add_warnings(&mut resp, &warnings);
+                return Ok(resp);
+            }
+            Err(StoreError::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => {
+                tracing::debug!(name, attempt, "patch lost a race; re-reading");
+            }
+            Err(StoreError::Invalid(msg)) if msg.contains("resourceVersion") => {
+                return Err(ApiError::bad_request(format!(
+                    "metadata.resourceVersion: {msg}"
+                )));
+            }
+            Err(e) => return Err(ApiError::from_store(path.info, name, e)),
+        }
+    }
 }
 
 /// DELETE: removes the object at once and returns its last state (200).

@@ -14,6 +14,8 @@ pub enum Route {
     Discovery(DiscoveryPath),
     /// A resource collection or object.
     Resource(ResourcePath),
+    /// `/openapi/v3` and its per-group-version documents.
+    OpenApi(OpenApiPath),
     /// Anything else: 404.
     NotFound,
 }
@@ -35,6 +37,14 @@ pub enum DiscoveryPath {
     Group(String),
     /// `/api/v1` (group `""`) or `/apis/{group}/{version}`.
     Resources { group: String, version: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenApiPath {
+    /// `/openapi/v3`: the index of group-version documents.
+    Index,
+    /// `/openapi/v3/api/v1` (group `""`) or `/openapi/v3/apis/{group}/{version}`.
+    GroupVersion { group: String, version: String },
 }
 
 /// A resource path: the kind, and the namespace / name / subresource it names.
@@ -68,6 +78,15 @@ pub fn parse(path: &str) -> Route {
             version: (*version).to_owned(),
         }),
         ["apis", group, version] => Route::Discovery(DiscoveryPath::Resources {
+            group: (*group).to_owned(),
+            version: (*version).to_owned(),
+        }),
+        ["openapi", "v3"] => Route::OpenApi(OpenApiPath::Index),
+        ["openapi", "v3", "api", version] => Route::OpenApi(OpenApiPath::GroupVersion {
+            group: String::new(),
+            version: (*version).to_owned(),
+        }),
+        ["openapi", "v3", "apis", group, version] => Route::OpenApi(OpenApiPath::GroupVersion {
             group: (*group).to_owned(),
             version: (*version).to_owned(),
         }),
@@ -187,6 +206,14 @@ mod tests {
         assert_eq!(parse("/apis/apps/v2/deployments"), Route::NotFound);
         assert_eq!(parse("/api/v1/namespaces/a/nodes/x/y"), Route::NotFound);
         assert_eq!(parse("/version"), Route::Version);
+        assert_eq!(parse("/openapi/v3"), Route::OpenApi(OpenApiPath::Index));
+        assert_eq!(
+            parse("/openapi/v3/apis/apps/v1"),
+            Route::OpenApi(OpenApiPath::GroupVersion {
+                group: "apps".into(),
+                version: "v1".into()
+            })
+        );
         assert!(matches!(parse("/api"), Route::Discovery(_)));
         assert!(matches!(
             parse("/readyz/ping"),

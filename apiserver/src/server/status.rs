@@ -188,6 +188,16 @@ impl ApiError {
         out
     }
 
+    /// A patch that is malformed (400), does not apply (422) or has no patch media type (415).
+    pub fn from_patch(err: crate::patch::PatchError) -> Self {
+        let reason = match err.code() {
+            415 => "UnsupportedMediaType",
+            422 => "Invalid",
+            _ => "BadRequest",
+        };
+        Self::new(err.code(), reason, err.to_string())
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

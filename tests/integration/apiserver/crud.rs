@@ -263,10 +263,8 @@ async fn invalid_objects_and_bad_requests_store_nothing() -> anyhow::Result<()> 
         b"{}".to_vec(),
     )
     .await?;
-    assert_eq!(
-        (code, body["reason"].as_str()),
-        (405, Some("MethodNotAllowed"))
-    );
+    // PATCH does not create.
+    assert_eq!((code, body["reason"].as_str()), (404, Some("NotFound")));
 
     // Nothing above was stored.
     let (_, list) = raw(&client, "GET", path, None, vec![]).await?;

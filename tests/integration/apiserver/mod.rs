@@ -1,6 +1,8 @@
 //! The REST API server over real TLS, driven by the kube client, raw HTTPS and the real kubectl.
 
 mod crud;
+mod openapi;
+mod patch;
 mod transport;
 mod watch;
 
