@@ -61,16 +61,20 @@ impl PatchError {
     }
 }
 
+/// The media type of a `Content-Type` value: parameters dropped, lower-cased.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 impl PatchType {
     /// The patch type of a `Content-Type` header value (parameters ignored).
     pub fn from_content_type(content_type: &str) -> Result<Self, PatchError> {
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match media.as_str() {
+        match media_type(content_type).as_str() {
             "application/json-patch+json" => Ok(Self::Json),
             "application/merge-patch+json" => Ok(Self::Merge),
             "application/strategic-merge-patch+json" => Ok(Self::Strategic),

@@ -109,3 +109,34 @@ pub fn api_code(err: &kube::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+/// kubectl's outcome: success, stdout, stderr.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real kubectl (the machine's `/usr/bin/kubectl` dispatcher, which picks the kubectl
+/// matching the server's minor) against `kubeconfig`.
+pub async fn kubectl_run(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Run> {
+    anyhow::ensure!(
+        Path::new("/usr/bin/kubectl").exists(),
+        "the API tests drive the real kubectl, and /usr/bin/kubectl is missing: install kubectl"
+    );
+    let mut cmd = std::process::Command::new("/usr/bin/kubectl");
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    Ok(Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs kubectl and returns its stdout, or fails with its stderr.
+pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let run = kubectl_run(kubeconfig, args).await?;
+    anyhow::ensure!(run.ok, "kubectl {args:?} failed: {}", run.stderr);
+    Ok(run.stdout)
+}

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{TestServer, raw};
+use super::{TestServer, kubectl, raw};
 
 fn deployment(name: &str) -> anyhow::Result<Deployment> {
     Ok(serde_json::from_value(json!({
@@ -287,23 +287,6 @@ async fn concurrent_patches_all_land() -> anyhow::Result<()> {
     assert_eq!(labels.len(), 8, "{labels:?}");
     ts.stop().await;
     Ok(())
-}
-
-/// Runs the real kubectl against `kubeconfig`; returns stdout, or fails with stderr.
-async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        std::path::Path::new("/usr/bin/kubectl").exists(),
-        "the API tests drive the real kubectl, and /usr/bin/kubectl is missing: install kubectl"
-    );
-    let mut cmd = std::process::Command::new("/usr/bin/kubectl");
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 const APPLY_V1: &str = "apiVersion: apps/v1

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::TestServer;
+use super::{TestServer, kubectl};
 
 /// A TLS connection to the server trusting only the cluster CA, offering `alpn`.
 async fn connect(
@@ -122,24 +122,6 @@ async fn auth_tls_alpn_limits_and_version() -> anyhow::Result<()> {
     }
     ts.stop().await;
     Ok(())
-}
-
-/// Runs the real kubectl (the machine's `/usr/bin/kubectl` dispatcher, which picks the kubectl
-/// matching the server's minor) against `kubeconfig`; returns stdout, or fails with stderr.
-async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        std::path::Path::new("/usr/bin/kubectl").exists(),
-        "the API tests drive the real kubectl, and /usr/bin/kubectl is missing: install kubectl"
-    );
-    let mut cmd = std::process::Command::new("/usr/bin/kubectl");
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 #[tokio::test]
