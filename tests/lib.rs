@@ -57,7 +57,7 @@ pub mod durability {
 // etcd fixtures (owned by the etcd backend): a real etcd server per test setup, and stores on it.
 // =============================================================================================
 
-pub use etcd_fixture::{EtcdFixture, EtcdServer, shared_etcd};
+pub use etcd_fixture::{EtcdFixture, EtcdServer};
 
 mod etcd_fixture {
     use std::io::{Read as _, Write as _};
@@ -65,7 +65,7 @@ mod etcd_fixture {
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, LazyLock, Mutex, OnceLock, mpsc};
+    use std::sync::{Arc, LazyLock, Mutex, mpsc};
     use std::time::{Duration, Instant};
 
     use anyhow::{Context as _, bail};
@@ -302,24 +302,6 @@ mod etcd_fixture {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-    }
-
-    /// One etcd for the whole test process, started on first use (for tests that do not
-    /// compact: etcd compaction is cluster-wide). It dies with the process.
-    pub fn shared_etcd() -> anyhow::Result<Arc<EtcdServer>> {
-        static SHARED: OnceLock<Arc<EtcdServer>> = OnceLock::new();
-        static START: Mutex<()> = Mutex::new(());
-        if let Some(server) = SHARED.get() {
-            return Ok(server.clone());
-        }
-        let _guard = START
-            .lock()
-            .map_err(|_| anyhow::anyhow!("shared etcd lock poisoned"))?;
-        if let Some(server) = SHARED.get() {
-            return Ok(server.clone());
-        }
-        let server = Arc::new(EtcdServer::start()?);
-        Ok(SHARED.get_or_init(|| server).clone())
     }
 
     /// Stores under one unique key prefix of one etcd: every `open()` is a new client (as

@@ -13,7 +13,7 @@ use skiff_apiserver::storage::{
     Codec, EtcdOptions, EtcdStore, EventType, ObjectKey, Preconditions, ResourceName, Scope, Store,
     StoreError, WatchEvent, WatchStream,
 };
-use skiff_tests::{EtcdFixture, EtcdServer, shared_etcd};
+use skiff_tests::{EtcdFixture, EtcdServer};
 
 // Every battery test gets an etcd of its own: the compaction tests compact the whole cluster.
 super::battery::store_battery!(EtcdFixture::start()?);
@@ -46,7 +46,7 @@ async fn next_event(watch: &mut WatchStream) -> Result<WatchEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_see_each_others_writes_and_watches() -> Result<()> {
-    let fixture = EtcdFixture::on(shared_etcd()?);
+    let fixture = EtcdFixture::start()?;
     let (a, b) = (fixture.connect().await?, fixture.connect().await?);
     let scope = Scope::namespace(ResourceName::new("configmaps")?, "default");
     let start = a.current_revision().await?;
@@ -122,7 +122,7 @@ async fn child_process_role() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_sees_writes_and_its_writes_are_watched() -> Result<()> {
-    let fixture = EtcdFixture::on(shared_etcd()?);
+    let fixture = EtcdFixture::start()?;
     let store = fixture.connect().await?;
     let parent = store
         .create(
@@ -180,7 +180,7 @@ async fn another_process_sees_writes_and_its_writes_are_watched() -> Result<()> 
 
 #[tokio::test]
 async fn keys_live_under_the_prefix_and_secrets_are_sealed_in_etcd() -> Result<()> {
-    let fixture = EtcdFixture::on(shared_etcd()?);
+    let fixture = EtcdFixture::start()?;
     let store = fixture.connect().await?;
     let mut raw = store.client();
     let p = &fixture.prefix;
@@ -237,7 +237,7 @@ async fn keys_live_under_the_prefix_and_secrets_are_sealed_in_etcd() -> Result<(
 
 #[tokio::test]
 async fn scopes_are_prefix_safe_and_lists_sort_by_namespace_then_name() -> Result<()> {
-    let fixture = EtcdFixture::on(shared_etcd()?);
+    let fixture = EtcdFixture::start()?;
     let store = fixture.connect().await?;
     // `pods` must not match `podsx`, nor namespace `a` match `ab`; and etcd's byte order
     // ("a-b/" < "a/") is not the contract's (namespace, name) order.
@@ -410,7 +410,7 @@ async fn compaction_is_seen_by_every_server() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_watchers_all_get_each_write() -> Result<()> {
     const WATCHERS: usize = 200;
-    let fixture = EtcdFixture::on(shared_etcd()?);
+    let fixture = EtcdFixture::start()?;
     let store: Arc<dyn Store> = Arc::new(fixture.connect().await?);
     let scope = Scope::namespace(ResourceName::new("configmaps")?, "many");
     let start = store.current_revision().await?;
@@ -445,7 +445,8 @@ async fn many_watchers_all_get_each_write() -> Result<()> {
 /// The request timeout bounds calls, never a watch that is simply quiet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_watches_outlive_the_request_timeout() -> Result<()> {
-    let server = shared_etcd()?;
+    // Its own etcd, so that its data dir goes with it when the test ends.
+    let server = Arc::new(EtcdServer::start()?);
     let options = EtcdOptions {
         request_timeout: Duration::from_secs(1),
         ..EtcdOptions::default()
@@ -468,7 +469,7 @@ async fn quiet_watches_outlive_the_request_timeout() -> Result<()> {
 /// 4 MB default (etcd batches up to 1000 revisions, each with its previous value).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_history_of_large_objects_works() -> Result<()> {
-    let fixture = EtcdFixture::on(shared_etcd()?);
+    let fixture = EtcdFixture::start()?;
     let store: Arc<dyn Store> = Arc::new(fixture.connect().await?);
     let scope = Scope::namespace(ResourceName::new("configmaps")?, "large");
     let k = key("configmaps", Some("large"), "big");
