@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
-use skiff_api::{KindInfo, Strictness, apply_defaults, decode_value, kinds, validate};
+use skiff_api::{Kind, KindInfo, Strictness, apply_defaults, decode_value, kinds, validate};
 
 use super::filter::{Filter, matches_selectors};
 use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
@@ -255,16 +255,6 @@ async fn resource(
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(tables::wants_table);
-    if let Some(sub) = &path.subresource {
-        return Err(ApiError::new(
-            404,
-            "NotFound",
-            format!(
-                "the {sub:?} subresource of {} is not served yet",
-                path.info.group_resource()
-            ),
-        ));
-    }
     // A named object of a namespaced kind needs its namespace in the path.
     if path.info.namespaced && path.namespace.is_none() && path.name.is_some() {
         return Err(ApiError::no_route());
@@ -273,6 +263,9 @@ async fn resource(
         return Err(ApiError::bad_request(
             "dryRun is not supported by this server yet",
         ));
+    }
+    if let Some(sub) = path.subresource.clone() {
+        return subresource(ctx, req, &path, &sub, &query).await;
     }
     let method = req.method().clone();
     match (&method, path.name.clone()) {
@@ -292,12 +285,12 @@ async fn resource(
         (&Method::GET, None) => list(ctx, &path, &query).await,
         (&Method::GET, Some(name)) => get(ctx, &path, &name, &query).await,
         (&Method::POST, None) => create(ctx, req, &path, &query).await,
-        (&Method::PUT, Some(name)) => update(ctx, req, &path, &name, &query).await,
+        (&Method::PUT, Some(name)) => update(ctx, req, &path, &name, &query, Target::Main).await,
         (&Method::DELETE, Some(name)) => delete(ctx, req, &path, &name).await,
         (&Method::DELETE, None) => Err(ApiError::method_not_allowed(
             "deleting a collection is not supported by this server yet",
         )),
-        (&Method::PATCH, Some(name)) => patch(ctx, req, &path, &name, &query).await,
+        (&Method::PATCH, Some(name)) => patch(ctx, req, &path, &name, &query, Target::Main).await,
         (&Method::PATCH, None) => Err(ApiError::method_not_allowed(
             "PATCH needs an object name: collections cannot be patched",
         )),
@@ -635,6 +628,8 @@ pub(crate) async fn create_object(
     value: Value,
     strictness: Strictness,
 ) -> Result<(Value, Vec<String>), ApiError> {
+    let mut value = value;
+    drop_status_on_create(info, &mut value);
     let (object, name, warnings) = prepare(ctx, info, namespace, value, strictness, Write::Create)?;
     let namespace = if info.namespaced { namespace } else { None };
     if let Some(ns) = namespace {
@@ -674,66 +669,220 @@ async fn create(
     Ok(resp)
 }
 
-async fn update(
+/// What a PUT or PATCH writes: the whole object, only its `status`, or its `scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The main resource. For kinds with a `status` subresource the stored status is kept
+    /// (upstream strategies' `PrepareForUpdate`): status is written only through `/status`.
+    Main,
+    /// `/status`: only `.status` changes; spec and metadata stay as stored (upstream status
+    /// strategies).
+    Status,
+    /// `/scale`: the client sends an `autoscaling/v1` Scale; only `spec.replicas` of the parent
+    /// changes, and the answer is the new Scale.
+    Scale,
+}
+
+/// Kinds whose create drops a client-supplied `.status` (upstream `PrepareForCreate`). Nodes
+/// and Namespaces keep theirs (kubelets register nodes with status; namespaces get `phase`).
+const CREATE_DROPS_STATUS: &[Kind] = &[
+    Kind::Pod,
+    Kind::Service,
+    Kind::Deployment,
+    Kind::ReplicaSet,
+    Kind::StatefulSet,
+    Kind::Ingress,
+];
+
+/// Drops `.status` from an object about to be created, for the kinds upstream does it for.
+fn drop_status_on_create(info: &KindInfo, value: &mut Value) {
+    if CREATE_DROPS_STATUS.contains(&info.kind)
+        && let Some(map) = value.as_object_mut()
+    {
+        map.remove("status");
+    }
+}
+
+/// `.../{name}/{sub}`: `status` and `scale` for the kinds whose registry row lists them; any
+/// other subresource is 404.
+async fn subresource(
     ctx: &Ctx,
     req: Request<Incoming>,
     path: &ResourcePath,
-    name: &str,
+    sub: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    let strictness = query.strictness()?;
-    let (parts, bytes) = read_body(req).await?;
-    let value = parse_body(&parts, &bytes)?;
-    let ns = path.namespace.as_deref();
-    let (object, _, warnings) = prepare(
-        ctx,
-        path.info,
-        ns,
-        value,
-        strictness,
-        Write::Update { url_name: name },
-    )?;
-    let key = object_key(path.info, ns, name)?;
-    let stored = ctx
-        .store
-        .update(&key, object, &Preconditions::default())
-        .await
-        .map_err(|e| match e {
-            StoreError::Invalid(msg) if msg.contains("resourceVersion") => {
-                ApiError::bad_request(format!("metadata.resourceVersion: {msg}"))
-            }
-            e => ApiError::from_store(path.info, name, e),
-        })?;
-    let mut resp = json_response(200, &with_type_meta(path.info, stored));
-    add_warnings(&mut resp, &warnings);
-    Ok(resp)
+    let target = match sub {
+        "status" if path.info.has_subresource("status") => Target::Status,
+        "scale" if path.info.has_subresource("scale") => Target::Scale,
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!(
+                    "the server could not find the requested resource: {} has no {sub:?} \
+                     subresource",
+                    path.info.group_resource()
+                ),
+            ));
+        }
+    };
+    let Some(name) = path.name.clone() else {
+        return Err(ApiError::no_route());
+    };
+    let method = req.method().clone();
+    match method {
+        Method::GET if query.watch => Err(ApiError::method_not_allowed(
+            "watch is not allowed on subresources",
+        )),
+        Method::GET if target == Target::Scale => {
+            let key = object_key(path.info, path.namespace.as_deref(), &name)?;
+            let parent = ctx
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::from_store(path.info, &name, e))?;
+            Ok(json_response(200, &scale_of(&parent)?))
+        }
+        // `/status` answers the whole object, as upstream.
+        Method::GET => get(ctx, path, &name, query).await,
+        Method::PUT => update(ctx, req, path, &name, query, target).await,
+        Method::PATCH => patch(ctx, req, path, &name, query, target).await,
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed on the {sub} subresource"
+        ))),
+    }
 }
 
-/// How often PATCH re-reads and re-applies after losing a race with another writer
+/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
+fn scale_of(parent: &Value) -> Result<Value, ApiError> {
+    let meta = &parent["metadata"];
+    let mut scale_meta = serde_json::Map::new();
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = meta.get(field).filter(|v| !v.is_null()) {
+            scale_meta.insert(field.into(), v.clone());
+        }
+    }
+    let selector = match parent["spec"].get("selector").filter(|v| !v.is_null()) {
+        None => String::new(),
+        Some(sel) => crate::selectors::LabelSelector::from_json(sel)
+            .map_err(|e| ApiError::internal(format!("the stored selector is invalid: {e}")))?
+            .to_string(),
+    };
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": parent["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {
+            "replicas": parent["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector,
+        },
+    }))
+}
+
+/// The object a client sent in the shape it addresses (the parent object for `Main` and
+/// `Status`, a Scale for `Scale`) turned into the object to store, given the stored `current`.
+fn merge_target(
+    info: &KindInfo,
+    name: &str,
+    target: Target,
+    current: &Value,
+    mut sent: Value,
+) -> Result<Value, ApiError> {
+    if !sent.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON or YAML object",
+        ));
+    }
+    let sent_rv = sent["metadata"]["resourceVersion"].clone();
+    match target {
+        Target::Main => {
+            // Status is written through `/status` only: keep the stored one.
+            if info.has_subresource("status")
+                && let Some(map) = sent.as_object_mut()
+            {
+                match current.get("status") {
+                    Some(status) => map.insert("status".into(), status.clone()),
+                    None => map.remove("status"),
+                };
+            }
+            Ok(sent)
+        }
+        Target::Status | Target::Scale => {
+            let sent_name = sent["metadata"]["name"].as_str().unwrap_or("");
+            if !sent_name.is_empty() && sent_name != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({sent_name}) does not match the name on the URL \
+                     ({name})"
+                )));
+            }
+            let mut next = current.clone();
+            if target == Target::Status {
+                if let Some(map) = next.as_object_mut() {
+                    match sent.get("status").filter(|v| !v.is_null()) {
+                        Some(status) => map.insert("status".into(), status.clone()),
+                        None => map.remove("status"),
+                    };
+                }
+            } else {
+                let replicas = match &sent["spec"]["replicas"] {
+                    Value::Null => 0,
+                    v => v.as_i64().ok_or_else(|| {
+                        ApiError::bad_request("spec.replicas of a Scale must be an integer")
+                    })?,
+                };
+                if replicas < 0 {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "Scale.autoscaling {name:?} is invalid: spec.replicas: Invalid \
+                             value: {replicas}: must be greater than or equal to 0"
+                        ),
+                    ));
+                }
+                if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("replicas".into(), json!(replicas));
+                }
+            }
+            // The sent resourceVersion (possibly empty) is the precondition.
+            if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), sent_rv);
+            }
+            Ok(next)
+        }
+    }
+}
+
+/// How often a write re-reads and re-applies after losing a race with another writer
 /// (upstream `GuaranteedUpdate`).
 const PATCH_ATTEMPTS: usize = 10;
 
-/// PATCH: applies a JSON, merge or strategic merge patch to the stored object, then decodes,
-/// defaults, validates and stores the result as PUT does, with the object's resourceVersion
-/// as precondition. A lost race is retried unless the patch itself pins `resourceVersion`.
-/// PATCH never creates (that is server-side apply, not supported yet).
-async fn patch(
+/// The common end of PUT and PATCH: reads the stored object, lets `sent_for` produce what the
+/// client sent (the body, or the patch applied), merges it per `target`, then decodes, defaults,
+/// validates and stores it with the sent resourceVersion as precondition. A lost race is retried
+/// unless the client pinned `resourceVersion` (`pinned`).
+#[allow(clippy::too_many_arguments)]
+async fn guarded_write<F>(
     ctx: &Ctx,
-    req: Request<Incoming>,
     path: &ResourcePath,
     name: &str,
     query: &Query,
-) -> Result<Response<Body>, ApiError> {
-    let strictness = query.strictness()?;
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let patch_type = PatchType::from_content_type(&content_type).map_err(ApiError::from_patch)?;
-    let (_, bytes) = read_body(req).await?;
-    let pinned = patch::sets_resource_version(patch_type, &bytes);
+    target: Target,
+    strictness: Strictness,
+    pinned: bool,
+    mut sent_for: F,
+) -> Result<Response<Body>, ApiError>
+where
+    F: FnMut(&Value) -> Result<Value, ApiError>,
+{
     let ns = path.namespace.as_deref();
     let key = object_key(path.info, ns, name)?;
     let mut attempt = 0;
@@ -745,39 +894,20 @@ async fn patch(
             .await
             .map_err(|e| ApiError::from_store(path.info, name, e))?;
         let current = with_type_meta(path.info, current);
-        let mut patched = patch::apply_patch(path.info.kind, &current, patch_type, &bytes)
-            .map_err(ApiError::from_patch)?;
-        let current_meta = &current["metadata"];
-        if let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
-            let uid = meta.get("uid").and_then(Value::as_str).unwrap_or("");
-            let current_uid = current_meta["uid"].as_str().unwrap_or("");
-            if !uid.is_empty() && uid != current_uid {
-                return Err(ApiError::new(
-                    422,
-                    "Invalid",
-                    format!(
-                        "{} {name:?} is invalid: metadata.uid: Invalid value: {uid:?}: field is \
-                         immutable",
-                        path.info.name
-                    ),
-                ));
-            }
-            let rv_missing = meta
-                .get("resourceVersion")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty);
-            if rv_missing {
-                meta.insert(
-                    "resourceVersion".into(),
-                    current_meta["resourceVersion"].clone(),
-                );
-            }
+        let mut sent = sent_for(&current)?;
+        if !pinned && let Some(meta) = sent.get_mut("metadata").and_then(Value::as_object_mut) {
+            // Unpinned: write over what was just read (and retry if that goes stale).
+            meta.insert(
+                "resourceVersion".into(),
+                current["metadata"]["resourceVersion"].clone(),
+            );
         }
+        let merged = merge_target(path.info, name, target, &current, sent)?;
         let (object, _, warnings) = prepare(
             ctx,
             path.info,
             ns,
-            patched,
+            merged,
             strictness,
             Write::Update { url_name: name },
         )?;
@@ -788,7 +918,9 @@ async fn patch(
         {
             Ok(stored) => {
                 let stored = with_type_meta(path.info, stored);
-                let mut resp = if query.as_table {
+                let mut resp = if target == Target::Scale {
+                    json_response(200, &scale_of(&stored)?)
+                } else if query.as_table {
                     let revision = stored["metadata"]["resourceVersion"]
                         .as_str()
                         .unwrap_or("")
@@ -801,7 +933,7 @@ async fn patch(
                 return Ok(resp);
             }
             Err(StoreError::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => {
-                tracing::debug!(name, attempt, "patch lost a race; re-reading");
+                tracing::debug!(name, attempt, "write lost a race; re-reading");
             }
             Err(StoreError::Invalid(msg)) if msg.contains("resourceVersion") => {
                 return Err(ApiError::bad_request(format!(
@@ -811,6 +943,104 @@ async fn patch(
             Err(e) => return Err(ApiError::from_store(path.info, name, e)),
         }
     }
+}
+
+/// PUT of the object, its `/status` or its `/scale` (whose body may lack a Content-Type:
+/// treated as JSON). A body with a resourceVersion is a precondition; one without is written
+/// over the current object.
+async fn update(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    path: &ResourcePath,
+    name: &str,
+    query: &Query,
+    target: Target,
+) -> Result<Response<Body>, ApiError> {
+    let strictness = query.strictness()?;
+    let (parts, bytes) = read_body(req).await?;
+    let value = parse_body(&parts, &bytes)?;
+    if target == Target::Main && !path.info.has_subresource("status") {
+        // Nothing to carry over from the stored object: store the body as sent.
+        let ns = path.namespace.as_deref();
+        let (object, _, warnings) = prepare(
+            ctx,
+            path.info,
+            ns,
+            value,
+            strictness,
+            Write::Update { url_name: name },
+        )?;
+        let key = object_key(path.info, ns, name)?;
+        let stored = ctx
+            .store
+            .update(&key, object, &Preconditions::default())
+            .await
+            .map_err(|e| match e {
+                StoreError::Invalid(msg) if msg.contains("resourceVersion") => {
+                    ApiError::bad_request(format!("metadata.resourceVersion: {msg}"))
+                }
+                e => ApiError::from_store(path.info, name, e),
+            })?;
+        let mut resp = json_response(200, &with_type_meta(path.info, stored));
+        add_warnings(&mut resp, &warnings);
+        return Ok(resp);
+    }
+    let pinned = value["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|rv| !rv.is_empty());
+    guarded_write(ctx, path, name, query, target, strictness, pinned, |_| {
+        Ok(value.clone())
+    })
+    .await
+}
+
+/// PATCH: applies a JSON, merge or strategic merge patch to the stored object (or to its Scale
+/// for `/scale`), then stores the result as PUT does, with the object's resourceVersion as
+/// precondition. A lost race is retried unless the patch itself pins `resourceVersion`.
+/// PATCH never creates (that is server-side apply, not supported yet).
+async fn patch(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    path: &ResourcePath,
+    name: &str,
+    query: &Query,
+    target: Target,
+) -> Result<Response<Body>, ApiError> {
+    let strictness = query.strictness()?;
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let patch_type = PatchType::from_content_type(&content_type).map_err(ApiError::from_patch)?;
+    let (_, bytes) = read_body(req).await?;
+    let pinned = patch::sets_resource_version(patch_type, &bytes);
+    let kind_name = path.info.name;
+    let sent_for = |current: &Value| {
+        let base = if target == Target::Scale {
+            scale_of(current)?
+        } else {
+            current.clone()
+        };
+        // A Scale's fields (spec.replicas, status) patch the same under the parent's schema.
+        let patched = patch::apply_patch(path.info.kind, &base, patch_type, &bytes)
+            .map_err(ApiError::from_patch)?;
+        let uid = patched["metadata"]["uid"].as_str().unwrap_or("");
+        let current_uid = current["metadata"]["uid"].as_str().unwrap_or("");
+        if !uid.is_empty() && uid != current_uid {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!(
+                    "{kind_name} {name:?} is invalid: metadata.uid: Invalid value: {uid:?}: \
+                     field is immutable"
+                ),
+            ));
+        }
+        Ok(patched)
+    };
+    guarded_write(ctx, path, name, query, target, strictness, pinned, sent_for).await
 }
 
 /// DELETE: removes the object at once and returns its last state (200).
