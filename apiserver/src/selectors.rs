@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde_json::Value;
 use skiff_api::Kind;
+use skiff_api::validation::names;
 
 /// A selector that could not be parsed, or names a field the kind does not support.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,105 +31,11 @@ impl SelectorError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validation (k8s.io/apimachinery/pkg/util/validation)
+// Validation (k8s.io/apimachinery/pkg/util/validation, shared with skiff-api)
 // ---------------------------------------------------------------------------------------------
 
-const QUALIFIED_NAME_MAX_LENGTH: usize = 63;
-const LABEL_VALUE_MAX_LENGTH: usize = 63;
-const DNS1123_SUBDOMAIN_MAX_LENGTH: usize = 253;
-
-const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-
-/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, non-empty.
-fn is_qualified_name_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(f), Some(l)) => {
-            f.is_ascii_alphanumeric()
-                && l.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
-}
-
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*`
-fn is_dns1123_subdomain_format(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            match (b.first(), b.last()) {
-                (Some(f), Some(l)) => {
-                    (f.is_ascii_lowercase() || f.is_ascii_digit())
-                        && (l.is_ascii_lowercase() || l.is_ascii_digit())
-                        && b.iter()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                }
-                _ => false,
-            }
-        })
-}
-
-/// Upstream `validation.IsQualifiedName`: the list of problems, empty when valid.
-pub fn qualified_name_errors(value: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    let parts: Vec<&str> = value.split('/').collect();
-    let name = match parts.as_slice() {
-        [name] => *name,
-        [prefix, name] => {
-            if prefix.is_empty() {
-                errs.push("prefix part must be non-empty".to_string());
-            } else {
-                if prefix.len() > DNS1123_SUBDOMAIN_MAX_LENGTH {
-                    errs.push(format!(
-                        "prefix part must be no more than {DNS1123_SUBDOMAIN_MAX_LENGTH} characters"
-                    ));
-                }
-                if !is_dns1123_subdomain_format(prefix) {
-                    errs.push(format!("prefix part {DNS1123_SUBDOMAIN_ERR}"));
-                }
-            }
-            *name
-        }
-        _ => {
-            errs.push(format!(
-                "a qualified name {QUALIFIED_NAME_ERR} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-            ));
-            return errs;
-        }
-    };
-    if name.is_empty() {
-        errs.push("name part must be non-empty".to_string());
-    } else if name.len() > QUALIFIED_NAME_MAX_LENGTH {
-        errs.push(format!(
-            "name part must be no more than {QUALIFIED_NAME_MAX_LENGTH} characters"
-        ));
-    }
-    if !name.is_empty() && !is_qualified_name_part(name) {
-        errs.push(format!("name part {QUALIFIED_NAME_ERR}"));
-    }
-    errs
-}
-
-/// Upstream `validation.IsValidLabelValue`: the list of problems, empty when valid.
-pub fn label_value_errors(value: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if value.len() > LABEL_VALUE_MAX_LENGTH {
-        errs.push(format!(
-            "must be no more than {LABEL_VALUE_MAX_LENGTH} characters"
-        ));
-    }
-    if !value.is_empty() && !is_qualified_name_part(value) {
-        errs.push(LABEL_VALUE_ERR.to_string());
-    }
-    errs
-}
-
 fn validate_label_key(key: &str) -> Result<(), SelectorError> {
-    let errs = qualified_name_errors(key);
+    let errs = names::qualified_name(key);
     if errs.is_empty() {
         Ok(())
     } else {
@@ -140,7 +47,7 @@ fn validate_label_key(key: &str) -> Result<(), SelectorError> {
 }
 
 fn validate_label_value(index: usize, value: &str) -> Result<(), SelectorError> {
-    let errs = label_value_errors(value);
+    let errs = names::label_value(value);
     if errs.is_empty() {
         Ok(())
     } else {

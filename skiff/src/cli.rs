@@ -150,8 +150,8 @@ pub struct ClusterArgs {
     #[arg(long, default_value = "10.244.0.0/16,fd00:10:244::/56")]
     pub pod_cidr: String,
 
-    #[arg(long, default_value = "30000-32767")]
-    pub service_node_port_range: String,
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
 
     /// Addresses handed to LoadBalancer Services (they exist only inside the node's namespaces).
     #[arg(long, default_value = "172.18.255.0/24")]
@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(up.cluster.service_cidr, "10.96.0.0/12,fd00:10:96::/112");
         assert_eq!(up.cluster.cluster_dns, "10.96.0.10");
         assert_eq!(up.cluster.pod_cidr, "10.244.0.0/16,fd00:10:244::/56");
-        assert_eq!(up.cluster.service_node_port_range, "30000-32767");
+        assert_eq!(up.cluster.service_node_port_range, 30000..=32767);
         assert_eq!(up.cluster.lb_pool, "172.18.255.0/24");
         assert_eq!(up.cluster.dns_ttl, 5);
         assert_eq!(up.cluster.proxy_mode, ProxyMode::Ebpf);

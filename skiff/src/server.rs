@@ -32,10 +32,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(&data_dir);
     config.api_port = cluster.api_port;
     config.bind_address = args.bind_address;
-    config.validation.node_port_range =
-        crate::cli::parse_port_range(&cluster.service_node_port_range)
-            .map_err(anyhow::Error::msg)
-            .context("--service-node-port-range")?;
+    config.validation.node_port_range = cluster.service_node_port_range.clone();
     let server = ApiServer::start(config, store, shutdown_signal())
         .await
         .context("cannot start the API server")?;

@@ -314,11 +314,7 @@ async fn get(
         .map_err(|e| ApiError::from_store(path.info, name, e))?;
     let object = with_type_meta(path.info, object);
     if query.as_table {
-        let revision = object["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        return Ok(table_response(path.info, &[object], &revision, query));
+        return Ok(table_response(&object_table(path.info, object, query)));
     }
     Ok(json_response(200, &object))
 }
@@ -339,14 +335,17 @@ pub(crate) fn table_value(
     )
 }
 
-fn table_response(
-    info: &KindInfo,
-    objects: &[Value],
-    revision: &str,
-    query: &Query,
-) -> Response<Body> {
-    let value = table_value(info, objects, revision, query);
-    let bytes = serde_json::to_vec(&value).unwrap_or_default();
+/// A one-row Table of `object`, at the object's own resourceVersion (get, writes, watch events).
+pub(crate) fn object_table(info: &KindInfo, object: Value, query: &Query) -> Value {
+    let revision = object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    table_value(info, &[object], &revision, query)
+}
+
+fn table_response(table: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(table).unwrap_or_default();
     response(200, tables::TABLE_CONTENT_TYPE, bytes)
 }
 
@@ -441,12 +440,12 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
         .map(|o| with_type_meta(path.info, o))
         .collect();
     if query.as_table {
-        return Ok(table_response(
+        return Ok(table_response(&table_value(
             path.info,
             &items,
             &list.revision.to_string(),
             query,
-        ));
+        )));
     }
     Ok(json_response(
         200,
@@ -625,10 +624,9 @@ pub(crate) async fn create_object(
     ctx: &Ctx,
     info: &'static KindInfo,
     namespace: Option<&str>,
-    value: Value,
+    mut value: Value,
     strictness: Strictness,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let mut value = value;
     drop_status_on_create(info, &mut value);
     let (object, name, warnings) = prepare(ctx, info, namespace, value, strictness, Write::Create)?;
     let namespace = if info.namespaced { namespace } else { None };
@@ -921,11 +919,7 @@ where
                 let mut resp = if target == Target::Scale {
                     json_response(200, &scale_of(&stored)?)
                 } else if query.as_table {
-                    let revision = stored["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_owned();
-                    table_response(path.info, &[stored], &revision, query)
+                    table_response(&object_table(path.info, stored, query))
                 } else {
                     json_response(200, &stored)
                 };
@@ -934,11 +928,6 @@ where
             }
             Err(StoreError::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => {
                 tracing::debug!(name, attempt, "write lost a race; re-reading");
-            }
-            Err(StoreError::Invalid(msg)) if msg.contains("resourceVersion") => {
-                return Err(ApiError::bad_request(format!(
-                    "metadata.resourceVersion: {msg}"
-                )));
             }
             Err(e) => return Err(ApiError::from_store(path.info, name, e)),
         }
@@ -959,32 +948,6 @@ async fn update(
     let strictness = query.strictness()?;
     let (parts, bytes) = read_body(req).await?;
     let value = parse_body(&parts, &bytes)?;
-    if target == Target::Main && !path.info.has_subresource("status") {
-        // Nothing to carry over from the stored object: store the body as sent.
-        let ns = path.namespace.as_deref();
-        let (object, _, warnings) = prepare(
-            ctx,
-            path.info,
-            ns,
-            value,
-            strictness,
-            Write::Update { url_name: name },
-        )?;
-        let key = object_key(path.info, ns, name)?;
-        let stored = ctx
-            .store
-            .update(&key, object, &Preconditions::default())
-            .await
-            .map_err(|e| match e {
-                StoreError::Invalid(msg) if msg.contains("resourceVersion") => {
-                    ApiError::bad_request(format!("metadata.resourceVersion: {msg}"))
-                }
-                e => ApiError::from_store(path.info, name, e),
-            })?;
-        let mut resp = json_response(200, &with_type_meta(path.info, stored));
-        add_warnings(&mut resp, &warnings);
-        return Ok(resp);
-    }
     let pinned = value["metadata"]["resourceVersion"]
         .as_str()
         .is_some_and(|rv| !rv.is_empty());

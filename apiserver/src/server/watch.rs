@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::Ctx;
 use super::filter::{Filter, matches_selectors};
-use super::handlers::{Body, Query, scope, table_value, with_type_meta};
+use super::handlers::{Body, Query, object_table, scope, with_type_meta};
 use super::routes::ResourcePath;
 use super::status::ApiError;
 use crate::storage::{EventType, Revision, StoreError, WatchStream};
@@ -101,13 +101,7 @@ pub(crate) async fn watch(
     // With a Table Accept every object travels as a one-row Table (kubectl get -w).
     let table_query = query.as_table.then(|| query.clone());
     let encode = move |kind: &str, object: Value| match &table_query {
-        Some(q) => {
-            let revision = object["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            event(kind, &table_value(info, &[object], &revision, q))
-        }
+        Some(q) => event(kind, &object_table(info, object, q)),
         None => event(kind, &object),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
