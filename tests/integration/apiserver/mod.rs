@@ -1,13 +1,14 @@
 //! The REST API server over real TLS, driven by the kube client, raw HTTPS and the real kubectl.
 
 mod crud;
+mod kubectl_versions;
 mod openapi;
 mod patch;
 mod subresources;
 mod transport;
 mod watch;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,23 +122,71 @@ pub struct Run {
 /// Runs the real kubectl (the machine's `/usr/bin/kubectl` dispatcher, which picks the kubectl
 /// matching the server's minor) against `kubeconfig`.
 pub async fn kubectl_run(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Run> {
-    anyhow::ensure!(
-        Path::new("/usr/bin/kubectl").exists(),
-        "the API tests drive the real kubectl, and /usr/bin/kubectl is missing: install kubectl"
-    );
-    let mut cmd = std::process::Command::new("/usr/bin/kubectl");
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    Ok(Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Kubectl::default_binary(kubeconfig).run(args).await
 }
 
 /// Runs kubectl and returns its stdout, or fails with its stderr.
 pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let run = kubectl_run(kubeconfig, args).await?;
-    anyhow::ensure!(run.ok, "kubectl {args:?} failed: {}", run.stderr);
-    Ok(run.stdout)
+    Kubectl::default_binary(kubeconfig).ok(args).await
+}
+
+/// One kubectl binary pointed at one server, with optional extra environment.
+pub struct Kubectl {
+    pub binary: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Kubectl {
+    /// The machine's `/usr/bin/kubectl` dispatcher.
+    pub fn default_binary(kubeconfig: &Path) -> Self {
+        Self {
+            binary: PathBuf::from("/usr/bin/kubectl"),
+            kubeconfig: kubeconfig.to_owned(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A specific client minor, e.g. `29` for kubectl 1.29, as shipped with the Cloud SDK.
+    pub fn version(minor: u32, kubeconfig: &Path) -> Self {
+        Self {
+            binary: PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}")),
+            kubeconfig: kubeconfig.to_owned(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<std::process::Command> {
+        anyhow::ensure!(
+            self.binary.exists(),
+            "the API tests drive the real kubectl, and {} is missing: install kubectl",
+            self.binary.display()
+        );
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        Ok(cmd)
+    }
+
+    pub async fn run(&self, args: &[&str]) -> anyhow::Result<Run> {
+        let mut cmd = self.command(args)?;
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+        Ok(Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs kubectl and returns its stdout, or fails with its stderr.
+    pub async fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let run = self.run(args).await?;
+        anyhow::ensure!(
+            run.ok,
+            "{} {args:?} failed: {}",
+            self.binary.display(),
+            run.stderr
+        );
+        Ok(run.stdout)
+    }
 }
