@@ -26,6 +26,10 @@ demo: bootstrap
 bench: bootstrap
 	$(CARGO) bench --locked -p skiff-benches
 
-## Fuzz the manifest parser (needs nightly and cargo-fuzz).
+## Fuzz every target in turn, FUZZ_SECONDS each (needs nightly and cargo-fuzz).
+FUZZ_TARGETS ?= manifest router patch
 fuzz:
-	cd fuzz && $(CARGO) +nightly fuzz run manifest -- -max_total_time=$${FUZZ_SECONDS:-300}
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$${FUZZ_SECONDS:-300} -max_len=65536 || exit 1; \
+	done
