@@ -3,6 +3,8 @@
 //! `resourceVersion` absent or `"0"`: synthetic ADDED events for the current objects (from one
 //! list), then changes after that list's revision. `resourceVersion=N`: changes after N. A
 //! compacted N: one `ERROR` event carrying a 410 Expired Status, then the stream ends.
+//! With label or field selectors, an object modified into the selection arrives as ADDED and one
+//! modified out of it as DELETED, as with upstream's watch cache.
 //! `allowWatchBookmarks=true`: a BOOKMARK every `bookmark_interval`, carrying the revision of
 //! the last change this stream has processed (never one it has not yet delivered, so a client
 //! resuming from it misses nothing). `timeoutSeconds` (default 1800) ends the stream.
@@ -27,7 +29,7 @@ use super::filter::{Filter, matches_selectors};
 use super::handlers::{Body, Query, object_table, scope, with_type_meta};
 use super::routes::ResourcePath;
 use super::status::ApiError;
-use crate::storage::{EventType, Revision, StoreError, WatchStream};
+use crate::storage::{EventType, Revision, StoreError, WatchEvent, WatchStream};
 
 /// Upstream's `--min-request-timeout`: the default watch length.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -49,6 +51,30 @@ fn bookmark(info: &KindInfo, revision: Revision) -> Bytes {
             "metadata": {"resourceVersion": revision.to_string()},
         }),
     )
+}
+
+/// The event type a watcher with `filter` sees for `ev`, as upstream's watch cache does it: an
+/// object modified into the selector arrives as ADDED, one modified out of it as DELETED
+/// (carrying its new state), and changes wholly outside it are not sent. When the previous
+/// state is unknown (compacted history), a matching change is a plain MODIFIED.
+fn filtered_event_type(filter: &Filter, ev: &WatchEvent) -> Option<&'static str> {
+    let now = matches_selectors(filter, &ev.object);
+    match ev.kind {
+        EventType::Added => now.then_some("ADDED"),
+        EventType::Deleted => now.then_some("DELETED"),
+        EventType::Modified => {
+            let before = ev
+                .prev_object
+                .as_ref()
+                .map(|p| matches_selectors(filter, p));
+            match (before, now) {
+                (Some(true) | None, true) => Some("MODIFIED"),
+                (Some(false), true) => Some("ADDED"),
+                (Some(true), false) => Some("DELETED"),
+                (Some(false) | None, false) => None,
+            }
+        }
+    }
 }
 
 /// Answers a watch request: validates it, opens the store watch, and streams events.
@@ -139,13 +165,8 @@ pub(crate) async fn watch(
                     None => break,
                     Some(Ok(ev)) => {
                         last = ev.revision;
-                        if !matches_selectors(&filter, &ev.object) {
+                        let Some(kind) = filtered_event_type(&filter, &ev) else {
                             continue;
-                        }
-                        let kind = match ev.kind {
-                            EventType::Added => "ADDED",
-                            EventType::Modified => "MODIFIED",
-                            EventType::Deleted => "DELETED",
                         };
                         encode(kind, with_type_meta(info, ev.object))
                     }

@@ -806,14 +806,22 @@ impl WatchState {
             return Ok(None);
         }
         let revision = to_revision(kv.mod_revision())?;
-        let (kind, object) = match event.event_type() {
+        let (kind, object, prev_object) = match event.event_type() {
             EtcdEventType::Put => {
-                let kind = if kv.create_revision() == kv.mod_revision() {
-                    EventType::Added
+                let object = inner.decode(&key, kv.value(), revision)?;
+                if kv.create_revision() == kv.mod_revision() {
+                    (EventType::Added, object, None)
                 } else {
-                    EventType::Modified
-                };
-                (kind, inner.decode(&key, kv.value(), revision)?)
+                    let prev = match event.prev_kv() {
+                        Some(prev) => Some(inner.decode(
+                            &key,
+                            prev.value(),
+                            to_revision(prev.mod_revision())?,
+                        )?),
+                        None => None,
+                    };
+                    (EventType::Modified, object, prev)
+                }
             }
             EtcdEventType::Delete => {
                 let prev = event.prev_kv().ok_or_else(|| {
@@ -824,6 +832,7 @@ impl WatchState {
                 (
                     EventType::Deleted,
                     inner.decode(&key, prev.value(), revision)?,
+                    None,
                 )
             }
         };
@@ -832,6 +841,7 @@ impl WatchState {
             key,
             revision,
             object,
+            prev_object,
         }))
     }
 }

@@ -199,6 +199,10 @@ pub struct WatchEvent {
     /// The object after the change; for `Deleted`, its last state, with
     /// `metadata.resourceVersion` set to the deletion's revision (as Kubernetes does).
     pub object: Value,
+    /// For `Modified`, the object before the change, so a filtered watch can tell an object
+    /// that left its selector from one that changed inside it. `None` for `Added` and
+    /// `Deleted`, and when that state is no longer known (history compacted).
+    pub prev_object: Option<Value>,
 }
 
 /// A live stream of changes. Ends with `Err(Expired)` if the watcher falls so far behind that

@@ -150,3 +150,56 @@ async fn watch_semantics() -> anyhow::Result<()> {
     ts.stop().await;
     Ok(())
 }
+
+/// An object labelled into a selector arrives as ADDED, one labelled out of it as DELETED, and
+/// changes outside the selector are not sent — both live and replayed from history.
+#[tokio::test]
+async fn label_selector_watch_sees_objects_enter_and_leave() -> anyhow::Result<()> {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let dir = tempfile::tempdir()?;
+    let ts = TestServer::start(dir.path()).await?;
+    let cms: Api<ConfigMap> = Api::namespaced(ts.client().await?, "default");
+    let start = cms
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let params = WatchParams::default().labels("app=web");
+    let mut live = cms.watch(&params, &start).await?.boxed();
+
+    let label = |value: Option<&str>| json!({"metadata": {"labels": {"app": value}}});
+    let pp = PatchParams::default();
+    cms.create(&PostParams::default(), &config_map("x", "1")?)
+        .await?;
+    cms.patch("x", &pp, &Patch::Merge(json!({"data": {"k": "2"}})))
+        .await?;
+    cms.patch("x", &pp, &Patch::Merge(label(Some("web"))))
+        .await?;
+    cms.patch("x", &pp, &Patch::Merge(json!({"data": {"k": "3"}})))
+        .await?;
+    cms.patch("x", &pp, &Patch::Merge(label(Some("db"))))
+        .await?;
+    cms.patch("x", &pp, &Patch::Merge(json!({"data": {"k": "4"}})))
+        .await?;
+    cms.delete("x", &DeleteParams::default()).await?;
+    // A marker that matches, so the test knows nothing else is coming.
+    let mut marker = config_map("marker", "1")?;
+    marker.metadata.labels = Some([("app".to_owned(), "web".to_owned())].into());
+    cms.create(&PostParams::default(), &marker).await?;
+
+    let expected = ["ADDED x", "MODIFIED x", "DELETED x", "ADDED marker"];
+    let mut seen = Vec::new();
+    for _ in expected {
+        seen.push(next(&mut live).await?);
+    }
+    assert_eq!(seen, expected);
+    let mut replay = cms.watch(&params, &start).await?.boxed();
+    let mut replayed = Vec::new();
+    for _ in expected {
+        replayed.push(next(&mut replay).await?);
+    }
+    assert_eq!(replayed, expected);
+    ts.stop().await;
+    Ok(())
+}

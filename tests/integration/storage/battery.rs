@@ -42,6 +42,7 @@ macro_rules! store_battery {
             watch_from_list_revision,
             watch_from_older_history,
             watch_deleted_carries_last_state,
+            watch_modified_carries_previous_state,
             watch_scope_filtering,
             concurrent_watchers_see_everything_once_in_order,
             slow_watcher_misses_nothing,
@@ -886,6 +887,35 @@ pub async fn watch_deleted_carries_last_state(f: &dyn StoreFixture, tag: &str) -
     let mut replay = store.watch(&scope, rv(&last)).await?;
     let e = next_event(&mut replay).await?;
     assert_eq!(&e, del);
+    assert_quiet(&mut replay).await
+}
+
+pub async fn watch_modified_carries_previous_state(f: &dyn StoreFixture, tag: &str) -> Result<()> {
+    let store = f.open().await?;
+    let r = resource(tag, "widgets");
+    let ns = ns(tag, "a");
+    let k = key(&r, Some(&ns), "a");
+    let scope = Scope::namespace(r.clone(), &ns);
+    let mut watch = store.watch(&scope, store.current_revision().await?).await?;
+    let v1 = store.create(&k, obj("a", "1")).await?;
+    let v2 = store.update(&k, edit(&v1, "2"), &no_pre()).await?;
+    let v3 = store.update(&k, edit(&v2, "3"), &no_pre()).await?;
+    let gone = store.delete(&k, &no_pre()).await?;
+    let expected = [None, Some(v1.clone()), Some(v2.clone()), None];
+    let live = take_events(&mut watch, 4).await?;
+    assert_eq!(
+        live.iter()
+            .map(|e| e.prev_object.clone())
+            .collect::<Vec<_>>(),
+        expected,
+        "live events"
+    );
+    assert_eq!(live[2].object, v3);
+    assert_eq!(live[3].object, gone);
+    // The same read back from history.
+    let mut replay = store.watch(&scope, rv(&v1) - 1).await?;
+    let replayed = take_events(&mut replay, 4).await?;
+    assert_eq!(replayed, live);
     assert_quiet(&mut replay).await
 }
 

@@ -9,10 +9,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{Batch, Shared, event_kind, writer};
+use super::{Batch, Shared, event_kind, ns_column, writer};
 use crate::storage::{
     EventType, ObjectKey, Result, Revision, Scope, StoreError, WatchEvent, WatchStream, meta,
 };
@@ -117,6 +118,40 @@ impl State {
     }
 }
 
+/// The state of `key` just before `revision`, if the history still holds it.
+fn previous_state(
+    shared: &Shared,
+    conn: &Connection,
+    key: &ObjectKey,
+    revision: Revision,
+) -> Result<Option<Value>> {
+    let found: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT revision, value FROM history
+             WHERE resource = ?1 AND namespace = ?2 AND name = ?3 AND revision < ?4
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    key.resource.as_str(),
+                    ns_column(key),
+                    key.name,
+                    revision as i64
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(|e| shared.sql(e))?;
+    let Some((prev_revision, bytes)) = found else {
+        return Ok(None);
+    };
+    let mut object = shared.codec.decode(key, &bytes)?;
+    meta::set_revision(&mut object, prev_revision as Revision);
+    Ok(Some(object))
+}
+
 /// Up to `PAGE` changes in `scope` after `after`, and — if that was all of them — the revision
 /// of the snapshot they were read at.
 fn read_history(
@@ -187,11 +222,16 @@ fn read_history(
             })?;
             let mut object = shared.codec.decode(&key, &bytes)?;
             meta::set_revision(&mut object, revision);
+            let prev_object = match kind {
+                EventType::Modified => previous_state(shared, &tx, &key, revision)?,
+                EventType::Added | EventType::Deleted => None,
+            };
             events.push(WatchEvent {
                 kind,
                 key,
                 revision,
                 object,
+                prev_object,
             });
         }
     }

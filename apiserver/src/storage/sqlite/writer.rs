@@ -217,7 +217,13 @@ fn record(
     Ok(())
 }
 
-fn applied(key: ObjectKey, kind: EventType, revision: Revision, mut object: Value) -> Applied {
+fn applied(
+    key: ObjectKey,
+    kind: EventType,
+    revision: Revision,
+    mut object: Value,
+    prev_object: Option<Value>,
+) -> Applied {
     meta::set_revision(&mut object, revision);
     Applied {
         result: Ok(object.clone()),
@@ -226,6 +232,7 @@ fn applied(key: ObjectKey, kind: EventType, revision: Revision, mut object: Valu
             key,
             revision,
             object,
+            prev_object,
         }),
     }
 }
@@ -249,7 +256,7 @@ fn create(
     }
     record(tx, next, &key, EventType::Added, &bytes)?;
     *revision = next;
-    Ok(applied(key, EventType::Added, next, object))
+    Ok(applied(key, EventType::Added, next, object, None))
 }
 
 fn update(
@@ -286,7 +293,13 @@ fn update(
     .execute(params![key.resource.as_str(), ns_column(&key), key.name, next as i64, bytes])?;
     record(tx, next, &key, EventType::Modified, &bytes)?;
     *revision = next;
-    Ok(applied(key, EventType::Modified, next, object))
+    Ok(applied(
+        key,
+        EventType::Modified,
+        next,
+        object,
+        Some(current),
+    ))
 }
 
 fn delete(
@@ -312,7 +325,7 @@ fn delete(
     // The history keeps the last state, already encoded.
     record(tx, next, &key, EventType::Deleted, &stored_bytes)?;
     *revision = next;
-    Ok(applied(key, EventType::Deleted, next, current))
+    Ok(applied(key, EventType::Deleted, next, current, None))
 }
 
 fn compact(
