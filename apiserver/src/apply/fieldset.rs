@@ -50,7 +50,9 @@ impl PathElement {
             Some(("f", f)) => Ok(Self::Field(f.to_owned())),
             Some(("k", k)) => match serde_json::from_str::<Value>(k) {
                 Ok(Value::Object(_)) => parse(k).map(Self::Key),
-                _ => Err(format!("invalid path element {s:?}: a key must be a JSON object")),
+                _ => Err(format!(
+                    "invalid path element {s:?}: a key must be a JSON object"
+                )),
             },
             Some(("v", v)) => parse(v).map(Self::Value),
             Some(("i", i)) => i
@@ -120,11 +122,7 @@ impl FieldSet {
     pub fn insert(&mut self, path: &[PathElement]) {
         match path.split_first() {
             None => self.member = true,
-            Some((first, rest)) => self
-                .children
-                .entry(first.clone())
-                .or_default()
-                .insert(rest),
+            Some((first, rest)) => self.children.entry(first.clone()).or_default().insert(rest),
         }
     }
 

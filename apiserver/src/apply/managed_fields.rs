@@ -96,10 +96,7 @@ pub fn decode(object: &Value) -> Result<Vec<Entry>, String> {
                 subresource: field("subresource").to_owned(),
             },
             api_version: field("apiVersion").to_owned(),
-            time: item
-                .get("time")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            time: item.get("time").and_then(Value::as_str).map(str::to_owned),
             fields,
         };
         // Upstream merges duplicate identifiers into one entry.
@@ -116,13 +113,20 @@ pub fn decode(object: &Value) -> Result<Vec<Entry>, String> {
 pub fn encode(entries: &[Entry]) -> Value {
     let mut kept: Vec<&Entry> = entries.iter().filter(|e| !e.fields.is_empty()).collect();
     kept.sort_by(|a, b| {
-        (a.id.operation, &a.time, &a.id.manager, &a.api_version, &a.id.subresource).cmp(&(
-            b.id.operation,
-            &b.time,
-            &b.id.manager,
-            &b.api_version,
-            &b.id.subresource,
-        ))
+        (
+            a.id.operation,
+            &a.time,
+            &a.id.manager,
+            &a.api_version,
+            &a.id.subresource,
+        )
+            .cmp(&(
+                b.id.operation,
+                &b.time,
+                &b.id.manager,
+                &b.api_version,
+                &b.id.subresource,
+            ))
     });
     Value::Array(
         kept.into_iter()
@@ -184,14 +188,26 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["manager"].as_str().unwrap(), e["operation"].as_str().unwrap()))
+            .map(|e| {
+                (
+                    e["manager"].as_str().unwrap(),
+                    e["operation"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             managers,
-            [("kubectl", "Apply"), ("kubectl", "Update"), ("kubectl-edit", "Update")]
+            [
+                ("kubectl", "Apply"),
+                ("kubectl", "Update"),
+                ("kubectl-edit", "Update")
+            ]
         );
         assert_eq!(out[1]["subresource"], "scale");
-        assert_eq!(out[0]["fieldsV1"], obj["metadata"]["managedFields"][1]["fieldsV1"]);
+        assert_eq!(
+            out[0]["fieldsV1"],
+            obj["metadata"]["managedFields"][1]["fieldsV1"]
+        );
         assert_eq!(
             entries[2].id.describe("apps/v1"),
             "\"kubectl\" with subresource \"scale\" using apps/v1"

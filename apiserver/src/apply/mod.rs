@@ -228,8 +228,8 @@ pub fn apply(
     for e in entries.iter().filter(|e| e.id != id) {
         let mut clash = e.fields.intersection(&touched);
         if !force && !clash.is_empty() && req.manager == last_applied::KUBECTL {
-            let allowed = allowed
-                .get_or_insert_with(|| last_applied::allowed_conflicts(req.kind, &live_obj));
+            let allowed =
+                allowed.get_or_insert_with(|| last_applied::allowed_conflicts(req.kind, &live_obj));
             clash = clash.difference(allowed);
         }
         for p in clash.paths() {
@@ -279,7 +279,9 @@ pub fn record_update(req: &Request<'_>, live: Option<&Value>, new: &mut Value) {
         live.map(|l| managed_fields::decode(l).unwrap_or_default())
             .unwrap_or_default()
     });
-    let old = live.map(without_managed_fields).unwrap_or_else(|| json!({}));
+    let old = live
+        .map(without_managed_fields)
+        .unwrap_or_else(|| json!({}));
     if let Ok(diff) = walk::compare(req.kind, &old, &without_managed_fields(new)) {
         let changed = req.scoped(&diff.modified.union(&diff.added));
         let removed = req.scoped(&diff.removed);

@@ -227,8 +227,11 @@ fn compare_at(
             };
             let ok = keyed(t, ol, at)?;
             let nk = keyed(t, nl, at)?;
-            let mut elements: Vec<&PathElement> =
-                ok.iter().map(|(p, _)| p).chain(nk.iter().map(|(p, _)| p)).collect();
+            let mut elements: Vec<&PathElement> = ok
+                .iter()
+                .map(|(p, _)| p)
+                .chain(nk.iter().map(|(p, _)| p))
+                .collect();
             elements.sort();
             elements.dedup();
             for pe in elements {
@@ -249,7 +252,10 @@ fn compare_at(
     Ok(())
 }
 
-fn as_map<'a>(v: Option<&'a Value>, empty: &'a Map<String, Value>) -> Option<&'a Map<String, Value>> {
+fn as_map<'a>(
+    v: Option<&'a Value>,
+    empty: &'a Map<String, Value>,
+) -> Option<&'a Map<String, Value>> {
     match v {
         None => Some(empty),
         Some(Value::Object(m)) => Some(m),
@@ -358,7 +364,12 @@ fn merge_at(kind: Kind, at: &At, live: &Value, config: &Value) -> Result<Value, 
     }
 }
 
-fn merge_item_fields(kind: Kind, at: &At, live: &Value, config: &Value) -> Result<Value, WalkError> {
+fn merge_item_fields(
+    kind: Kind,
+    at: &At,
+    live: &Value,
+    config: &Value,
+) -> Result<Value, WalkError> {
     let (Value::Object(lm), Value::Object(cm)) = (live, config) else {
         return Ok(config.clone());
     };
@@ -507,8 +518,14 @@ mod tests {
         let bad = json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
         let err = field_set(Kind::Deployment, &bad).unwrap_err();
         assert!(err.0.contains("omits key field \"name\""), "{err}");
-        let dup = json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "a"}]}}}});
-        assert!(field_set(Kind::Deployment, &dup).unwrap_err().0.contains("duplicate"));
+        let dup =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "a"}]}}}});
+        assert!(
+            field_set(Kind::Deployment, &dup)
+                .unwrap_err()
+                .0
+                .contains("duplicate")
+        );
     }
 
     #[test]
@@ -520,7 +537,10 @@ mod tests {
             c.added.to_fields_v1(),
             json!({"f:metadata": {"f:labels": {".": {}, "f:a": {}}}})
         );
-        assert_eq!(c.modified.to_fields_v1(), json!({"f:spec": {"f:replicas": {}}}));
+        assert_eq!(
+            c.modified.to_fields_v1(),
+            json!({"f:spec": {"f:replicas": {}}})
+        );
         assert!(c.removed.is_empty());
         let back = compare(Kind::Deployment, &new, &old).unwrap();
         assert_eq!(back.removed, c.added);

@@ -3,6 +3,7 @@
 mod crud;
 mod openapi;
 mod patch;
+mod server_side_apply;
 mod subresources;
 mod transport;
 mod watch;
