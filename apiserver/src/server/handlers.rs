@@ -955,7 +955,7 @@ where
             Write::Update { url_name: name },
         )?;
         if owner.record_or_keep(path.info, target, &current, &mut object, applied_fields) {
-            return Ok(written(path.info, current, target, query, &warnings)?);
+            return written(path.info, current, target, query, &warnings);
         }
         match ctx
             .store

@@ -249,6 +249,14 @@ async fn client_side_then_server_side_apply_keeps_the_spec() -> anyhow::Result<(
     assert!(run.ok, "{}", run.stderr);
     assert!(!run.stderr.contains("Warning"), "{}", run.stderr);
     let ssa = get(&client).await?;
+    // kubectl's second apply owns only the annotation; the spec is intact.
+    assert_eq!(
+        fields_of(&ssa, "kubectl-last-applied", "Apply"),
+        Some(&json!({"f:metadata": {"f:annotations": {
+            "f:kubectl.kubernetes.io/last-applied-configuration": {}}}})),
+        "{:?}",
+        managers(&ssa)
+    );
     assert_eq!(ssa["spec"]["replicas"], 2);
     assert_eq!(containers(&ssa), ["app", "side"]);
     assert_eq!(ssa["metadata"]["labels"]["tier"], "front");
