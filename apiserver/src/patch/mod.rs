@@ -15,6 +15,9 @@ pub enum PatchType {
     Merge,
     /// `application/strategic-merge-patch+json` (Kubernetes).
     Strategic,
+    /// `application/apply-patch+yaml`: server-side apply (`crate::apply`), not a patch of the
+    /// stored object.
+    Apply,
 }
 
 /// The media types PATCH accepts, for 415 messages.
@@ -22,6 +25,7 @@ pub const ACCEPTED_TYPES: &[&str] = &[
     "application/json-patch+json",
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
 ];
 
 /// Why a patch could not be applied.
@@ -37,17 +41,9 @@ pub enum PatchError {
     #[error(
         "the body of the request was in an unknown format ({0:?}) - accepted media types include: \
          application/json-patch+json, application/merge-patch+json, \
-         application/strategic-merge-patch+json"
+         application/strategic-merge-patch+json, application/apply-patch+yaml"
     )]
     UnsupportedMediaType(String),
-    /// `application/apply-patch+yaml`: 415 until server-side apply exists.
-    #[error(
-        "server-side apply (application/apply-patch+yaml) is not supported by this server yet; \
-         use client-side `kubectl apply` (without --server-side) - accepted media types include: \
-         application/json-patch+json, application/merge-patch+json, \
-         application/strategic-merge-patch+json"
-    )]
-    ServerSideApply,
 }
 
 impl PatchError {
@@ -56,7 +52,7 @@ impl PatchError {
         match self {
             Self::BadPatch(_) => 400,
             Self::Apply(_) => 422,
-            Self::UnsupportedMediaType(_) | Self::ServerSideApply => 415,
+            Self::UnsupportedMediaType(_) => 415,
         }
     }
 }
@@ -78,9 +74,7 @@ impl PatchType {
             "application/json-patch+json" => Ok(Self::Json),
             "application/merge-patch+json" => Ok(Self::Merge),
             "application/strategic-merge-patch+json" => Ok(Self::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                Err(PatchError::ServerSideApply)
-            }
+            "application/apply-patch+yaml" => Ok(Self::Apply),
             _ => Err(PatchError::UnsupportedMediaType(content_type.to_owned())),
         }
     }
@@ -97,6 +91,11 @@ pub fn apply_patch(
         PatchType::Json => json_patch::apply_json_patch(original, patch)?,
         PatchType::Merge => json_patch::apply_merge_patch(original, patch)?,
         PatchType::Strategic => strategic::apply_strategic_patch(kind, original, patch)?,
+        PatchType::Apply => {
+            return Err(PatchError::BadPatch(
+                "an apply patch is server-side apply, not a patch".to_owned(),
+            ));
+        }
     };
     if !out.is_object() {
         return Err(PatchError::Apply(
@@ -118,7 +117,7 @@ pub fn sets_resource_version(patch_type: PatchType, patch: &[u8]) -> bool {
                     && op["op"].as_str() != Some("test")
             })
         }),
-        PatchType::Merge | PatchType::Strategic => value
+        PatchType::Merge | PatchType::Strategic | PatchType::Apply => value
             .get("metadata")
             .and_then(|m| m.get("resourceVersion"))
             .is_some_and(|rv| !rv.is_null()),
@@ -173,7 +172,11 @@ mod tests {
         );
         assert_eq!(
             PatchType::from_content_type("application/apply-patch+yaml"),
-            Err(PatchError::ServerSideApply)
+            Ok(PatchType::Apply)
+        );
+        assert_eq!(
+            PatchType::from_content_type("application/apply-patch+cbor").map_err(|e| e.code()),
+            Err(415)
         );
         let err = PatchType::from_content_type("text/plain").unwrap_err();
         assert_eq!(err.code(), 415);

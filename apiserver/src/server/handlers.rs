@@ -13,6 +13,7 @@ use ring::rand::SecureRandom;
 use serde_json::{Value, json};
 use skiff_api::{Kind, KindInfo, Strictness, apply_defaults, decode_value, kinds, validate};
 
+use super::apply::FieldOwner;
 use super::filter::{Filter, matches_selectors};
 use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
 use super::status::ApiError;
@@ -52,6 +53,12 @@ pub(crate) struct Query {
     pub include_object: Option<String>,
     /// The client asked for a `meta.k8s.io/v1` Table (the `Accept` header, not the query).
     pub as_table: bool,
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+    /// `force` (server-side apply).
+    pub force: Option<String>,
+    /// The `User-Agent` header: names the field manager when `fieldManager` is absent.
+    pub user_agent: Option<String>,
 }
 
 fn truthy(v: &str) -> bool {
@@ -76,6 +83,8 @@ impl Query {
                 "fieldValidation" => q.field_validation = Some(v),
                 "includeObject" => q.include_object = Some(v),
                 "dryRun" => q.dry_run = !v.is_empty(),
+                "fieldManager" => q.field_manager = Some(v),
+                "force" => q.force = Some(v),
                 _ => {}
             }
         }
@@ -83,7 +92,7 @@ impl Query {
     }
 
     /// `fieldValidation`: Strict, Warn (upstream's default when absent) or Ignore.
-    fn strictness(&self) -> Result<Strictness, ApiError> {
+    pub(crate) fn strictness(&self) -> Result<Strictness, ApiError> {
         match self.field_validation.as_deref() {
             None | Some("") | Some("Warn") => Ok(Strictness::Warn),
             Some("Strict") => Ok(Strictness::Strict),
@@ -116,7 +125,7 @@ pub(crate) fn status_response(err: &ApiError) -> Response<Body> {
     json_response(err.code, &err.to_status())
 }
 
-fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
+pub(crate) fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
     for w in warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
@@ -220,7 +229,11 @@ pub(crate) fn resource_name(info: &KindInfo) -> Result<ResourceName, ApiError> {
     ResourceName::new(info.group_resource()).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn object_key(info: &KindInfo, namespace: Option<&str>, name: &str) -> Result<ObjectKey, ApiError> {
+pub(crate) fn object_key(
+    info: &KindInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::new(resource_name(info)?, namespace, name);
     key.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -255,6 +268,11 @@ async fn resource(
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(tables::wants_table);
+    query.user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // A named object of a namespaced kind needs its namespace in the path.
     if path.info.namespaced && path.namespace.is_none() && path.name.is_some() {
         return Err(ApiError::no_route());
@@ -459,7 +477,9 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
-async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -624,11 +644,26 @@ pub(crate) async fn create_object(
     ctx: &Ctx,
     info: &'static KindInfo,
     namespace: Option<&str>,
-    mut value: Value,
+    value: Value,
     strictness: Strictness,
 ) -> Result<(Value, Vec<String>), ApiError> {
+    let owner = FieldOwner::Update("kube-apiserver".to_owned());
+    create_owned(ctx, info, namespace, value, strictness, &owner).await
+}
+
+/// Creates one object, recording its fields for `owner`.
+pub(crate) async fn create_owned(
+    ctx: &Ctx,
+    info: &'static KindInfo,
+    namespace: Option<&str>,
+    mut value: Value,
+    strictness: Strictness,
+    owner: &FieldOwner,
+) -> Result<(Value, Vec<String>), ApiError> {
     drop_status_on_create(info, &mut value);
-    let (object, name, warnings) = prepare(ctx, info, namespace, value, strictness, Write::Create)?;
+    let (mut object, name, warnings) =
+        prepare(ctx, info, namespace, value, strictness, Write::Create)?;
+    owner.record(info, Target::Main, None, &mut object);
     let namespace = if info.namespaced { namespace } else { None };
     if let Some(ns) = namespace {
         let ns_info = kinds::by_resource("", "namespaces")
@@ -660,8 +695,16 @@ async fn create(
     let strictness = query.strictness()?;
     let (parts, bytes) = read_body(req).await?;
     let value = parse_body(&parts, &bytes)?;
-    let (stored, warnings) =
-        create_object(ctx, path.info, path.namespace.as_deref(), value, strictness).await?;
+    let owner = FieldOwner::Update(query.manager());
+    let (stored, warnings) = create_owned(
+        ctx,
+        path.info,
+        path.namespace.as_deref(),
+        value,
+        strictness,
+        &owner,
+    )
+    .await?;
     let mut resp = json_response(201, &stored);
     add_warnings(&mut resp, &warnings);
     Ok(resp)
@@ -669,7 +712,7 @@ async fn create(
 
 /// What a PUT or PATCH writes: the whole object, only its `status`, or its `scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     /// The main resource. For kinds with a `status` subresource the stored status is kept
     /// (upstream strategies' `PrepareForUpdate`): status is written only through `/status`.
     Main,
@@ -753,7 +796,7 @@ async fn subresource(
 }
 
 /// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
-fn scale_of(parent: &Value) -> Result<Value, ApiError> {
+pub(crate) fn scale_of(parent: &Value) -> Result<Value, ApiError> {
     let meta = &parent["metadata"];
     let mut scale_meta = serde_json::Map::new();
     for field in [
@@ -868,7 +911,7 @@ const PATCH_ATTEMPTS: usize = 10;
 /// validates and stores it with the sent resourceVersion as precondition. A lost race is retried
 /// unless the client pinned `resourceVersion` (`pinned`).
 #[allow(clippy::too_many_arguments)]
-async fn guarded_write<F>(
+pub(crate) async fn guarded_write<F>(
     ctx: &Ctx,
     path: &ResourcePath,
     name: &str,
@@ -876,6 +919,7 @@ async fn guarded_write<F>(
     target: Target,
     strictness: Strictness,
     pinned: bool,
+    owner: &FieldOwner,
     mut sent_for: F,
 ) -> Result<Response<Body>, ApiError>
 where
@@ -900,8 +944,9 @@ where
                 current["metadata"]["resourceVersion"].clone(),
             );
         }
+        let applied_fields = sent["metadata"]["managedFields"].clone();
         let merged = merge_target(path.info, name, target, &current, sent)?;
-        let (object, _, warnings) = prepare(
+        let (mut object, _, warnings) = prepare(
             ctx,
             path.info,
             ns,
@@ -909,22 +954,22 @@ where
             strictness,
             Write::Update { url_name: name },
         )?;
+        if owner.record_or_keep(path.info, target, &current, &mut object, applied_fields) {
+            return written(path.info, current, target, query, &warnings);
+        }
         match ctx
             .store
             .update(&key, object, &Preconditions::default())
             .await
         {
             Ok(stored) => {
-                let stored = with_type_meta(path.info, stored);
-                let mut resp = if target == Target::Scale {
-                    json_response(200, &scale_of(&stored)?)
-                } else if query.as_table {
-                    table_response(&object_table(path.info, stored, query))
-                } else {
-                    json_response(200, &stored)
-                };
-                add_warnings(&mut resp, &warnings);
-                return Ok(resp);
+                return written(
+                    path.info,
+                    with_type_meta(path.info, stored),
+                    target,
+                    query,
+                    &warnings,
+                );
             }
             Err(StoreError::Conflict { .. }) if !pinned && attempt < PATCH_ATTEMPTS => {
                 tracing::debug!(name, attempt, "write lost a race; re-reading");
@@ -932,6 +977,25 @@ where
             Err(e) => return Err(ApiError::from_store(path.info, name, e)),
         }
     }
+}
+
+/// The 200 answer to a PUT or PATCH: the object, a Table of it, or the Scale.
+fn written(
+    info: &KindInfo,
+    stored: Value,
+    target: Target,
+    query: &Query,
+    warnings: &[String],
+) -> Result<Response<Body>, ApiError> {
+    let mut resp = if target == Target::Scale {
+        json_response(200, &scale_of(&stored)?)
+    } else if query.as_table {
+        table_response(&object_table(info, stored, query))
+    } else {
+        json_response(200, &stored)
+    };
+    add_warnings(&mut resp, warnings);
+    Ok(resp)
 }
 
 /// PUT of the object, its `/status` or its `/scale` (whose body may lack a Content-Type:
@@ -951,16 +1015,25 @@ async fn update(
     let pinned = value["metadata"]["resourceVersion"]
         .as_str()
         .is_some_and(|rv| !rv.is_empty());
-    guarded_write(ctx, path, name, query, target, strictness, pinned, |_| {
-        Ok(value.clone())
-    })
+    let owner = FieldOwner::Update(query.manager());
+    guarded_write(
+        ctx,
+        path,
+        name,
+        query,
+        target,
+        strictness,
+        pinned,
+        &owner,
+        |_| Ok(value.clone()),
+    )
     .await
 }
 
 /// PATCH: applies a JSON, merge or strategic merge patch to the stored object (or to its Scale
 /// for `/scale`), then stores the result as PUT does, with the object's resourceVersion as
 /// precondition. A lost race is retried unless the patch itself pins `resourceVersion`.
-/// PATCH never creates (that is server-side apply, not supported yet).
+/// An apply patch is server-side apply (`super::apply`), which also creates.
 async fn patch(
     ctx: &Ctx,
     req: Request<Incoming>,
@@ -977,6 +1050,10 @@ async fn patch(
         .unwrap_or("")
         .to_owned();
     let patch_type = PatchType::from_content_type(&content_type).map_err(ApiError::from_patch)?;
+    if patch_type == PatchType::Apply {
+        return super::apply::apply_patch(ctx, req, path, name, query, target).await;
+    }
+    super::apply::refuse_force(query)?;
     let (_, bytes) = read_body(req).await?;
     let pinned = patch::sets_resource_version(patch_type, &bytes);
     let kind_name = path.info.name;
@@ -1003,7 +1080,11 @@ async fn patch(
         }
         Ok(patched)
     };
-    guarded_write(ctx, path, name, query, target, strictness, pinned, sent_for).await
+    let owner = FieldOwner::Update(query.manager());
+    guarded_write(
+        ctx, path, name, query, target, strictness, pinned, &owner, sent_for,
+    )
+    .await
 }
 
 /// DELETE: removes the object at once and returns its last state (200).

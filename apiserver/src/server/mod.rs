@@ -6,6 +6,7 @@
 //! `status` renders every error as a Kubernetes `Status`, and `filter` is where list/watch
 //! selectors apply.
 
+mod apply;
 pub mod auth;
 pub mod filter;
 pub mod handlers;

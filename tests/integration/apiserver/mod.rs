@@ -4,6 +4,7 @@ mod crud;
 mod kubectl_versions;
 mod openapi;
 mod patch;
+mod server_side_apply;
 mod subresources;
 mod transport;
 mod watch;

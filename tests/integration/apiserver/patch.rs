@@ -160,11 +160,12 @@ async fn kube_client_merge_json_and_strategic_patches() -> anyhow::Result<()> {
         b"{}".to_vec(),
     )
     .await?;
-    assert_eq!(code, 415, "{body}");
+    // Server-side apply without a field manager (more in server_side_apply.rs).
+    assert_eq!(code, 422, "{body}");
     assert!(
         body["message"]
             .as_str()
-            .is_some_and(|m| m.contains("server-side apply")),
+            .is_some_and(|m| m.contains("fieldManager")),
         "{body}"
     );
     let (code, body) = raw(
