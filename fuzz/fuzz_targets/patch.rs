@@ -1,4 +1,5 @@
-//! Fuzz the patch engine: JSON patch, merge patch and strategic merge patch on every kind.
+//! Fuzz the patch engine: JSON patch, merge patch, strategic merge patch and server-side apply
+//! on every kind.
 //! Input: one byte picks the kind, the rest is `original` NUL `patch`; an original that is not
 //! a JSON object is replaced by a Deployment, so the strategic paths (merge keys, directives,
 //! `$setElementOrder`) get deep objects to work on.
@@ -7,6 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use skiff_api::kinds::Kind;
+use skiff_apiserver::apply::{self, Request};
 use skiff_apiserver::patch::{PatchType, apply_patch};
 
 fn deployment() -> Value {
@@ -55,5 +57,28 @@ fuzz_target!(|data: &[u8]| {
     for patch_type in [PatchType::Merge, PatchType::Strategic] {
         let same = apply_patch(kind, &original, patch_type, b"{}");
         assert_eq!(same.ok().as_ref(), Some(&original), "{patch_type:?} {{}} changed the object");
+    }
+    // Server-side apply of the patch bytes as a configuration, onto the original and as a
+    // create: applying the result's configuration again by the same manager changes nothing.
+    let Ok(config) = serde_json::from_slice::<Value>(patch) else {
+        return;
+    };
+    let req = Request {
+        kind,
+        api_version: "v1",
+        manager: "fuzz",
+        subresource: "",
+        status_is_separate: true,
+        now: "2026-11-23T00:00:00Z",
+    };
+    for live in [Some(&original), None] {
+        for force in [false, true] {
+            if let Ok(first) = apply::apply(&req, live, &config, force) {
+                let again = apply::apply(&req, Some(&first.object), &config, false);
+                if let Ok(again) = again {
+                    assert!(!again.changed, "re-applying the same configuration changed the object");
+                }
+            }
+        }
     }
 });
