@@ -12,6 +12,8 @@ mod schema;
 mod wire;
 
 #[cfg(test)]
+mod decode_tests;
+#[cfg(test)]
 mod schema_check;
 
 pub use decode::decode;
