@@ -1,9 +1,9 @@
 //! The API server: durable storage behind one `Store` trait (SQLite, etcd) and the Kubernetes REST API (`server`).
 
 pub mod discovery;
-pub mod protobuf;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod selectors;
 pub mod server;
 pub mod storage;

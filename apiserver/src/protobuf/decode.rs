@@ -138,12 +138,10 @@ fn decode_into(
     }
     let mut r = Reader::new(buf, message.name);
     while let Some((number, wire)) = r.next_field()? {
-        let field = message
-            .field(number)
-            .ok_or(ProtobufError::UnknownField {
-                message: message.name,
-                field: number,
-            })?;
+        let field = message.field(number).ok_or(ProtobufError::UnknownField {
+            message: message.name,
+            field: number,
+        })?;
         let ctx = Ctx {
             message,
             field,
@@ -241,9 +239,9 @@ impl Ctx {
     fn value(&self, ty: Ty, wire: Wire<'_>) -> Result<Option<Value>, ProtobufError> {
         let value = match ty {
             Ty::Str => Value::String(utf8(self.message.name, self.field.json, self.bytes(wire)?)?),
-            Ty::Bytes => Value::String(
-                base64::engine::general_purpose::STANDARD.encode(self.bytes(wire)?),
-            ),
+            Ty::Bytes => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(self.bytes(wire)?))
+            }
             Ty::Bool => Value::Bool(self.varint(wire)? != 0),
             // int32 travels sign-extended to 64 bits; truncation is the protobuf rule.
             Ty::I32 => Value::from(self.varint(wire)? as i64 as i32),

@@ -25,7 +25,12 @@ fn vi(number: u64, v: u64) -> Vec<u8> {
 /// A length-delimited field.
 fn ld(number: u64, bytes: impl AsRef<[u8]>) -> Vec<u8> {
     let bytes = bytes.as_ref();
-    [varint(number << 3 | 2), varint(bytes.len() as u64), bytes.to_vec()].concat()
+    [
+        varint(number << 3 | 2),
+        varint(bytes.len() as u64),
+        bytes.to_vec(),
+    ]
+    .concat()
 }
 
 fn map_entry(number: u64, key: &str, value: impl AsRef<[u8]>) -> Vec<u8> {
@@ -34,7 +39,14 @@ fn map_entry(number: u64, key: &str, value: impl AsRef<[u8]>) -> Vec<u8> {
 
 fn body(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
     let type_meta = [ld(1, api_version), ld(2, kind)].concat();
-    [b"k8s\0".to_vec(), ld(1, type_meta), ld(2, raw), ld(3, ""), ld(4, "")].concat()
+    [
+        b"k8s\0".to_vec(),
+        ld(1, type_meta),
+        ld(2, raw),
+        ld(3, ""),
+        ld(4, ""),
+    ]
+    .concat()
 }
 
 fn meta(name: &str) -> Vec<u8> {
@@ -82,10 +94,19 @@ fn deployment_nested_messages_int_or_string_quantity_and_zeros() {
     let int_or_string_int = |v| [vi(1, 0), vi(2, v), ld(3, "")].concat();
     let int_or_string_str = |s: &str| [vi(1, 1), vi(2, 0), ld(3, s)].concat();
     let port = [ld(1, ""), vi(2, 0), vi(3, 80), ld(4, "TCP")].concat();
-    let probe = [ld(1, ld(2, [ld(1, "/healthz"), ld(2, int_or_string_str("http"))].concat()))]
-        .concat();
-    let resources = [map_entry(1, "memory", ld(1, "64Mi")), map_entry(1, "cpu", ld(1, "1"))]
-        .concat();
+    let probe = [ld(
+        1,
+        ld(
+            2,
+            [ld(1, "/healthz"), ld(2, int_or_string_str("http"))].concat(),
+        ),
+    )]
+    .concat();
+    let resources = [
+        map_entry(1, "memory", ld(1, "64Mi")),
+        map_entry(1, "cpu", ld(1, "1")),
+    ]
+    .concat();
     let container = [
         ld(1, "web"),
         ld(2, "nginx"),
@@ -94,15 +115,25 @@ fn deployment_nested_messages_int_or_string_quantity_and_zeros() {
         ld(10, probe),
     ]
     .concat();
-    let volume = [ld(1, "cfg"), ld(2, ld(19, [ld(1, ld(1, "app-config")), vi(3, 420)].concat()))]
-        .concat();
-    let pod_spec = [ld(1, volume), ld(2, container), ld(14, [vi(4, 1), vi(4, 2)].concat())]
-        .concat();
+    let volume = [
+        ld(1, "cfg"),
+        ld(2, ld(19, [ld(1, ld(1, "app-config")), vi(3, 420)].concat())),
+    ]
+    .concat();
+    let pod_spec = [
+        ld(1, volume),
+        ld(2, container),
+        ld(14, [vi(4, 1), vi(4, 2)].concat()),
+    ]
+    .concat();
     let labels = map_entry(11, "app", "web");
     let template = [ld(1, [meta(""), labels.clone()].concat()), ld(2, pod_spec)].concat();
     let strategy = [
         ld(1, "RollingUpdate"),
-        ld(2, [ld(1, int_or_string_int(1)), ld(2, int_or_string_str("25%"))].concat()),
+        ld(
+            2,
+            [ld(1, int_or_string_int(1)), ld(2, int_or_string_str("25%"))].concat(),
+        ),
     ]
     .concat();
     let spec = [
@@ -114,7 +145,12 @@ fn deployment_nested_messages_int_or_string_quantity_and_zeros() {
         vi(7, 0),
     ]
     .concat();
-    let raw = [ld(1, [meta("web"), labels].concat()), ld(2, spec), ld(3, "")].concat();
+    let raw = [
+        ld(1, [meta("web"), labels].concat()),
+        ld(2, spec),
+        ld(3, ""),
+    ]
+    .concat();
     assert_eq!(
         decode(&body("apps/v1", "Deployment", &raw)).unwrap(),
         json!({
@@ -164,7 +200,10 @@ fn times_and_packed_repeated_fields() {
     let packed = ld(4, [varint(7), varint(u64::MAX)].concat());
     let pod_spec = ld(14, packed);
     let v = decode(&body("v1", "Pod", &ld(2, pod_spec))).unwrap();
-    assert_eq!(v["spec"]["securityContext"]["supplementalGroups"], json!([7, -1]));
+    assert_eq!(
+        v["spec"]["securityContext"]["supplementalGroups"],
+        json!([7, -1])
+    );
 }
 
 #[test]
@@ -206,30 +245,50 @@ fn unknown_fields_are_errors_naming_message_and_number() {
 #[test]
 fn wrong_wire_types_kinds_magic_and_encodings() {
     let err = decode(&body("v1", "ConfigMap", &vi(1, 5))).unwrap_err();
-    assert!(matches!(err, ProtobufError::WireType { message: "ConfigMap", field: 1, .. }));
+    assert!(matches!(
+        err,
+        ProtobufError::WireType {
+            message: "ConfigMap",
+            field: 1,
+            ..
+        }
+    ));
     let err = decode(&body("batch/v1", "Job", &[])).unwrap_err();
     assert_eq!(err.code(), 415);
     assert_eq!(decode(b"{\"kind\":\"Pod\"}"), Err(ProtobufError::BadMagic));
     let mut b = body("v1", "ConfigMap", &[]);
     b.extend(ld(3, "gzip"));
-    assert_eq!(decode(&b), Err(ProtobufError::ContentEncoding("gzip".into())));
+    assert_eq!(
+        decode(&b),
+        Err(ProtobufError::ContentEncoding("gzip".into()))
+    );
     let bad_utf8 = ld(1, ld(1, [0xffu8, 0xfe]));
     assert!(matches!(
         decode(&body("v1", "ConfigMap", &bad_utf8)),
-        Err(ProtobufError::InvalidValue { message: "ObjectMeta", .. })
+        Err(ProtobufError::InvalidValue {
+            message: "ObjectMeta",
+            ..
+        })
     ));
     // spec.ports[0].targetPort with an IntOrString type that is neither int nor string.
     let bad_ios = ld(2, ld(1, ld(4, vi(1, 7))));
     assert!(matches!(
         decode(&body("v1", "Service", &bad_ios)),
-        Err(ProtobufError::InvalidValue { message: "ServicePort", field: "targetPort", .. })
+        Err(ProtobufError::InvalidValue {
+            message: "ServicePort",
+            field: "targetPort",
+            ..
+        })
     ));
 }
 
 #[test]
 fn every_truncation_is_an_error() {
-    let raw = [ld(1, [meta("c"), map_entry(11, "a", "b")].concat()), map_entry(2, "k", "v")]
-        .concat();
+    let raw = [
+        ld(1, [meta("c"), map_entry(11, "a", "b")].concat()),
+        map_entry(2, "k", "v"),
+    ]
+    .concat();
     let full = body("v1", "ConfigMap", &raw);
     assert!(decode(&full).is_ok());
     // Cutting inside the envelope's `raw` field always leaves a length that overruns.
@@ -247,14 +306,19 @@ fn garbage_never_panics() {
     // A small LCG: deterministic, no extra crates.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
         (state >> 33) as u8
     };
     let valid = body(
         "apps/v1",
         "Deployment",
-        &[ld(1, meta("web")), ld(2, [vi(1, 3), ld(3, ld(2, ld(2, ld(1, "c"))))].concat())]
-            .concat(),
+        &[
+            ld(1, meta("web")),
+            ld(2, [vi(1, 3), ld(3, ld(2, ld(2, ld(1, "c"))))].concat()),
+        ]
+        .concat(),
     );
     for round in 0..20_000 {
         let mut b = valid.clone();

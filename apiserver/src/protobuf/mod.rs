@@ -12,8 +12,10 @@ mod schema;
 mod wire;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod decode_tests;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod schema_check;
 
 pub use decode::decode;
@@ -71,7 +73,12 @@ impl ProtobufError {
 pub fn accept_allows_json(accept: &str) -> bool {
     let mut any = false;
     for item in accept.split(',') {
-        let media = item.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = item
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if media.is_empty() {
             continue;
         }
@@ -84,13 +91,16 @@ pub fn accept_allows_json(accept: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn accept_lists() {
         assert!(accept_allows_json(""));
-        assert!(accept_allows_json("application/vnd.kubernetes.protobuf,application/json"));
+        assert!(accept_allows_json(
+            "application/vnd.kubernetes.protobuf,application/json"
+        ));
         assert!(accept_allows_json("*/*"));
         assert!(accept_allows_json(
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"

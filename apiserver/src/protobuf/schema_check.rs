@@ -61,7 +61,10 @@ fn round_trip<T: DeserializeOwned + Serialize>(api_version: &str, kind: &str, me
     let back = serde_json::to_value(&typed).unwrap();
     let mut diffs = Vec::new();
     differences(&value, &back, String::new(), &mut diffs);
-    assert!(diffs.is_empty(), "{api_version} {kind}: table vs k8s-openapi: {diffs:?}");
+    assert!(
+        diffs.is_empty(),
+        "{api_version} {kind}: table vs k8s-openapi: {diffs:?}"
+    );
 }
 
 /// Paths where `a` (the table's sample) and `b` (after k8s-openapi) differ.

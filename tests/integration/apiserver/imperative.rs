@@ -23,39 +23,71 @@ async fn create_configmap_and_secrets() -> anyhow::Result<()> {
 
     let out = kubectl(
         &kc,
-        &["create", "configmap", "app", "--from-literal=mode=fast", "--from-literal=empty="],
+        &[
+            "create",
+            "configmap",
+            "app",
+            "--from-literal=mode=fast",
+            "--from-literal=empty=",
+        ],
     )
     .await?;
     assert_eq!(out.trim(), "configmap/app created");
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), "default").get("app").await?;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .get("app")
+        .await?;
     let data = cm.data.unwrap_or_default();
     assert_eq!(data.get("mode").map(String::as_str), Some("fast"));
     assert_eq!(data.get("empty").map(String::as_str), Some(""));
     assert!(cm.metadata.uid.is_some());
 
-    let out = kubectl(&kc, &["create", "secret", "generic", "db", "--from-literal=password=s3cr3t"])
-        .await?;
+    let out = kubectl(
+        &kc,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "--from-literal=password=s3cr3t",
+        ],
+    )
+    .await?;
     assert_eq!(out.trim(), "secret/db created");
     let secrets = Api::<Secret>::namespaced(client.clone(), "default");
     let secret = secrets.get("db").await?;
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
     let data = secret.data.unwrap_or_default();
-    assert_eq!(data.get("password").map(|b| b.0.as_slice()), Some(&b"s3cr3t"[..]));
-    let encoded = kubectl(&kc, &["get", "secret", "db", "-o", "jsonpath={.data.password}"]).await?;
+    assert_eq!(
+        data.get("password").map(|b| b.0.as_slice()),
+        Some(&b"s3cr3t"[..])
+    );
+    let encoded = kubectl(
+        &kc,
+        &["get", "secret", "db", "-o", "jsonpath={.data.password}"],
+    )
+    .await?;
     assert_eq!(encoded, "czNjcjN0");
 
     let (cert, key) = write_cert(dir.path())?;
     let out = kubectl(
         &kc,
-        &["create", "secret", "tls", "web-tls", "--cert", &cert.0, "--key", &key.0],
+        &[
+            "create", "secret", "tls", "web-tls", "--cert", &cert.0, "--key", &key.0,
+        ],
     )
     .await?;
     assert_eq!(out.trim(), "secret/web-tls created");
     let tls = secrets.get("web-tls").await?;
     assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
     let data = tls.data.unwrap_or_default();
-    assert_eq!(data.get("tls.crt").map(|b| b.0.as_slice()), Some(cert.1.as_bytes()));
-    assert_eq!(data.get("tls.key").map(|b| b.0.as_slice()), Some(key.1.as_bytes()));
+    assert_eq!(
+        data.get("tls.crt").map(|b| b.0.as_slice()),
+        Some(cert.1.as_bytes())
+    );
+    assert_eq!(
+        data.get("tls.key").map(|b| b.0.as_slice()),
+        Some(key.1.as_bytes())
+    );
     ts.stop().await;
     Ok(())
 }
@@ -84,33 +116,60 @@ async fn create_deployment_and_services() -> anyhow::Result<()> {
 
     let out = kubectl(
         &kc,
-        &["create", "deployment", "web", "--image=nginx:1.27", "--replicas=3", "--port=8080"],
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=3",
+            "--port=8080",
+        ],
     )
     .await?;
     assert_eq!(out.trim(), "deployment.apps/web created");
     let deployments = Api::<Deployment>::namespaced(client.clone(), "default");
     let d = serde_json::to_value(deployments.get("web").await?)?;
     assert_eq!(d["spec"]["replicas"], 3);
-    assert_eq!(d["spec"]["selector"], json!({"matchLabels": {"app": "web"}}));
+    assert_eq!(
+        d["spec"]["selector"],
+        json!({"matchLabels": {"app": "web"}})
+    );
     let template = &d["spec"]["template"];
     assert_eq!(template["metadata"]["labels"], json!({"app": "web"}));
     let container = &template["spec"]["containers"][0];
     assert_eq!(container["name"], "nginx");
     assert_eq!(container["image"], "nginx:1.27");
     // Server-side defaults run on the decoded body, as for JSON.
-    assert_eq!(container["ports"], json!([{"containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(
+        container["ports"],
+        json!([{"containerPort": 8080, "protocol": "TCP"}])
+    );
     assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
     // Go's zeros that JSON omits are not stored.
     assert!(d["spec"].get("minReadySeconds").is_none(), "{d}");
     assert!(d["metadata"].get("generateName").is_none(), "{d}");
 
     // `--replicas=0` is an explicit zero of a pointer field: kept, not defaulted to 1.
-    kubectl(&kc, &["create", "deployment", "idle", "--image=nginx", "--replicas=0"]).await?;
+    kubectl(
+        &kc,
+        &[
+            "create",
+            "deployment",
+            "idle",
+            "--image=nginx",
+            "--replicas=0",
+        ],
+    )
+    .await?;
     let idle = deployments.get("idle").await?;
     assert_eq!(idle.spec.and_then(|s| s.replicas), Some(0));
 
     let services = Api::<Service>::namespaced(client.clone(), "default");
-    for (kind, name) in [("clusterip", "api"), ("nodeport", "edge"), ("loadbalancer", "lb")] {
+    for (kind, name) in [
+        ("clusterip", "api"),
+        ("nodeport", "edge"),
+        ("loadbalancer", "lb"),
+    ] {
         let out = kubectl(&kc, &["create", "service", kind, name, "--tcp=80:8080"]).await?;
         assert_eq!(out.trim(), format!("service/{name} created"));
         let svc = serde_json::to_value(services.get(name).await?)?;
@@ -128,7 +187,13 @@ async fn create_deployment_and_services() -> anyhow::Result<()> {
     }
     let out = kubectl(
         &kc,
-        &["create", "service", "externalname", "ext", "--external-name=db.example.com"],
+        &[
+            "create",
+            "service",
+            "externalname",
+            "ext",
+            "--external-name=db.example.com",
+        ],
     )
     .await?;
     assert_eq!(out.trim(), "service/ext created");
@@ -136,15 +201,27 @@ async fn create_deployment_and_services() -> anyhow::Result<()> {
     assert_eq!(ext.type_.as_deref(), Some("ExternalName"));
     assert_eq!(ext.external_name.as_deref(), Some("db.example.com"));
 
-    let out = kubectl(&kc, &["expose", "deployment", "web", "--port=80", "--name=web"]).await?;
+    let out = kubectl(
+        &kc,
+        &["expose", "deployment", "web", "--port=80", "--name=web"],
+    )
+    .await?;
     assert_eq!(out.trim(), "service/web exposed");
     let web = serde_json::to_value(services.get("web").await?)?;
     assert_eq!(web["spec"]["selector"], json!({"app": "web"}));
     // Without --target-port kubectl targets the service port itself.
-    assert_eq!(web["spec"]["ports"], json!([{"port": 80, "protocol": "TCP", "targetPort": 80}]));
+    assert_eq!(
+        web["spec"]["ports"],
+        json!([{"port": 80, "protocol": "TCP", "targetPort": 80}])
+    );
 
     let out = kubectl(&kc, &["get", "deploy,svc", "-o", "name"]).await?;
-    for name in ["deployment.apps/web", "deployment.apps/idle", "service/api", "service/ext"] {
+    for name in [
+        "deployment.apps/web",
+        "deployment.apps/idle",
+        "service/api",
+        "service/ext",
+    ] {
         assert!(out.lines().any(|l| l == name), "{name} missing from {out}");
     }
     ts.stop().await;
@@ -162,20 +239,34 @@ async fn create_namespace_and_ingress() -> anyhow::Result<()> {
     assert_eq!(out.trim(), "namespace/team created");
     let ns = Api::<Namespace>::all(client.clone()).get("team").await?;
     assert_eq!(
-        ns.metadata.labels.unwrap_or_default().get("kubernetes.io/metadata.name").map(String::as_str),
+        ns.metadata
+            .labels
+            .unwrap_or_default()
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
         Some("team")
     );
 
     let out = kubectl(
         &kc,
         &[
-            "create", "ingress", "site", "-n", "team", "--class=skiff",
-            "--rule=foo.example/api*=api:8080", "--rule=bar.example/=web:http,tls=bar-tls",
+            "create",
+            "ingress",
+            "site",
+            "-n",
+            "team",
+            "--class=skiff",
+            "--rule=foo.example/api*=api:8080",
+            "--rule=bar.example/=web:http,tls=bar-tls",
         ],
     )
     .await?;
     assert_eq!(out.trim(), "ingress.networking.k8s.io/site created");
-    let ing = serde_json::to_value(Api::<Ingress>::namespaced(client, "team").get("site").await?)?;
+    let ing = serde_json::to_value(
+        Api::<Ingress>::namespaced(client, "team")
+            .get("site")
+            .await?,
+    )?;
     assert_eq!(ing["spec"]["ingressClassName"], "skiff");
     assert_eq!(
         ing["spec"]["rules"],
@@ -186,7 +277,10 @@ async fn create_namespace_and_ingress() -> anyhow::Result<()> {
                 "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}},
         ])
     );
-    assert_eq!(ing["spec"]["tls"], json!([{"hosts": ["bar.example"], "secretName": "bar-tls"}]));
+    assert_eq!(
+        ing["spec"]["tls"],
+        json!([{"hosts": ["bar.example"], "secretName": "bar-tls"}])
+    );
     ts.stop().await;
     Ok(())
 }
@@ -200,11 +294,37 @@ async fn protobuf_and_json_bodies_store_the_same_object() -> anyhow::Result<()> 
     kubectl(&kc, &["create", "namespace", "viajson"]).await?;
     let commands: &[&[&str]] = &[
         &["configmap", "c", "--from-literal=a=b"],
-        &["secret", "generic", "s", "--from-literal=k=v", "--type=example.com/x"],
-        &["deployment", "d", "--image=nginx", "--replicas=2", "--port=80", "--", "sleep", "1"],
-        &["service", "nodeport", "n", "--tcp=80:8080", "--node-port=30080"],
+        &[
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=k=v",
+            "--type=example.com/x",
+        ],
+        &[
+            "deployment",
+            "d",
+            "--image=nginx",
+            "--replicas=2",
+            "--port=80",
+            "--",
+            "sleep",
+            "1",
+        ],
+        &[
+            "service",
+            "nodeport",
+            "n",
+            "--tcp=80:8080",
+            "--node-port=30080",
+        ],
         &["service", "clusterip", "h", "--clusterip=None"],
-        &["ingress", "i", "--rule=a.example/x=svc:80", "--default-backend=def:81"],
+        &[
+            "ingress",
+            "i",
+            "--rule=a.example/x=svc:80",
+            "--default-backend=def:81",
+        ],
     ];
     for args in commands {
         let mut proto = vec!["create"];
@@ -220,7 +340,11 @@ async fn protobuf_and_json_bodies_store_the_same_object() -> anyhow::Result<()> 
 
         let resource = args[0];
         // `create secret generic NAME`, `create service nodeport NAME`: the name comes third.
-        let name = if resource == "service" || resource == "secret" { args[2] } else { args[1] };
+        let name = if resource == "service" || resource == "secret" {
+            args[2]
+        } else {
+            args[1]
+        };
         let get = |ns: &'static str| {
             let kc = kc.clone();
             let (resource, name) = (resource.to_owned(), name.to_owned());
@@ -238,7 +362,13 @@ async fn protobuf_and_json_bodies_store_the_same_object() -> anyhow::Result<()> 
 /// An object without the metadata the server assigns.
 fn normalized(mut object: Value) -> Value {
     if let Some(meta) = object["metadata"].as_object_mut() {
-        for field in ["uid", "resourceVersion", "creationTimestamp", "namespace", "managedFields"] {
+        for field in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "namespace",
+            "managedFields",
+        ] {
             meta.remove(field);
         }
     }
@@ -263,18 +393,33 @@ async fn bad_protobuf_bodies_are_rejected_and_nothing_is_stored() -> anyhow::Res
     let path = "/api/v1/namespaces/default/configmaps?fieldValidation=Strict";
 
     // Field 9 of ConfigMap does not exist upstream.
-    let (code, status) =
-        raw(&client, "POST", path, Some(PROTOBUF), configmap_body(&[9 << 3, 1])).await?;
+    let (code, status) = raw(
+        &client,
+        "POST",
+        path,
+        Some(PROTOBUF),
+        configmap_body(&[9 << 3, 1]),
+    )
+    .await?;
     assert_eq!(code, 400, "{status}");
     assert_eq!(status["reason"], "BadRequest");
     let message = status["message"].as_str().unwrap_or("");
-    assert!(message.contains("ConfigMap has an unknown field number 9"), "{message}");
+    assert!(
+        message.contains("ConfigMap has an unknown field number 9"),
+        "{message}"
+    );
 
     let mut truncated = configmap_body(&[]);
     truncated.pop();
     let (code, status) = raw(&client, "POST", path, Some(PROTOBUF), truncated).await?;
     assert_eq!(code, 400, "{status}");
-    assert!(status["message"].as_str().unwrap_or("").contains("truncated"), "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("truncated"),
+        "{status}"
+    );
 
     let configmaps = Api::<ConfigMap>::namespaced(client.clone(), "default");
     let err = configmaps.get("raw").await.err().and_then(|e| api_code(&e));
@@ -284,7 +429,16 @@ async fn bad_protobuf_bodies_are_rejected_and_nothing_is_stored() -> anyhow::Res
     let (code, created) = raw(&client, "POST", path, Some(PROTOBUF), configmap_body(&[])).await?;
     assert_eq!(code, 201, "{created}");
     assert_eq!(created["data"], json!({"k": "v"}));
-    assert_eq!(configmaps.get("raw").await?.data.unwrap_or_default().get("k").cloned(), Some("v".into()));
+    assert_eq!(
+        configmaps
+            .get("raw")
+            .await?
+            .data
+            .unwrap_or_default()
+            .get("k")
+            .cloned(),
+        Some("v".into())
+    );
 
     // A client that accepts only protobuf gets 406: skiff answers JSON only.
     let req = http::Request::get("/api/v1/namespaces/default/configmaps/raw")
