@@ -171,7 +171,7 @@ pub(crate) static AUTOSCALING_SCALE: Message = Message { name: "Scale", fields: 
 ] };
 
 pub(crate) static AUTOSCALING_SCALE_SPEC: Message = Message { name: "ScaleSpec", fields: &[
-    F { number: 1, json: "replicas", ty: I32, card: One, zero: Omit },
+    F { number: 1, json: "replicas", ty: I32, card: One, zero: Keep },
 ] };
 
 pub(crate) static AUTOSCALING_SCALE_STATUS: Message = Message { name: "ScaleStatus", fields: &[
@@ -543,7 +543,7 @@ pub(crate) static CORE_EXEC_ACTION: Message = Message { name: "ExecAction", fiel
 
 pub(crate) static CORE_FC_VOLUME_SOURCE: Message = Message { name: "FCVolumeSource", fields: &[
     F { number: 1, json: "targetWWNs", ty: Str, card: List, zero: Omit },
-    F { number: 2, json: "lun", ty: I32, card: One, zero: Omit },
+    F { number: 2, json: "lun", ty: I32, card: One, zero: Keep },
     F { number: 3, json: "fsType", ty: Str, card: One, zero: Omit },
     F { number: 4, json: "readOnly", ty: Bool, card: One, zero: Omit },
     F { number: 5, json: "wwids", ty: Str, card: List, zero: Omit },
