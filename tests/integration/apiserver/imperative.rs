@@ -41,6 +41,28 @@ async fn create_configmap_and_secrets() -> anyhow::Result<()> {
     assert_eq!(data.get("empty").map(String::as_str), Some(""));
     assert!(cm.metadata.uid.is_some());
 
+    // The decoded body is validated like JSON: 422 naming the field, nothing stored.
+    let run = super::kubectl_run(
+        &kc,
+        &["create", "configmap", "Bad_Name", "--from-literal=a=b"],
+    )
+    .await?;
+    assert!(!run.ok);
+    assert!(
+        run.stderr
+            .contains(r#"ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value"#),
+        "{}",
+        run.stderr
+    );
+    let names: Vec<_> = Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(names, ["app"]);
+
     let out = kubectl(
         &kc,
         &[
@@ -448,6 +470,39 @@ async fn bad_protobuf_bodies_are_rejected_and_nothing_is_stored() -> anyhow::Res
     assert_eq!(resp.status().as_u16(), 406);
     let body: Value = serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
     assert_eq!(body["reason"], "NotAcceptable");
+
+    // client-go's typed Delete sends DeleteOptions as protobuf, typed with the request's
+    // group-version; its preconditions are honoured.
+    let uid = configmaps
+        .get("raw")
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let delete_body = |uid: &str| {
+        let ld = |n: u8, b: &[u8]| [&[n << 3 | 2, b.len() as u8][..], b].concat();
+        let options = [ld(2, &ld(1, uid.as_bytes())), ld(4, b"Background")].concat();
+        let type_meta = [ld(1, b"v1"), ld(2, b"DeleteOptions")].concat();
+        [b"k8s\0".to_vec(), ld(1, &type_meta), ld(2, &options)].concat()
+    };
+    let item = "/api/v1/namespaces/default/configmaps/raw";
+    let (code, status) = raw(
+        &client,
+        "DELETE",
+        item,
+        Some(PROTOBUF),
+        delete_body("other"),
+    )
+    .await?;
+    assert_eq!(code, 409, "{status}");
+    assert!(
+        configmaps.get("raw").await.is_ok(),
+        "a failed precondition deletes nothing"
+    );
+    let (code, deleted) = raw(&client, "DELETE", item, Some(PROTOBUF), delete_body(&uid)).await?;
+    assert_eq!(code, 200, "{deleted}");
+    let err = configmaps.get("raw").await.err().and_then(|e| api_code(&e));
+    assert_eq!(err, Some(404));
     ts.stop().await;
     Ok(())
 }
