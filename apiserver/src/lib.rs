@@ -4,6 +4,7 @@ pub mod apply;
 pub mod discovery;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod selectors;
 pub mod server;
 pub mod storage;

@@ -168,6 +168,10 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bod
     if ctx.auth.authenticate(authorization).is_none() {
         return Err(ApiError::unauthorized());
     }
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    if !crate::protobuf::accept_allows_json(accept.unwrap_or("")) {
+        return Err(ApiError::not_acceptable());
+    }
     match route {
         Route::Version if req.method() == Method::GET => Ok(json_response(200, &version())),
         Route::Version => Err(ApiError::method_not_allowed(
@@ -500,7 +504,7 @@ pub(crate) async fn read_body(
     }
 }
 
-/// Parses a body as JSON or YAML per its `Content-Type`; anything else is 415.
+/// Parses a body as JSON, YAML or Kubernetes protobuf per its `Content-Type`; anything else is 415.
 fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
     let content_type = parts
         .headers
@@ -514,6 +518,9 @@ fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiEr
             serde_saphyr::from_slice::<Value>(bytes).map_err(|e| {
                 ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
             })
+        }
+        crate::protobuf::MEDIA_TYPE => {
+            crate::protobuf::decode(bytes).map_err(|e| ApiError::from_protobuf(&e))
         }
         _ => Err(ApiError::unsupported_media_type(content_type)),
     }

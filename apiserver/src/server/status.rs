@@ -147,9 +147,27 @@ impl ApiError {
             "UnsupportedMediaType",
             format!(
                 "the body of the request was in an unknown format ({content_type:?}) - accepted \
-                 media types include: application/json, application/yaml"
+                 media types include: application/json, application/yaml, \
+                 application/vnd.kubernetes.protobuf"
             ),
         )
+    }
+
+    /// 406 NotAcceptable: the `Accept` header lists only protobuf, which skiff never writes.
+    pub fn not_acceptable() -> Self {
+        Self::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml",
+        )
+    }
+
+    /// A protobuf body that does not decode: 400, or 415 for a kind or encoding we do not read.
+    pub fn from_protobuf(err: &crate::protobuf::ProtobufError) -> Self {
+        match err.code() {
+            415 => Self::new(415, "UnsupportedMediaType", err.to_string()),
+            _ => Self::bad_request(format!("the protobuf request body is not valid: {err}")),
+        }
     }
 
     /// 422 Invalid with one cause per field error.

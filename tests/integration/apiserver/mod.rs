@@ -1,6 +1,7 @@
 //! The REST API server over real TLS, driven by the kube client, raw HTTPS and the real kubectl.
 
 mod crud;
+mod imperative;
 mod kubectl_versions;
 mod openapi;
 mod patch;
@@ -18,7 +19,7 @@ use http_body_util::BodyExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 use skiff_apiserver::server::{ApiServer, ServerConfig};
-use skiff_apiserver::storage::{Codec, SqliteStore, Store};
+use skiff_apiserver::storage::{Codec, EncryptionKey, SqliteStore, Store};
 use tokio::sync::oneshot;
 
 /// A server on 127.0.0.1:<free port> over a SQLite store in a temp dir.
@@ -34,7 +35,9 @@ impl TestServer {
         // A restart may find the previous store's lock not yet released: retry briefly.
         let mut store: Option<Arc<dyn Store>> = None;
         for _ in 0..50 {
-            match SqliteStore::open(&dir.join("state.db"), Codec::new(None)) {
+            // A fixed key, so tests can store Secrets (always sealed at rest).
+            let codec = Codec::new(Some(EncryptionKey::from_bytes(&[7; 32])?));
+            match SqliteStore::open(&dir.join("state.db"), codec) {
                 Ok(s) => {
                     store = Some(Arc::new(s));
                     break;
