@@ -1,6 +1,7 @@
 //! The API server: durable storage behind one `Store` trait (SQLite, etcd) and the Kubernetes REST API (`server`).
 
 pub mod discovery;
+pub mod lifecycle;
 pub mod openapi;
 pub mod patch;
 pub mod selectors;

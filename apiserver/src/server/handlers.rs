@@ -11,12 +11,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
-use skiff_api::{Kind, KindInfo, Strictness, apply_defaults, decode_value, kinds, validate};
+use skiff_api::{Kind, KindInfo, Strictness, apply_defaults, decode_value, validate};
 
 use super::filter::{Filter, matches_selectors};
 use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
 use super::status::ApiError;
-use super::{Ctx, watch};
+use super::{Ctx, deletion, watch};
+use crate::lifecycle::UpdateOutcome;
 use crate::patch::{self, PatchType};
 use crate::storage::{ObjectKey, Preconditions, ResourceName, Scope, StoreError};
 use crate::{discovery, tables};
@@ -32,9 +33,6 @@ pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "32";
 /// Semver-valid (kubectl parses it): build metadata names skiff.
 pub const GIT_VERSION: &str = "v1.32.0+skiff";
-
-/// Namespaces upstream forbids deleting.
-const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// The query parameters skiff understands; others (`limit`, `continue`, `timeout`,
 /// `resourceVersionMatch`, `pretty`...) are ignored, which upstream semantics allow.
@@ -220,7 +218,11 @@ pub(crate) fn resource_name(info: &KindInfo) -> Result<ResourceName, ApiError> {
     ResourceName::new(info.group_resource()).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn object_key(info: &KindInfo, namespace: Option<&str>, name: &str) -> Result<ObjectKey, ApiError> {
+pub(crate) fn object_key(
+    info: &KindInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::new(resource_name(info)?, namespace, name);
     key.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -286,7 +288,7 @@ async fn resource(
         (&Method::GET, Some(name)) => get(ctx, &path, &name, &query).await,
         (&Method::POST, None) => create(ctx, req, &path, &query).await,
         (&Method::PUT, Some(name)) => update(ctx, req, &path, &name, &query, Target::Main).await,
-        (&Method::DELETE, Some(name)) => delete(ctx, req, &path, &name).await,
+        (&Method::DELETE, Some(name)) => deletion::delete(ctx, req, &path, &name).await,
         (&Method::DELETE, None) => Err(ApiError::method_not_allowed(
             "deleting a collection is not supported by this server yet",
         )),
@@ -459,7 +461,9 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
-async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -481,7 +485,7 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
 }
 
 /// Parses a body as JSON or YAML per its `Content-Type`; anything else is 415.
-fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
@@ -628,16 +632,11 @@ pub(crate) async fn create_object(
     strictness: Strictness,
 ) -> Result<(Value, Vec<String>), ApiError> {
     drop_status_on_create(info, &mut value);
+    crate::lifecycle::prepare_create(info.kind, &mut value);
     let (object, name, warnings) = prepare(ctx, info, namespace, value, strictness, Write::Create)?;
     let namespace = if info.namespaced { namespace } else { None };
     if let Some(ns) = namespace {
-        let ns_info = kinds::by_resource("", "namespaces")
-            .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
-        let ns_key = object_key(ns_info, None, ns)?;
-        ctx.store
-            .get(&ns_key)
-            .await
-            .map_err(|e| ApiError::from_store(ns_info, ns, e))?;
+        deletion::admit_create_in(ctx, info, ns, &name).await?;
     }
     let key = object_key(info, namespace, &name)?;
     let stored = ctx
@@ -679,6 +678,8 @@ enum Target {
     /// `/scale`: the client sends an `autoscaling/v1` Scale; only `spec.replicas` of the parent
     /// changes, and the answer is the new Scale.
     Scale,
+    /// A Namespace's `/finalize`: only `spec.finalizers` changes (PUT only).
+    Finalize,
 }
 
 /// Kinds whose create drops a client-supplied `.status` (upstream `PrepareForCreate`). Nodes
@@ -713,6 +714,7 @@ async fn subresource(
     let target = match sub {
         "status" if path.info.has_subresource("status") => Target::Status,
         "scale" if path.info.has_subresource("scale") => Target::Scale,
+        "finalize" if path.info.has_subresource("finalize") => Target::Finalize,
         _ => {
             return Err(ApiError::new(
                 404,
@@ -733,6 +735,12 @@ async fn subresource(
         Method::GET if query.watch => Err(ApiError::method_not_allowed(
             "watch is not allowed on subresources",
         )),
+        Method::PUT if target == Target::Finalize => {
+            update(ctx, req, path, &name, query, target).await
+        }
+        _ if target == Target::Finalize => Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed on the finalize subresource: only PUT is"
+        ))),
         Method::GET if target == Target::Scale => {
             let key = object_key(path.info, path.namespace.as_deref(), &name)?;
             let parent = ctx
@@ -813,6 +821,7 @@ fn merge_target(
             }
             Ok(sent)
         }
+        Target::Finalize => Ok(crate::lifecycle::merge_finalize(current, &sent)),
         Target::Status | Target::Scale => {
             let sent_name = sent["metadata"]["name"].as_str().unwrap_or("");
             if !sent_name.is_empty() && sent_name != name {
@@ -901,7 +910,7 @@ where
             );
         }
         let merged = merge_target(path.info, name, target, &current, sent)?;
-        let (object, _, warnings) = prepare(
+        let (mut object, _, warnings) = prepare(
             ctx,
             path.info,
             ns,
@@ -909,11 +918,24 @@ where
             strictness,
             Write::Update { url_name: name },
         )?;
-        match ctx
-            .store
-            .update(&key, object, &Preconditions::default())
-            .await
-        {
+        let outcome = deletion::check_update(
+            path.info,
+            name,
+            &current,
+            &mut object,
+            target == Target::Finalize,
+        )?;
+        let written = match outcome {
+            UpdateOutcome::Store => {
+                ctx.store
+                    .update(&key, object, &Preconditions::default())
+                    .await
+            }
+            UpdateOutcome::Delete => {
+                deletion::delete_instead_of_update(ctx, path.info, &key, &current, object).await
+            }
+        };
+        match written {
             Ok(stored) => {
                 let stored = with_type_meta(path.info, stored);
                 let mut resp = if target == Target::Scale {
@@ -1004,47 +1026,6 @@ async fn patch(
         Ok(patched)
     };
     guarded_write(ctx, path, name, query, target, strictness, pinned, sent_for).await
-}
-
-/// DELETE: removes the object at once and returns its last state (200).
-///
-/// `DeleteOptions.preconditions` (uid, resourceVersion) are honoured. `propagationPolicy`,
-/// `gracePeriodSeconds` and finalizers are not yet: there is no garbage collector or graceful
-/// deletion, so dependents are orphaned and a namespace's contents stay behind (later work).
-async fn delete(
-    ctx: &Ctx,
-    req: Request<Incoming>,
-    path: &ResourcePath,
-    name: &str,
-) -> Result<Response<Body>, ApiError> {
-    if path.info.plural == "namespaces" && PROTECTED_NAMESPACES.contains(&name) {
-        return Err(ApiError::forbidden(
-            path.info,
-            name,
-            "this namespace may not be deleted",
-        ));
-    }
-    let (parts, bytes) = read_body(req).await?;
-    let mut preconditions = Preconditions::default();
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let options = parse_body(&parts, &bytes)?;
-        let pre = &options["preconditions"];
-        if let Some(rv) = pre["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
-            preconditions.resource_version = Some(rv.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid precondition resourceVersion {rv:?}"))
-            })?);
-        }
-        if let Some(uid) = pre["uid"].as_str().filter(|s| !s.is_empty()) {
-            preconditions.uid = Some(uid.to_owned());
-        }
-    }
-    let key = object_key(path.info, path.namespace.as_deref(), name)?;
-    let deleted = ctx
-        .store
-        .delete(&key, &preconditions)
-        .await
-        .map_err(|e| ApiError::from_store(path.info, name, e))?;
-    Ok(json_response(200, &with_type_meta(path.info, deleted)))
 }
 
 #[cfg(test)]

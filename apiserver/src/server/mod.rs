@@ -7,6 +7,7 @@
 //! selectors apply.
 
 pub mod auth;
+pub mod deletion;
 pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;
