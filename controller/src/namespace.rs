@@ -17,15 +17,12 @@ use crate::resources::api_resource;
 /// The `spec.finalizers` entry this controller owns.
 pub const FINALIZER_KUBERNETES: &str = "kubernetes";
 
-/// Namespaces that are Terminating and still wait for this controller.
+/// Namespaces that are Terminating: this controller empties them, then finalizes them (or,
+/// for one stored without the `kubernetes` finalizer, deletes it again as upstream does).
 pub fn terminating(snapshot: &[CachedObject]) -> Vec<&CachedObject> {
     snapshot
         .iter()
-        .filter(|o| {
-            o.object.kind == Kind::Namespace
-                && o.deleting
-                && o.spec_finalizers.iter().any(|f| f == FINALIZER_KUBERNETES)
-        })
+        .filter(|o| o.object.kind == Kind::Namespace && o.deleting)
         .collect()
 }
 
@@ -142,6 +139,19 @@ async fn reconcile_one(
     update_conditions(&namespaces, &live, &remaining).await?;
     if !remaining.is_empty() {
         tracing::debug!(namespace = name, remaining = ?remaining.by_resource, "waiting for content to go");
+        return Ok(());
+    }
+    let has_finalizer = live
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.as_ref())
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER_KUBERNETES));
+    if !has_finalizer {
+        // Already finalized: the DELETE now goes through (metadata finalizers permitting).
+        if live.metadata.finalizers.as_ref().is_none_or(Vec::is_empty) {
+            namespaces.delete(name, &DeleteParams::default()).await?;
+            tracing::info!(namespace = name, "finalized namespace deleted");
+        }
         return Ok(());
     }
     let mut finalized = live;
