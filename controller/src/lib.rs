@@ -1,1 +1,68 @@
 //! The controller manager and scheduler: reconcilers that turn desired state in API objects into actual state.
+//!
+//! Today: the namespace controller and the garbage collector. They are API clients like any
+//! other (kube-rs): one informer per served kind fills a metadata [`cache::Cache`]; one loop
+//! wakes on every change (and on a periodic resync) and runs idempotent reconcilers over a
+//! snapshot of it.
+
+pub mod cache;
+pub mod garbage_collector;
+pub mod metrics;
+pub mod namespace;
+pub mod owners;
+pub mod resources;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_api::Kind;
+use tokio::task::JoinSet;
+
+pub use metrics::Metrics;
+
+/// A full pass runs at least this often, even without a change (work that failed is retried).
+const RESYNC: Duration = Duration::from_secs(5);
+/// After a change, wait this long for the rest of a burst before reconciling.
+const DEBOUNCE: Duration = Duration::from_millis(30);
+
+/// Runs the namespace controller and the garbage collector against `client` until `shutdown`
+/// resolves. Never fails: API errors are logged and retried.
+pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()>) {
+    run_with_metrics(client, Arc::new(Metrics::default()), shutdown).await;
+}
+
+/// [`run`], counting into `metrics` (for a caller that serves them).
+pub async fn run_with_metrics(
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let cache = cache::Cache::new();
+    let mut informers = JoinSet::new();
+    for kind in Kind::all() {
+        informers.spawn(cache::run_informer(client.clone(), kind, cache.clone()));
+    }
+    tracing::info!("namespace controller and garbage collector started");
+    let reconciler = async {
+        loop {
+            tokio::select! {
+                () = cache.changed() => tokio::time::sleep(DEBOUNCE).await,
+                () = tokio::time::sleep(RESYNC) => {}
+            }
+            let Some(snapshot) = cache.snapshot() else {
+                continue;
+            };
+            metrics.reconcile_rounds.inc();
+            namespace::reconcile(&client, &snapshot, &metrics).await;
+            garbage_collector::reconcile(&client, &snapshot, &metrics).await;
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = reconciler => {}
+    }
+    informers.abort_all();
+    while informers.join_next().await.is_some() {}
+    tracing::info!("controllers stopped");
+}

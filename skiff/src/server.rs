@@ -1,5 +1,6 @@
 //! `skiff server`: the control plane on this host. Today that is the API server over the
-//! chosen datastore; the other components say plainly that they are not there yet.
+//! chosen datastore and the controllers (namespace, garbage collector) as its clients; the
+//! other components say plainly that they are not there yet.
 
 use std::path::{Path, PathBuf};
 
@@ -33,12 +34,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     config.api_port = cluster.api_port;
     config.bind_address = args.bind_address;
     config.validation.node_port_range = cluster.service_node_port_range.clone();
-    let server = ApiServer::start(config, store, shutdown_signal())
-        .await
-        .context("cannot start the API server")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = ApiServer::start(config, store, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await
+    .context("cannot start the API server")?;
+    let client = admin_client(server.kubeconfig_path()).await?;
+    let controllers = tokio::spawn(skiff_controller::run(client, async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
     tracing::warn!(
-        "this build runs the API server only: the controllers, scheduler, kubelet, service proxy, \
-         DNS and ingress are not implemented yet"
+        "this build runs the API server, the namespace controller and the garbage collector: \
+         the other controllers, scheduler, kubelet, service proxy, DNS and ingress are not \
+         implemented yet"
     );
     tracing::info!(
         "skiff API is serving on https://{}: kubeconfig={}",
@@ -46,9 +57,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         server.kubeconfig_path().display()
     );
     server.wait().await;
+    if let Err(e) = controllers.await {
+        tracing::warn!(error = %e, "the controllers ended abnormally");
+    }
     compaction.abort();
     tracing::info!("skiff server stopped");
     Ok(())
+}
+
+/// A kube client with the admin kubeconfig: the controllers use the API like any client.
+async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .context("the admin kubeconfig is unusable")?;
+    kube::Client::try_from(config).context("cannot build the controllers' API client")
 }
 
 /// The Secret encryption key: the one given, or the data dir's (generated on first start).

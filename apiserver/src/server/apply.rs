@@ -37,6 +37,7 @@ fn subresource(target: Target) -> &'static str {
         Target::Main => "",
         Target::Status => "status",
         Target::Scale => "scale",
+        Target::Finalize => "finalize",
     }
 }
 

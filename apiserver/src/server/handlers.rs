@@ -11,13 +11,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use ring::rand::SecureRandom;
 use serde_json::{Value, json};
-use skiff_api::{Kind, KindInfo, Strictness, apply_defaults, decode_value, kinds, validate};
+use skiff_api::{Kind, KindInfo, Strictness, apply_defaults, decode_value, validate};
 
 use super::apply::FieldOwner;
 use super::filter::{Filter, matches_selectors};
 use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
 use super::status::ApiError;
-use super::{Ctx, watch};
+use super::{Ctx, deletion, watch};
+use crate::lifecycle::UpdateOutcome;
 use crate::patch::{self, PatchType};
 use crate::storage::{ObjectKey, Preconditions, ResourceName, Scope, StoreError};
 use crate::{discovery, tables};
@@ -33,9 +34,6 @@ pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "32";
 /// Semver-valid (kubectl parses it): build metadata names skiff.
 pub const GIT_VERSION: &str = "v1.32.0+skiff";
-
-/// Namespaces upstream forbids deleting.
-const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// The query parameters skiff understands; others (`limit`, `continue`, `timeout`,
 /// `resourceVersionMatch`, `pretty`...) are ignored, which upstream semantics allow.
@@ -308,7 +306,7 @@ async fn resource(
         (&Method::GET, Some(name)) => get(ctx, &path, &name, &query).await,
         (&Method::POST, None) => create(ctx, req, &path, &query).await,
         (&Method::PUT, Some(name)) => update(ctx, req, &path, &name, &query, Target::Main).await,
-        (&Method::DELETE, Some(name)) => delete(ctx, req, &path, &name).await,
+        (&Method::DELETE, Some(name)) => deletion::delete(ctx, req, &path, &name).await,
         (&Method::DELETE, None) => Err(ApiError::method_not_allowed(
             "deleting a collection is not supported by this server yet",
         )),
@@ -505,7 +503,7 @@ pub(crate) async fn read_body(
 }
 
 /// Parses a body as JSON, YAML or Kubernetes protobuf per its `Content-Type`; anything else is 415.
-fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
@@ -668,18 +666,13 @@ pub(crate) async fn create_owned(
     owner: &FieldOwner,
 ) -> Result<(Value, Vec<String>), ApiError> {
     drop_status_on_create(info, &mut value);
+    crate::lifecycle::prepare_create(info.kind, &mut value);
     let (mut object, name, warnings) =
         prepare(ctx, info, namespace, value, strictness, Write::Create)?;
     owner.record(info, Target::Main, None, &mut object);
     let namespace = if info.namespaced { namespace } else { None };
     if let Some(ns) = namespace {
-        let ns_info = kinds::by_resource("", "namespaces")
-            .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
-        let ns_key = object_key(ns_info, None, ns)?;
-        ctx.store
-            .get(&ns_key)
-            .await
-            .map_err(|e| ApiError::from_store(ns_info, ns, e))?;
+        deletion::admit_create_in(ctx, info, ns, &name).await?;
     }
     let key = object_key(info, namespace, &name)?;
     let stored = ctx
@@ -729,6 +722,8 @@ pub(crate) enum Target {
     /// `/scale`: the client sends an `autoscaling/v1` Scale; only `spec.replicas` of the parent
     /// changes, and the answer is the new Scale.
     Scale,
+    /// A Namespace's `/finalize`: only `spec.finalizers` changes (PUT only).
+    Finalize,
 }
 
 /// Kinds whose create drops a client-supplied `.status` (upstream `PrepareForCreate`). Nodes
@@ -763,6 +758,7 @@ async fn subresource(
     let target = match sub {
         "status" if path.info.has_subresource("status") => Target::Status,
         "scale" if path.info.has_subresource("scale") => Target::Scale,
+        "finalize" if path.info.has_subresource("finalize") => Target::Finalize,
         _ => {
             return Err(ApiError::new(
                 404,
@@ -783,6 +779,12 @@ async fn subresource(
         Method::GET if query.watch => Err(ApiError::method_not_allowed(
             "watch is not allowed on subresources",
         )),
+        Method::PUT if target == Target::Finalize => {
+            update(ctx, req, path, &name, query, target).await
+        }
+        _ if target == Target::Finalize => Err(ApiError::method_not_allowed(format!(
+            "{method} is not allowed on the finalize subresource: only PUT is"
+        ))),
         Method::GET if target == Target::Scale => {
             let key = object_key(path.info, path.namespace.as_deref(), &name)?;
             let parent = ctx
@@ -863,6 +865,7 @@ fn merge_target(
             }
             Ok(sent)
         }
+        Target::Finalize => Ok(crate::lifecycle::merge_finalize(current, &sent)),
         Target::Status | Target::Scale => {
             let sent_name = sent["metadata"]["name"].as_str().unwrap_or("");
             if !sent_name.is_empty() && sent_name != name {
@@ -964,11 +967,24 @@ where
         if owner.record_or_keep(path.info, target, &current, &mut object, applied_fields) {
             return written(path.info, current, target, query, &warnings);
         }
-        match ctx
-            .store
-            .update(&key, object, &Preconditions::default())
-            .await
-        {
+        let outcome = deletion::check_update(
+            path.info,
+            name,
+            &current,
+            &mut object,
+            target == Target::Finalize,
+        )?;
+        let result = match outcome {
+            UpdateOutcome::Store => {
+                ctx.store
+                    .update(&key, object, &Preconditions::default())
+                    .await
+            }
+            UpdateOutcome::Delete => {
+                deletion::delete_instead_of_update(ctx, path.info, &key, &current, object).await
+            }
+        };
+        match result {
             Ok(stored) => {
                 return written(
                     path.info,
@@ -1092,47 +1108,6 @@ async fn patch(
         ctx, path, name, query, target, strictness, pinned, &owner, sent_for,
     )
     .await
-}
-
-/// DELETE: removes the object at once and returns its last state (200).
-///
-/// `DeleteOptions.preconditions` (uid, resourceVersion) are honoured. `propagationPolicy`,
-/// `gracePeriodSeconds` and finalizers are not yet: there is no garbage collector or graceful
-/// deletion, so dependents are orphaned and a namespace's contents stay behind (later work).
-async fn delete(
-    ctx: &Ctx,
-    req: Request<Incoming>,
-    path: &ResourcePath,
-    name: &str,
-) -> Result<Response<Body>, ApiError> {
-    if path.info.plural == "namespaces" && PROTECTED_NAMESPACES.contains(&name) {
-        return Err(ApiError::forbidden(
-            path.info,
-            name,
-            "this namespace may not be deleted",
-        ));
-    }
-    let (parts, bytes) = read_body(req).await?;
-    let mut preconditions = Preconditions::default();
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let options = parse_body(&parts, &bytes)?;
-        let pre = &options["preconditions"];
-        if let Some(rv) = pre["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
-            preconditions.resource_version = Some(rv.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid precondition resourceVersion {rv:?}"))
-            })?);
-        }
-        if let Some(uid) = pre["uid"].as_str().filter(|s| !s.is_empty()) {
-            preconditions.uid = Some(uid.to_owned());
-        }
-    }
-    let key = object_key(path.info, path.namespace.as_deref(), name)?;
-    let deleted = ctx
-        .store
-        .delete(&key, &preconditions)
-        .await
-        .map_err(|e| ApiError::from_store(path.info, name, e))?;
-    Ok(json_response(200, &with_type_meta(path.info, deleted)))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 mod apply;
 pub mod auth;
+pub mod deletion;
 pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;

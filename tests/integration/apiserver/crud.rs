@@ -161,10 +161,14 @@ async fn cluster_scoped_crud_and_initial_namespaces() -> anyhow::Result<()> {
             .map(String::as_str),
         Some("y")
     );
+    // Without the namespace controller the namespace stays, Terminating (deletion.rs covers
+    // the rest of its life).
     nss.delete("team", &DeleteParams::default()).await?;
+    let terminating = nss.get("team").await?;
+    assert!(terminating.metadata.deletion_timestamp.is_some());
     assert_eq!(
-        nss.get("team").await.err().as_ref().and_then(api_code),
-        Some(404)
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
     );
 
     // Protected namespaces cannot be deleted.

@@ -1,6 +1,7 @@
 //! The REST API server over real TLS, driven by the kube client, raw HTTPS and the real kubectl.
 
 mod crud;
+mod deletion;
 mod imperative;
 mod kubectl_versions;
 mod openapi;
@@ -27,6 +28,8 @@ pub struct TestServer {
     pub server: ApiServer,
     pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
+    /// The namespace controller and garbage collector, when started.
+    controllers: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl TestServer {
@@ -64,7 +67,21 @@ impl TestServer {
             server,
             store,
             stop: Some(tx),
+            controllers: None,
         })
+    }
+
+    /// A server with skiff-controller's namespace controller and garbage collector running
+    /// against it (through the admin kubeconfig, like `skiff server`).
+    pub async fn start_with_controllers(dir: &Path) -> anyhow::Result<Self> {
+        let mut ts = Self::start(dir).await?;
+        let client = ts.client().await?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(skiff_controller::run(client, async move {
+            let _ = rx.await;
+        }));
+        ts.controllers = Some((tx, task));
+        Ok(ts)
     }
 
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
@@ -76,6 +93,10 @@ impl TestServer {
 
     /// Stops the server and waits for it (and its store handle) to go away.
     pub async fn stop(mut self) {
+        if let Some((tx, task)) = self.controllers.take() {
+            let _ = tx.send(());
+            let _ = task.await;
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
