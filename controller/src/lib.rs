@@ -6,6 +6,7 @@
 //! snapshot of it.
 
 pub mod cache;
+pub mod events;
 pub mod garbage_collector;
 pub mod metrics;
 pub mod namespace;
