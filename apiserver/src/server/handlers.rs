@@ -16,7 +16,7 @@ use skiff_api::{Kind, KindInfo, Strictness, apply_defaults, decode_value, kinds,
 use super::filter::{Filter, matches_selectors};
 use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
 use super::status::ApiError;
-use super::{Ctx, watch};
+use super::{Ctx, dry_run, watch};
 use crate::patch::{self, PatchType};
 use crate::storage::{ObjectKey, Preconditions, ResourceName, Scope, StoreError};
 use crate::{discovery, tables};
@@ -59,8 +59,9 @@ fn truthy(v: &str) -> bool {
 }
 
 impl Query {
-    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<Self, ApiError> {
         let mut q = Self::default();
+        let mut dry_run = Vec::new();
         for (k, v) in routes::parse_query(query) {
             match k.as_str() {
                 "watch" => q.watch = truthy(&v),
@@ -75,10 +76,11 @@ impl Query {
                 "fieldSelector" => q.field_selector = Some(v),
                 "fieldValidation" => q.field_validation = Some(v),
                 "includeObject" => q.include_object = Some(v),
-                "dryRun" => q.dry_run = !v.is_empty(),
+                "dryRun" => dry_run.push(v),
                 _ => {}
             }
         }
+        q.dry_run = dry_run::parse(&dry_run)?;
         Ok(q)
     }
 
@@ -169,6 +171,10 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bod
             "only GET is allowed on discovery documents",
         )),
         Route::Resource(path) => resource(ctx, req, path).await,
+        Route::Bindings { namespace } => {
+            let query = Query::parse(req.uri().query())?;
+            super::binding::bind(ctx, req, &namespace, None, &query).await
+        }
         Route::OpenApi(path) if req.method() == Method::GET => openapi_v3(&path),
         Route::OpenApi(_) => Err(ApiError::method_not_allowed(
             "only GET is allowed on OpenAPI documents",
@@ -220,7 +226,7 @@ pub(crate) fn resource_name(info: &KindInfo) -> Result<ResourceName, ApiError> {
     ResourceName::new(info.group_resource()).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn object_key(info: &KindInfo, namespace: Option<&str>, name: &str) -> Result<ObjectKey, ApiError> {
+pub(crate) fn object_key(info: &KindInfo, namespace: Option<&str>, name: &str) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::new(resource_name(info)?, namespace, name);
     key.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -259,11 +265,6 @@ async fn resource(
     if path.info.namespaced && path.namespace.is_none() && path.name.is_some() {
         return Err(ApiError::no_route());
     }
-    if query.dry_run && req.method() != Method::GET {
-        return Err(ApiError::bad_request(
-            "dryRun is not supported by this server yet",
-        ));
-    }
     if let Some(sub) = path.subresource.clone() {
         return subresource(ctx, req, &path, &sub, &query).await;
     }
@@ -286,7 +287,7 @@ async fn resource(
         (&Method::GET, Some(name)) => get(ctx, &path, &name, &query).await,
         (&Method::POST, None) => create(ctx, req, &path, &query).await,
         (&Method::PUT, Some(name)) => update(ctx, req, &path, &name, &query, Target::Main).await,
-        (&Method::DELETE, Some(name)) => delete(ctx, req, &path, &name).await,
+        (&Method::DELETE, Some(name)) => delete(ctx, req, &path, &name, &query).await,
         (&Method::DELETE, None) => Err(ApiError::method_not_allowed(
             "deleting a collection is not supported by this server yet",
         )),
@@ -459,7 +460,7 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
-async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -481,7 +482,7 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
 }
 
 /// Parses a body as JSON or YAML per its `Content-Type`; anything else is 415.
-fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(parts: &http::request::Parts, bytes: &[u8]) -> Result<Value, ApiError> {
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
@@ -626,6 +627,7 @@ pub(crate) async fn create_object(
     namespace: Option<&str>,
     mut value: Value,
     strictness: Strictness,
+    dry_run: bool,
 ) -> Result<(Value, Vec<String>), ApiError> {
     drop_status_on_create(info, &mut value);
     let (object, name, warnings) = prepare(ctx, info, namespace, value, strictness, Write::Create)?;
@@ -640,8 +642,7 @@ pub(crate) async fn create_object(
             .map_err(|e| ApiError::from_store(ns_info, ns, e))?;
     }
     let key = object_key(info, namespace, &name)?;
-    let stored = ctx
-        .store
+    let stored = dry_run::store_for(ctx, dry_run)
         .create(&key, object)
         .await
         .map_err(|e| ApiError::from_store(info, &name, e))?;
@@ -660,8 +661,15 @@ async fn create(
     let strictness = query.strictness()?;
     let (parts, bytes) = read_body(req).await?;
     let value = parse_body(&parts, &bytes)?;
-    let (stored, warnings) =
-        create_object(ctx, path.info, path.namespace.as_deref(), value, strictness).await?;
+    let (stored, warnings) = create_object(
+        ctx,
+        path.info,
+        path.namespace.as_deref(),
+        value,
+        strictness,
+        query.dry_run,
+    )
+    .await?;
     let mut resp = json_response(201, &stored);
     add_warnings(&mut resp, &warnings);
     Ok(resp)
@@ -710,6 +718,14 @@ async fn subresource(
     sub: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
+    if path.info.kind == Kind::Pod
+        && let (Some(ns), Some(name)) = (&path.namespace, &path.name)
+    {
+        match sub {
+            "binding" => return super::binding::bind(ctx, req, ns, Some(name), query).await,
+            _ => {}
+        }
+    }
     let target = match sub {
         "status" if path.info.has_subresource("status") => Target::Status,
         "scale" if path.info.has_subresource("scale") => Target::Scale,
@@ -909,8 +925,7 @@ where
             strictness,
             Write::Update { url_name: name },
         )?;
-        match ctx
-            .store
+        match dry_run::store_for(ctx, query.dry_run)
             .update(&key, object, &Preconditions::default())
             .await
         {
@@ -1016,6 +1031,7 @@ async fn delete(
     req: Request<Incoming>,
     path: &ResourcePath,
     name: &str,
+    query: &Query,
 ) -> Result<Response<Body>, ApiError> {
     if path.info.plural == "namespaces" && PROTECTED_NAMESPACES.contains(&name) {
         return Err(ApiError::forbidden(
@@ -1039,8 +1055,7 @@ async fn delete(
         }
     }
     let key = object_key(path.info, path.namespace.as_deref(), name)?;
-    let deleted = ctx
-        .store
+    let deleted = dry_run::store_for(ctx, query.dry_run)
         .delete(&key, &preconditions)
         .await
         .map_err(|e| ApiError::from_store(path.info, name, e))?;

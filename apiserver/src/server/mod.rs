@@ -7,6 +7,8 @@
 //! selectors apply.
 
 pub mod auth;
+mod binding;
+mod dry_run;
 pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;
@@ -211,7 +213,7 @@ async fn create_initial_namespaces(ctx: &Ctx) -> Result<(), ServerError> {
     };
     for name in INITIAL_NAMESPACES {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match handlers::create_object(ctx, info, None, body, Strictness::Strict).await {
+        match handlers::create_object(ctx, info, None, body, Strictness::Strict, false).await {
             Ok(_) => tracing::info!(namespace = name, "created namespace"),
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(error) => {
