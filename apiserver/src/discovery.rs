@@ -331,9 +331,12 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
         .map(|v| {
             let mut resources: Vec<Value> = kinds_in(group, v).map(aggregated_resource).collect();
             if group.is_empty() && *v == "v1" {
-                resources.insert(0, json!({"resource": "bindings",
+                resources.insert(
+                    0,
+                    json!({"resource": "bindings",
                     "responseKind": {"group": "", "version": "v1", "kind": "Binding"},
-                    "scope": "Namespaced", "singularResource": "binding", "verbs": ["create"]}));
+                    "scope": "Namespaced", "singularResource": "binding", "verbs": ["create"]}),
+                );
             }
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })

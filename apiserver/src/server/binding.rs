@@ -260,11 +260,9 @@ mod tests {
             .map(|c| c.iter().filter_map(|c| c["field"].as_str()).collect())
             .unwrap_or_default();
         assert_eq!(fields, ["target.kind", "target.name"]);
-        assert!(
-            status["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("Binding \"p\" is invalid: [target.kind: Unsupported value: \"Pod\""))
-        );
+        assert!(status["message"].as_str().is_some_and(|m| {
+            m.starts_with("Binding \"p\" is invalid: [target.kind: Unsupported value: \"Pod\"")
+        }));
         let err = parse_binding(&binding("q", "Node", "n"), "default", Some("p")).err();
         assert_eq!(err.map(|e| e.code), Some(400));
         let ok = parse_binding(&binding("p", "", "n"), "default", None).ok();
@@ -282,7 +280,10 @@ mod tests {
         let bound = bind_pod(&pod, &b).ok().unwrap_or_default();
         assert_eq!(bound["spec"]["nodeName"], "n1");
         assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
-        let err = bind_pod(&bound, &b).err().map(|e| e.to_status()).unwrap_or_default();
+        let err = bind_pod(&bound, &b)
+            .err()
+            .map(|e| e.to_status())
+            .unwrap_or_default();
         assert_eq!(err["code"], 409);
         assert_eq!(
             err["message"],

@@ -118,7 +118,7 @@ pub(crate) fn status_response(err: &ApiError) -> Response<Body> {
     json_response(err.code, &err.to_status())
 }
 
-fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
+pub(crate) fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
     for w in warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
@@ -226,7 +226,11 @@ pub(crate) fn resource_name(info: &KindInfo) -> Result<ResourceName, ApiError> {
     ResourceName::new(info.group_resource()).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-pub(crate) fn object_key(info: &KindInfo, namespace: Option<&str>, name: &str) -> Result<ObjectKey, ApiError> {
+pub(crate) fn object_key(
+    info: &KindInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::new(resource_name(info)?, namespace, name);
     key.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -460,7 +464,9 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
-pub(crate) async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -513,14 +519,14 @@ fn random_suffix() -> Result<String, ApiError> {
 }
 
 /// Whether a create or an update is being prepared (they differ in name and RV handling).
-enum Write<'a> {
+pub(crate) enum Write<'a> {
     Create,
     Update { url_name: &'a str },
 }
 
 /// Checks a body against the request (type, namespace, name), decodes it per `fieldValidation`,
 /// defaults and validates it. Returns the object to store, its name and the decode warnings.
-fn prepare(
+pub(crate) fn prepare(
     ctx: &Ctx,
     info: &'static KindInfo,
     namespace: Option<&str>,
@@ -661,6 +667,12 @@ async fn create(
     let strictness = query.strictness()?;
     let (parts, bytes) = read_body(req).await?;
     let value = parse_body(&parts, &bytes)?;
+    if path.info.kind == Kind::Event
+        && let Some(resp) =
+            super::events::aggregate(ctx, path.info, path, &value, strictness, query).await?
+    {
+        return Ok(resp);
+    }
     let (stored, warnings) = create_object(
         ctx,
         path.info,
@@ -1042,8 +1054,20 @@ async fn delete(
     }
     let (parts, bytes) = read_body(req).await?;
     let mut preconditions = Preconditions::default();
+    let mut dry_run = query.dry_run;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
         let options = parse_body(&parts, &bytes)?;
+        // kubectl sends `DeleteOptions.dryRun` in the body rather than the query.
+        let in_body: Vec<String> = options["dryRun"]
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or("?").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        dry_run |= dry_run::parse(&in_body)?;
         let pre = &options["preconditions"];
         if let Some(rv) = pre["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
             preconditions.resource_version = Some(rv.parse().map_err(|_| {
@@ -1055,7 +1079,7 @@ async fn delete(
         }
     }
     let key = object_key(path.info, path.namespace.as_deref(), name)?;
-    let deleted = dry_run::store_for(ctx, query.dry_run)
+    let deleted = dry_run::store_for(ctx, dry_run)
         .delete(&key, &preconditions)
         .await
         .map_err(|e| ApiError::from_store(path.info, name, e))?;

@@ -9,6 +9,7 @@
 pub mod auth;
 mod binding;
 mod dry_run;
+mod events;
 pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;

@@ -1,6 +1,8 @@
 //! The REST API server over real TLS, driven by the kube client, raw HTTPS and the real kubectl.
 
+mod binding;
 mod crud;
+mod events;
 mod openapi;
 mod patch;
 mod subresources;
