@@ -135,7 +135,12 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let resp = match dispatch(&ctx, req).await {
+    let deadline = super::limits::deadline(&req, ctx.request_timeout);
+    let served = match deadline {
+        Ok(deadline) => super::limits::with_deadline(deadline, dispatch(&ctx, req)).await,
+        Err(e) => Err(e),
+    };
+    let resp = match served {
         Ok(resp) => resp,
         Err(err) => status_response(&err),
     };
@@ -149,7 +154,7 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(ctx: &Arc<Ctx>, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let route = routes::parse(req.uri().path());
     if let Route::Health(check) = route {
         return Ok(health(ctx, check).await);
@@ -158,9 +163,10 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bod
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if ctx.auth.authenticate(authorization).is_none() {
+    let Some(user) = ctx.auth.authenticate(authorization) else {
         return Err(ApiError::unauthorized());
-    }
+    };
+    req.extensions_mut().insert(user);
     match route {
         Route::Version if req.method() == Method::GET => Ok(json_response(200, &version())),
         Route::Version => Err(ApiError::method_not_allowed(
@@ -272,6 +278,18 @@ async fn resource(
     if let Some(sub) = path.subresource.clone() {
         return subresource(ctx, req, &path, &sub, &query).await;
     }
+    let watch_permit = if query.watch && req.method() == Method::GET {
+        let user = req
+            .extensions()
+            .get::<super::auth::User>()
+            .map_or("", |u| u.name.as_str());
+        match ctx.watches.acquire(user) {
+            Ok(permit) => Some(permit),
+            Err(refused) => return Ok(*refused),
+        }
+    } else {
+        None
+    };
     let method = req.method().clone();
     match (&method, path.name.clone()) {
         (&Method::GET, None) if query.watch => {
@@ -280,12 +298,12 @@ async fn resource(
                 query.label_selector.as_deref(),
                 query.field_selector.as_deref(),
             )?;
-            watch::watch(ctx, &path, filter, &query).await
+            watch::watch(ctx, &path, filter, &query, watch_permit).await
         }
         (&Method::GET, Some(_)) if query.watch => {
             // The object's name is added by the watch itself.
             let filter = Filter::from_query(path.info.kind, None, None)?;
-            watch::watch(ctx, &path, filter, &query).await
+            watch::watch(ctx, &path, filter, &query, watch_permit).await
         }
         (&Method::GET, None) => list(ctx, &path, &query).await,
         (&Method::GET, Some(name)) => get(ctx, &path, &name, &query).await,

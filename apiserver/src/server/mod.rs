@@ -13,6 +13,7 @@ mod events;
 pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;
+pub mod limits;
 pub mod routes;
 pub mod status;
 pub mod tls;
@@ -65,6 +66,10 @@ pub struct ServerConfig {
     pub validation: ValidationConfig,
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// The longest a non-long-running request may take (`?timeout=` may only shorten it).
+    pub request_timeout: Duration,
+    /// Concurrent watches one user may hold; more are refused with 429.
+    pub max_watches_per_user: usize,
 }
 
 impl ServerConfig {
@@ -77,6 +82,8 @@ impl ServerConfig {
             extra_sans: Vec::new(),
             validation: ValidationConfig::default(),
             bookmark_interval: Duration::from_secs(60),
+            request_timeout: limits::DEFAULT_REQUEST_TIMEOUT,
+            max_watches_per_user: limits::DEFAULT_MAX_WATCHES_PER_USER,
         }
     }
 }
@@ -103,6 +110,8 @@ pub(crate) struct Ctx {
     pub auth: auth::Authenticator,
     pub validation: ValidationConfig,
     pub bookmark_interval: Duration,
+    pub request_timeout: Duration,
+    pub watches: limits::WatchLimiter,
     /// Flips to `true` when the server shuts down: watches end, connections drain.
     pub shutdown: signal::Receiver<bool>,
 }
@@ -137,6 +146,8 @@ impl ApiServer {
             auth: authenticator,
             validation: config.validation.clone(),
             bookmark_interval: config.bookmark_interval,
+            request_timeout: config.request_timeout,
+            watches: limits::WatchLimiter::new(config.max_watches_per_user),
             shutdown: stop_rx.clone(),
         });
         create_initial_namespaces(&ctx).await?;

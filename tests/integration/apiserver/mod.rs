@@ -3,6 +3,7 @@
 mod binding;
 mod crud;
 mod events;
+mod limits;
 mod openapi;
 mod patch;
 mod subresources;
@@ -30,6 +31,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts with `adjust` applied to the test configuration.
+    pub async fn start_with(
+        dir: &Path,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<Self> {
         let mut last = None;
         // A restart may find the previous store's lock not yet released: retry briefly.
         let mut store: Option<Arc<dyn Store>> = None;
@@ -52,6 +61,7 @@ impl TestServer {
         let mut config = ServerConfig::new(dir);
         config.api_port = 0;
         config.bookmark_interval = Duration::from_millis(300);
+        adjust(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let server = ApiServer::start(config, store.clone(), async move {
             let _ = rx.await;
