@@ -751,9 +751,11 @@ async fn subresource(
     if path.info.kind == Kind::Pod
         && let (Some(ns), Some(name)) = (&path.namespace, &path.name)
     {
-        match sub {
-            "binding" => return super::binding::bind(ctx, req, ns, Some(name), query).await,
-            _ => {}
+        if sub == "binding" {
+            return super::binding::bind(ctx, req, ns, Some(name), query).await;
+        }
+        if let Some(what) = super::node_proxy::target::Streaming::from_subresource(sub) {
+            return super::node_proxy::serve(ctx, req, path, what, ns, name).await;
         }
     }
     let target = match sub {

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod limits;
+pub mod node_proxy;
 pub mod routes;
 pub mod status;
 pub mod tls;
@@ -112,6 +113,8 @@ pub(crate) struct Ctx {
     pub bookmark_interval: Duration,
     pub request_timeout: Duration,
     pub watches: limits::WatchLimiter,
+    /// The HTTPS client for pod subresources the kubelet serves.
+    pub kubelet: node_proxy::KubeletClient,
     /// Flips to `true` when the server shuts down: watches end, connections drain.
     pub shutdown: signal::Receiver<bool>,
 }
@@ -148,6 +151,7 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             request_timeout: config.request_timeout,
             watches: limits::WatchLimiter::new(config.max_watches_per_user),
+            kubelet: node_proxy::KubeletClient::new(&config.data_dir, &pki.ca_cert_pem)?,
             shutdown: stop_rx.clone(),
         });
         create_initial_namespaces(&ctx).await?;
@@ -299,7 +303,8 @@ async fn connection(
     };
     let service = service_fn(move |req| handlers::handle(ctx.clone(), req));
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    // With upgrades: exec, attach and port-forward switch protocols (node_proxy).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
     let mut stopping = *stop.borrow();
     if stopping {
