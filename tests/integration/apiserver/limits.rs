@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
 use super::{TestServer, raw};
@@ -20,12 +19,7 @@ async fn open_watch(client: &kube::Client) -> anyhow::Result<http::Response<kube
 async fn watch_cap_per_user_is_429_with_retry_after() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ts = TestServer::start_with(dir.path(), |c| c.max_watches_per_user = 2).await?;
-    // kube retries 429s by default: this test wants to see them.
-    let kubeconfig = Kubeconfig::read_from(ts.server.kubeconfig_path())?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    config.default_retry = false;
-    let client = kube::Client::try_from(config)?;
+    let client = ts.client_without_retries().await?;
     let first = open_watch(&client).await?;
     let second = open_watch(&client).await?;
     assert_eq!(

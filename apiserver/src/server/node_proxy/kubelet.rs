@@ -108,6 +108,8 @@ pub(crate) fn unreachable(node: &str, endpoint: &KubeletEndpoint, why: &str) -> 
     ApiError::new(
         503,
         "ServiceUnavailable",
-        format!("error dialing backend: the kubelet of node {node:?} at {endpoint} is unreachable: {why}"),
+        format!(
+            "error dialing backend: the kubelet of node {node:?} at {endpoint} is unreachable: {why}"
+        ),
     )
 }

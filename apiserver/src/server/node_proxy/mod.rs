@@ -166,17 +166,19 @@ pub(crate) async fn serve(
         }
     }
     if !relay.headers().contains_key(CONTENT_TYPE) && what == Streaming::Log {
-        relay.headers_mut().insert(
-            CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
+        relay
+            .headers_mut()
+            .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     }
     Ok(relay)
 }
 
 /// Relays a kubelet body frame by frame (so `logs -f` lines arrive as written). Stops when
 /// the client goes away or the kubelet ends or fails; `sender` keeps the connection open.
-fn stream_body(mut body: Incoming, sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>) -> Body {
+fn stream_body(
+    mut body: Incoming,
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+) -> Body {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         let _connection = sender;

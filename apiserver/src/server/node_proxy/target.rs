@@ -205,13 +205,12 @@ pub fn kubelet_path(
         non_negative(query, "limitBytes", 1)?;
     }
     if what == Streaming::Exec && !query.iter().any(|(k, v)| k == "command" && !v.is_empty()) {
-        return Err(ApiError::bad_request(
-            "you must specify at least 1 command",
-        ));
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
     if matches!(what, Streaming::Exec | Streaming::Attach)
         && !query.iter().any(|(k, v)| {
-            matches!(k.as_str(), "stdin" | "stdout" | "stderr") && matches!(v.as_str(), "true" | "1")
+            matches!(k.as_str(), "stdin" | "stdout" | "stderr")
+                && matches!(v.as_str(), "true" | "1")
         })
     {
         return Err(ApiError::bad_request(
@@ -219,9 +218,24 @@ pub fn kubelet_path(
         ));
     }
     let base = match what {
-        Streaming::Log => format!("/containerLogs/{}/{}/{}", encode(namespace), encode(pod), encode(container)),
-        Streaming::Exec => format!("/exec/{}/{}/{}", encode(namespace), encode(pod), encode(container)),
-        Streaming::Attach => format!("/attach/{}/{}/{}", encode(namespace), encode(pod), encode(container)),
+        Streaming::Log => format!(
+            "/containerLogs/{}/{}/{}",
+            encode(namespace),
+            encode(pod),
+            encode(container)
+        ),
+        Streaming::Exec => format!(
+            "/exec/{}/{}/{}",
+            encode(namespace),
+            encode(pod),
+            encode(container)
+        ),
+        Streaming::Attach => format!(
+            "/attach/{}/{}/{}",
+            encode(namespace),
+            encode(pod),
+            encode(container)
+        ),
         Streaming::PortForward => format!("/portForward/{}/{}", encode(namespace), encode(pod)),
     };
     let params: Vec<String> = query
@@ -257,16 +271,25 @@ mod tests {
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10255}}}});
         assert_eq!(
             kubelet_endpoint(&node),
-            Some(KubeletEndpoint { host: "10.0.0.5".into(), port: 10255 })
+            Some(KubeletEndpoint {
+                host: "10.0.0.5".into(),
+                port: 10255
+            })
         );
         let node = json!({"status": {"addresses": [{"type": "Hostname", "address": "node-1"},
                                                    {"type": "ExternalIP", "address": "1.2.3.4"}]}});
         assert_eq!(
             kubelet_endpoint(&node),
-            Some(KubeletEndpoint { host: "node-1".into(), port: 10250 })
+            Some(KubeletEndpoint {
+                host: "node-1".into(),
+                port: 10250
+            })
         );
         assert_eq!(kubelet_endpoint(&json!({"status": {}})), None);
-        let v6 = KubeletEndpoint { host: "::1".into(), port: 1 };
+        let v6 = KubeletEndpoint {
+            host: "::1".into(),
+            port: 1,
+        };
         assert_eq!(v6.to_string(), "[::1]:1");
     }
 
@@ -280,8 +303,15 @@ mod tests {
         let two = json!({"metadata": {"name": "p"}, "spec": {
             "containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
         let err = container(&two, None).err().map(|e| (e.code, e.message));
-        assert_eq!(err, Some((400, "a container name must be specified for pod p, choose one \
-            of: [a b] or one of the init containers: [i]".to_owned())));
+        assert_eq!(
+            err,
+            Some((
+                400,
+                "a container name must be specified for pod p, choose one \
+            of: [a b] or one of the init containers: [i]"
+                    .to_owned()
+            ))
+        );
         assert_eq!(container(&two, Some("i")).ok().as_deref(), Some("i"));
         let mut annotated = two.clone();
         annotated["metadata"]["annotations"] = json!({DEFAULT_CONTAINER_ANNOTATION: "b"});
@@ -290,14 +320,48 @@ mod tests {
 
     #[test]
     fn kubelet_paths() -> Result<(), ApiError> {
-        let path = kubelet_path(Streaming::Log, "default", "web", "app",
-            &q(&[("container", "app"), ("follow", "true"), ("tailLines", "10"), ("pretty", "1")]))?;
-        assert_eq!(path, "/containerLogs/default/web/app?follow=true&tailLines=10");
-        let path = kubelet_path(Streaming::Exec, "default", "web", "app",
-            &q(&[("command", "sh"), ("command", "-c"), ("command", "echo a b"), ("stdout", "true")]))?;
-        assert_eq!(path, "/exec/default/web/app?command=sh&command=-c&command=echo%20a%20b&stdout=true");
-        assert_eq!(kubelet_path(Streaming::PortForward, "ns", "p", "", &q(&[("ports", "80")]))?,
-            "/portForward/ns/p?ports=80");
+        let path = kubelet_path(
+            Streaming::Log,
+            "default",
+            "web",
+            "app",
+            &q(&[
+                ("container", "app"),
+                ("follow", "true"),
+                ("tailLines", "10"),
+                ("pretty", "1"),
+            ]),
+        )?;
+        assert_eq!(
+            path,
+            "/containerLogs/default/web/app?follow=true&tailLines=10"
+        );
+        let path = kubelet_path(
+            Streaming::Exec,
+            "default",
+            "web",
+            "app",
+            &q(&[
+                ("command", "sh"),
+                ("command", "-c"),
+                ("command", "echo a b"),
+                ("stdout", "true"),
+            ]),
+        )?;
+        assert_eq!(
+            path,
+            "/exec/default/web/app?command=sh&command=-c&command=echo%20a%20b&stdout=true"
+        );
+        assert_eq!(
+            kubelet_path(
+                Streaming::PortForward,
+                "ns",
+                "p",
+                "",
+                &q(&[("ports", "80")])
+            )?,
+            "/portForward/ns/p?ports=80"
+        );
         let err = kubelet_path(Streaming::Log, "n", "p", "c", &q(&[("tailLines", "-1")])).err();
         assert_eq!(err.map(|e| e.code), Some(422));
         let err = kubelet_path(Streaming::Exec, "n", "p", "c", &q(&[("stdout", "true")])).err();
