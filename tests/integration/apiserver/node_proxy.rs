@@ -122,7 +122,7 @@ async fn kubelet(
         *resp.body_mut() = StreamBody::new(stream).boxed();
         resp.headers_mut().insert(
             "content-type",
-            "text/plain".parse().unwrap_or_else(|_| unreachable!()),
+            hyper::header::HeaderValue::from_static("text/plain"),
         );
         return Ok(resp);
     }
