@@ -9,7 +9,7 @@
 
 use http::Response;
 use serde_json::{Value, json};
-use skiff_api::{KindInfo, Strictness};
+use skiff_api::Strictness;
 
 use super::handlers::{Body, Query, Write, json_response, prepare, scope};
 use super::routes::ResourcePath;
@@ -90,12 +90,12 @@ pub(crate) fn merge_repeat(existing: &Value, sent: &Value, now: &str, now_micro:
 /// create would). `None` when there is nothing to aggregate with: the caller creates it.
 pub(crate) async fn aggregate(
     ctx: &Ctx,
-    info: &'static KindInfo,
     path: &ResourcePath,
     sent: &Value,
     strictness: Strictness,
     query: &Query,
 ) -> Result<Option<Response<Body>>, ApiError> {
+    let info = path.info;
     // Decoded, defaulted and validated exactly as a create: bad input fails the same way.
     let (event, _, warnings) = prepare(
         ctx,

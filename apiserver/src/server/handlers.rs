@@ -36,8 +36,9 @@ pub const GIT_VERSION: &str = "v1.32.0+skiff";
 /// Namespaces upstream forbids deleting.
 const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
-/// The query parameters skiff understands; others (`limit`, `continue`, `timeout`,
-/// `resourceVersionMatch`, `pretty`...) are ignored, which upstream semantics allow.
+/// The query parameters skiff understands (`timeout` is read by `limits` before dispatch);
+/// others (`limit`, `continue`, `resourceVersionMatch`, `pretty`...) are ignored, which
+/// upstream semantics allow.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Query {
     pub watch: bool,
@@ -686,8 +687,7 @@ async fn create(
     let (parts, bytes) = read_body(req).await?;
     let value = parse_body(&parts, &bytes)?;
     if path.info.kind == Kind::Event
-        && let Some(resp) =
-            super::events::aggregate(ctx, path.info, path, &value, strictness, query).await?
+        && let Some(resp) = super::events::aggregate(ctx, path, &value, strictness, query).await?
     {
         return Ok(resp);
     }
