@@ -179,6 +179,18 @@ pub fn subresource_info(info: &KindInfo, sub: &'static str) -> SubresourceInfo {
             kind: info.name,
             verbs: &["update"],
         },
+        "exec" => SubresourceInfo {
+            name: sub,
+            group_version: None,
+            kind: "PodExecOptions",
+            verbs: &["create", "get"],
+        },
+        "attach" => SubresourceInfo {
+            name: sub,
+            group_version: None,
+            kind: "PodAttachOptions",
+            verbs: &["create", "get"],
+        },
         "binding" => SubresourceInfo {
             name: sub,
             group_version: None,
@@ -219,6 +231,11 @@ fn kinds_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'stat
 /// `None` when the group/version is not served (the server answers 404).
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
+    if group.is_empty() && version == "v1" {
+        // The legacy `bindings` collection (create only), listed first as upstream does.
+        resources.push(json!({"name": "bindings", "singularName": "binding",
+            "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+    }
     for info in kinds_in(group, version) {
         let mut r = Map::new();
         r.insert("name".into(), json!(info.plural));
@@ -312,7 +329,15 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = kinds_in(group, v).map(aggregated_resource).collect();
+            let mut resources: Vec<Value> = kinds_in(group, v).map(aggregated_resource).collect();
+            if group.is_empty() && *v == "v1" {
+                resources.insert(
+                    0,
+                    json!({"resource": "bindings",
+                    "responseKind": {"group": "", "version": "v1", "kind": "Binding"},
+                    "scope": "Namespaced", "singularResource": "binding", "verbs": ["create"]}),
+                );
+            }
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -620,7 +645,7 @@ mod tests {
             .find(|r| r["resource"] == "ingressclasses")
             .unwrap();
         assert_eq!(ic["scope"], "Cluster");
-        // Every kind appears exactly once across both documents.
+        // Every kind appears exactly once across both documents, plus the legacy `bindings`.
         let core = aggregated_core();
         let count: usize = core["items"]
             .as_array()
@@ -633,7 +658,7 @@ mod tests {
                     .map_or(0, |r| r.len())
             })
             .sum();
-        assert_eq!(count, KINDS.len());
+        assert_eq!(count, KINDS.len() + 1);
     }
 
     #[test]

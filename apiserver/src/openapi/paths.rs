@@ -336,4 +336,26 @@ pub fn add_resource(
             paths.insert(format!("{base}/{{name}}/{sub}"), ops);
         }
     }
+    if info.has_subresource("binding") {
+        let binding_ref = reference(&common.binding);
+        let mut post = mk(
+            "create",
+            "post",
+            format!("{scope}{name}Binding"),
+            format!("create binding of a {name}"),
+        );
+        post.params = vec![dry_run(), field_manager(), field_validation()];
+        post.body = Some(json!({ "required": true, "content": json_content(binding_ref.clone()) }));
+        post.responses = json!({
+            "201": { "description": "Created", "content": json_content(binding_ref) },
+            "401": { "description": "Unauthorized" },
+        });
+        let mut post = post.build();
+        post["x-kubernetes-group-version-kind"] =
+            json!({ "group": "", "version": "v1", "kind": "Binding" });
+        paths.insert(
+            format!("{base}/{{name}}/binding"),
+            json!({ "post": post, "parameters": item_params }),
+        );
+    }
 }

@@ -50,6 +50,8 @@ pub struct Common {
     pub status: String,
     pub patch: String,
     pub scale: String,
+    /// `core/v1` Binding (the body of `pods/{name}/binding`).
+    pub binding: String,
 }
 
 pub fn register_common(generator: &mut SchemaGenerator) -> Common {
@@ -58,6 +60,7 @@ pub fn register_common(generator: &mut SchemaGenerator) -> Common {
         status: register::<meta::v1::Status>(generator),
         patch: register::<meta::v1::Patch>(generator),
         scale: register::<autoscaling::v1::Scale>(generator),
+        binding: register::<core::v1::Binding>(generator),
     }
 }
 

@@ -151,3 +151,18 @@ fn index_lists_every_group_version_with_a_content_hash() {
     assert_ne!(a, b);
     assert!(document("nope", "v1").is_err());
 }
+
+#[test]
+fn pod_binding_is_a_post_of_a_binding() {
+    let core = doc("", "v1");
+    let post = &core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/binding"]["post"];
+    assert_eq!(post["x-kubernetes-action"], "post");
+    assert_eq!(post["x-kubernetes-group-version-kind"]["kind"], "Binding");
+    let schema = &post["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+    assert!(
+        schema
+            .as_str()
+            .is_some_and(|r| r.ends_with("io.k8s.api.core.v1.Binding")),
+        "{schema}"
+    );
+}

@@ -238,6 +238,7 @@ pub(crate) async fn apply_patch(
                 ns,
                 applied.object,
                 strictness,
+                query.dry_run,
                 &FieldOwner::Applied,
             )
             .await?;

@@ -9,13 +9,13 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use skiff_api::{Kind, KindInfo, kinds};
 
-use super::Ctx;
-use super::handlers::{Body, json_response, object_key, parse_body, read_body, with_type_meta};
+use super::handlers::{Body, Query, json_response, object_key, parse_body, read_body, with_type_meta};
 use super::routes::{self, ResourcePath};
+use super::{Ctx, dry_run};
 use super::status::{ApiError, Cause};
 use crate::lifecycle::{self, DeleteOptions, DeletePlan, UpdateOutcome};
 use crate::storage::meta::{now_rfc3339, revision_of};
-use crate::storage::{ObjectKey, Preconditions, Revision, StoreError};
+use crate::storage::{ObjectKey, Preconditions, Revision, Store, StoreError};
 
 /// Namespaces upstream forbids deleting.
 pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
@@ -47,6 +47,7 @@ pub(crate) async fn delete(
     req: Request<Incoming>,
     path: &ResourcePath,
     name: &str,
+    query: &Query,
 ) -> Result<Response<Body>, ApiError> {
     let info = path.info;
     let is_namespace = info.kind == Kind::Namespace;
@@ -57,14 +58,26 @@ pub(crate) async fn delete(
             "this namespace may not be deleted",
         ));
     }
-    let query = routes::parse_query(req.uri().query());
+    let params = routes::parse_query(req.uri().query());
     let (parts, bytes) = read_body(req).await?;
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         Some(parse_body(&parts, &bytes)?)
     };
-    let options = DeleteOptions::parse(body.as_ref(), &query)?;
+    let options = DeleteOptions::parse(body.as_ref(), &params)?;
+    // kubectl sends `DeleteOptions.dryRun` in the body rather than the query.
+    let in_body: Vec<String> = body
+        .as_ref()
+        .and_then(|b| b["dryRun"].as_array())
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| v.as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let store = dry_run::store_for(ctx, query.dry_run || dry_run::parse(&in_body)?);
     let wanted_revision = options
         .precondition_resource_version
         .as_deref()
@@ -104,12 +117,12 @@ pub(crate) async fn delete(
                     &with_type_meta(info, current),
                 ));
             }
-            DeletePlan::Now => ctx.store.delete(&key, &pre).await.map(|deleted| {
+            DeletePlan::Now => store.delete(&key, &pre).await.map(|deleted| {
                 tracing::debug!(%key, "deleted");
                 json_response(200, &with_type_meta(info, deleted))
             }),
             DeletePlan::Update(next) => {
-                ctx.store.update(&key, next, &pre).await.map(|stored| {
+                store.update(&key, next, &pre).await.map(|stored| {
                     tracing::debug!(%key, finalizers = ?lifecycle::finalizers(&stored), "marked for deletion");
                     json_response(options.accepted_code(), &with_type_meta(info, stored))
                 })
@@ -184,7 +197,7 @@ pub(crate) fn check_update(
 /// the revision the update was written against. Answers 200 with the object as the update
 /// left it (upstream returns the deleted object from the update).
 pub(crate) async fn delete_instead_of_update(
-    ctx: &Ctx,
+    store: &dyn Store,
     info: &KindInfo,
     key: &ObjectKey,
     current: &Value,
@@ -198,7 +211,7 @@ pub(crate) async fn delete_instead_of_update(
         resource_version: Some(revision),
         uid: None,
     };
-    let deleted = ctx.store.delete(key, &pre).await?;
+    let deleted = store.delete(key, &pre).await?;
     tracing::debug!(%key, "last finalizer removed; deleted");
     let mut answer = with_type_meta(info, next);
     if let Some(meta) = answer.get_mut("metadata").and_then(Value::as_object_mut) {

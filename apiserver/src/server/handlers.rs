@@ -17,7 +17,7 @@ use super::apply::FieldOwner;
 use super::filter::{Filter, matches_selectors};
 use super::routes::{self, DiscoveryPath, HealthCheck, ResourcePath, Route};
 use super::status::ApiError;
-use super::{Ctx, deletion, watch};
+use super::{Ctx, deletion, dry_run, watch};
 use crate::lifecycle::UpdateOutcome;
 use crate::patch::{self, PatchType};
 use crate::storage::{ObjectKey, Preconditions, ResourceName, Scope, StoreError};
@@ -35,8 +35,9 @@ pub const KUBE_MINOR: &str = "32";
 /// Semver-valid (kubectl parses it): build metadata names skiff.
 pub const GIT_VERSION: &str = "v1.32.0+skiff";
 
-/// The query parameters skiff understands; others (`limit`, `continue`, `timeout`,
-/// `resourceVersionMatch`, `pretty`...) are ignored, which upstream semantics allow.
+/// The query parameters skiff understands (`timeout` is read by `limits` before dispatch);
+/// others (`limit`, `continue`, `resourceVersionMatch`, `pretty`...) are ignored, which
+/// upstream semantics allow.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Query {
     pub watch: bool,
@@ -64,8 +65,9 @@ fn truthy(v: &str) -> bool {
 }
 
 impl Query {
-    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<Self, ApiError> {
         let mut q = Self::default();
+        let mut dry_run = Vec::new();
         for (k, v) in routes::parse_query(query) {
             match k.as_str() {
                 "watch" => q.watch = truthy(&v),
@@ -80,12 +82,13 @@ impl Query {
                 "fieldSelector" => q.field_selector = Some(v),
                 "fieldValidation" => q.field_validation = Some(v),
                 "includeObject" => q.include_object = Some(v),
-                "dryRun" => q.dry_run = !v.is_empty(),
+                "dryRun" => dry_run.push(v),
                 "fieldManager" => q.field_manager = Some(v),
                 "force" => q.force = Some(v),
                 _ => {}
             }
         }
+        q.dry_run = dry_run::parse(&dry_run)?;
         Ok(q)
     }
 
@@ -140,7 +143,12 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let resp = match dispatch(&ctx, req).await {
+    let deadline = super::limits::deadline(&req, ctx.request_timeout);
+    let served = match deadline {
+        Ok(deadline) => super::limits::with_deadline(deadline, dispatch(&ctx, req)).await,
+        Err(e) => Err(e),
+    };
+    let resp = match served {
         Ok(resp) => resp,
         Err(err) => status_response(&err),
     };
@@ -154,7 +162,7 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(ctx: &Arc<Ctx>, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let route = routes::parse(req.uri().path());
     if let Route::Health(check) = route {
         return Ok(health(ctx, check).await);
@@ -163,13 +171,14 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bod
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if ctx.auth.authenticate(authorization).is_none() {
+    let Some(user) = ctx.auth.authenticate(authorization) else {
         return Err(ApiError::unauthorized());
-    }
+    };
     let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     if !crate::protobuf::accept_allows_json(accept.unwrap_or("")) {
         return Err(ApiError::not_acceptable());
     }
+    req.extensions_mut().insert(user);
     match route {
         Route::Version if req.method() == Method::GET => Ok(json_response(200, &version())),
         Route::Version => Err(ApiError::method_not_allowed(
@@ -180,6 +189,10 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bod
             "only GET is allowed on discovery documents",
         )),
         Route::Resource(path) => resource(ctx, req, path).await,
+        Route::Bindings { namespace } => {
+            let query = Query::parse(req.uri().query())?;
+            super::binding::bind(ctx, req, &namespace, None, &query).await
+        }
         Route::OpenApi(path) if req.method() == Method::GET => openapi_v3(&path),
         Route::OpenApi(_) => Err(ApiError::method_not_allowed(
             "only GET is allowed on OpenAPI documents",
@@ -279,14 +292,21 @@ async fn resource(
     if path.info.namespaced && path.namespace.is_none() && path.name.is_some() {
         return Err(ApiError::no_route());
     }
-    if query.dry_run && req.method() != Method::GET {
-        return Err(ApiError::bad_request(
-            "dryRun is not supported by this server yet",
-        ));
-    }
     if let Some(sub) = path.subresource.clone() {
         return subresource(ctx, req, &path, &sub, &query).await;
     }
+    let watch_permit = if query.watch && req.method() == Method::GET {
+        let user = req
+            .extensions()
+            .get::<super::auth::User>()
+            .map_or("", |u| u.name.as_str());
+        match ctx.watches.acquire(user) {
+            Ok(permit) => Some(permit),
+            Err(refused) => return Ok(*refused),
+        }
+    } else {
+        None
+    };
     let method = req.method().clone();
     match (&method, path.name.clone()) {
         (&Method::GET, None) if query.watch => {
@@ -295,18 +315,18 @@ async fn resource(
                 query.label_selector.as_deref(),
                 query.field_selector.as_deref(),
             )?;
-            watch::watch(ctx, &path, filter, &query).await
+            watch::watch(ctx, &path, filter, &query, watch_permit).await
         }
         (&Method::GET, Some(_)) if query.watch => {
             // The object's name is added by the watch itself.
             let filter = Filter::from_query(path.info.kind, None, None)?;
-            watch::watch(ctx, &path, filter, &query).await
+            watch::watch(ctx, &path, filter, &query, watch_permit).await
         }
         (&Method::GET, None) => list(ctx, &path, &query).await,
         (&Method::GET, Some(name)) => get(ctx, &path, &name, &query).await,
         (&Method::POST, None) => create(ctx, req, &path, &query).await,
         (&Method::PUT, Some(name)) => update(ctx, req, &path, &name, &query, Target::Main).await,
-        (&Method::DELETE, Some(name)) => deletion::delete(ctx, req, &path, &name).await,
+        (&Method::DELETE, Some(name)) => deletion::delete(ctx, req, &path, &name, &query).await,
         (&Method::DELETE, None) => Err(ApiError::method_not_allowed(
             "deleting a collection is not supported by this server yet",
         )),
@@ -537,14 +557,14 @@ fn random_suffix() -> Result<String, ApiError> {
 }
 
 /// Whether a create or an update is being prepared (they differ in name and RV handling).
-enum Write<'a> {
+pub(crate) enum Write<'a> {
     Create,
     Update { url_name: &'a str },
 }
 
 /// Checks a body against the request (type, namespace, name), decodes it per `fieldValidation`,
 /// defaults and validates it. Returns the object to store, its name and the decode warnings.
-fn prepare(
+pub(crate) fn prepare(
     ctx: &Ctx,
     info: &'static KindInfo,
     namespace: Option<&str>,
@@ -651,9 +671,10 @@ pub(crate) async fn create_object(
     namespace: Option<&str>,
     value: Value,
     strictness: Strictness,
+    dry_run: bool,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let owner = FieldOwner::Update("kube-apiserver".to_owned());
-    create_owned(ctx, info, namespace, value, strictness, &owner).await
+    create_owned(ctx, info, namespace, value, strictness, dry_run, &owner).await
 }
 
 /// Creates one object, recording its fields for `owner`.
@@ -663,6 +684,7 @@ pub(crate) async fn create_owned(
     namespace: Option<&str>,
     mut value: Value,
     strictness: Strictness,
+    dry_run: bool,
     owner: &FieldOwner,
 ) -> Result<(Value, Vec<String>), ApiError> {
     drop_status_on_create(info, &mut value);
@@ -675,8 +697,7 @@ pub(crate) async fn create_owned(
         deletion::admit_create_in(ctx, info, ns, &name).await?;
     }
     let key = object_key(info, namespace, &name)?;
-    let stored = ctx
-        .store
+    let stored = dry_run::store_for(ctx, dry_run)
         .create(&key, object)
         .await
         .map_err(|e| ApiError::from_store(info, &name, e))?;
@@ -695,6 +716,11 @@ async fn create(
     let strictness = query.strictness()?;
     let (parts, bytes) = read_body(req).await?;
     let value = parse_body(&parts, &bytes)?;
+    if path.info.kind == Kind::Event
+        && let Some(resp) = super::events::aggregate(ctx, path, &value, strictness, query).await?
+    {
+        return Ok(resp);
+    }
     let owner = FieldOwner::Update(query.manager());
     let (stored, warnings) = create_owned(
         ctx,
@@ -702,6 +728,7 @@ async fn create(
         path.namespace.as_deref(),
         value,
         strictness,
+        query.dry_run,
         &owner,
     )
     .await?;
@@ -755,6 +782,16 @@ async fn subresource(
     sub: &str,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
+    if path.info.kind == Kind::Pod
+        && let (Some(ns), Some(name)) = (&path.namespace, &path.name)
+    {
+        if sub == "binding" {
+            return super::binding::bind(ctx, req, ns, Some(name), query).await;
+        }
+        if let Some(what) = super::node_proxy::target::Streaming::from_subresource(sub) {
+            return super::node_proxy::serve(ctx, req, path, what, ns, name).await;
+        }
+    }
     let target = match sub {
         "status" if path.info.has_subresource("status") => Target::Status,
         "scale" if path.info.has_subresource("scale") => Target::Scale,
@@ -976,12 +1013,14 @@ where
         )?;
         let result = match outcome {
             UpdateOutcome::Store => {
-                ctx.store
+                dry_run::store_for(ctx, query.dry_run)
                     .update(&key, object, &Preconditions::default())
                     .await
             }
             UpdateOutcome::Delete => {
-                deletion::delete_instead_of_update(ctx, path.info, &key, &current, object).await
+                deletion::delete_instead_of_update(
+                    &*dry_run::store_for(ctx, query.dry_run),
+                    path.info, &key, &current, object).await
             }
         };
         match result {

@@ -8,10 +8,15 @@
 
 mod apply;
 pub mod auth;
+mod binding;
 pub mod deletion;
+mod dry_run;
+mod events;
 pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;
+pub mod limits;
+pub mod node_proxy;
 pub mod routes;
 pub mod status;
 pub mod tls;
@@ -64,6 +69,10 @@ pub struct ServerConfig {
     pub validation: ValidationConfig,
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// The longest a non-long-running request may take (`?timeout=` may only shorten it).
+    pub request_timeout: Duration,
+    /// Concurrent watches one user may hold; more are refused with 429.
+    pub max_watches_per_user: usize,
 }
 
 impl ServerConfig {
@@ -76,6 +85,8 @@ impl ServerConfig {
             extra_sans: Vec::new(),
             validation: ValidationConfig::default(),
             bookmark_interval: Duration::from_secs(60),
+            request_timeout: limits::DEFAULT_REQUEST_TIMEOUT,
+            max_watches_per_user: limits::DEFAULT_MAX_WATCHES_PER_USER,
         }
     }
 }
@@ -102,6 +113,10 @@ pub(crate) struct Ctx {
     pub auth: auth::Authenticator,
     pub validation: ValidationConfig,
     pub bookmark_interval: Duration,
+    pub request_timeout: Duration,
+    pub watches: limits::WatchLimiter,
+    /// The HTTPS client for pod subresources the kubelet serves.
+    pub kubelet: node_proxy::KubeletClient,
     /// Flips to `true` when the server shuts down: watches end, connections drain.
     pub shutdown: signal::Receiver<bool>,
 }
@@ -136,6 +151,9 @@ impl ApiServer {
             auth: authenticator,
             validation: config.validation.clone(),
             bookmark_interval: config.bookmark_interval,
+            request_timeout: config.request_timeout,
+            watches: limits::WatchLimiter::new(config.max_watches_per_user),
+            kubelet: node_proxy::KubeletClient::new(&config.data_dir, &pki.ca_cert_pem)?,
             shutdown: stop_rx.clone(),
         });
         create_initial_namespaces(&ctx).await?;
@@ -213,7 +231,7 @@ async fn create_initial_namespaces(ctx: &Ctx) -> Result<(), ServerError> {
     };
     for name in INITIAL_NAMESPACES {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match handlers::create_object(ctx, info, None, body, Strictness::Strict).await {
+        match handlers::create_object(ctx, info, None, body, Strictness::Strict, false).await {
             Ok(_) => tracing::info!(namespace = name, "created namespace"),
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(error) => {
@@ -287,7 +305,8 @@ async fn connection(
     };
     let service = service_fn(move |req| handlers::handle(ctx.clone(), req));
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    // With upgrades: exec, attach and port-forward switch protocols (node_proxy).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
     let mut stopping = *stop.borrow();
     if stopping {

@@ -14,6 +14,8 @@ pub enum Route {
     Discovery(DiscoveryPath),
     /// A resource collection or object.
     Resource(ResourcePath),
+    /// `/api/v1/namespaces/{ns}/bindings`: the legacy pod binding collection (POST only).
+    Bindings { namespace: String },
     /// `/openapi/v3` and its per-group-version documents.
     OpenApi(OpenApiPath),
     /// Anything else: 404.
@@ -90,6 +92,9 @@ pub fn parse(path: &str) -> Route {
             group: (*group).to_owned(),
             version: (*version).to_owned(),
         }),
+        ["api", "v1", "namespaces", ns, "bindings"] => Route::Bindings {
+            namespace: (*ns).to_owned(),
+        },
         ["api", version, rest @ ..] => resource("", version, rest),
         ["apis", group, version, rest @ ..] => resource(group, version, rest),
         _ => Route::NotFound,

@@ -52,7 +52,7 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     move |source| TlsError::Io {
         path: path.to_owned(),
         source,
@@ -84,7 +84,7 @@ pub struct Pki {
     pub server_key_path: PathBuf,
 }
 
-fn ca_params() -> Result<CertificateParams, TlsError> {
+pub(crate) fn ca_params() -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, CA_COMMON_NAME);

@@ -83,6 +83,8 @@ pub(crate) async fn watch(
     path: &ResourcePath,
     mut filter: Filter,
     query: &Query,
+    // Held for as long as the stream runs (the per-user watch cap).
+    permit: Option<super::limits::WatchPermit>,
 ) -> Result<Response<Body>, ApiError> {
     let info = path.info;
     let scope = scope(path)?;
@@ -135,6 +137,7 @@ pub(crate) async fn watch(
     let interval = ctx.bookmark_interval;
     let allow_bookmarks = query.allow_bookmarks;
     tokio::spawn(async move {
+        let _permit = permit;
         let mut stream = match opened {
             Ok(stream) => stream,
             Err(expired) => {

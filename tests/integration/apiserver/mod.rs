@@ -1,9 +1,13 @@
 //! The REST API server over real TLS, driven by the kube client, raw HTTPS and the real kubectl.
 
+mod binding;
 mod crud;
 mod deletion;
+mod events;
 mod imperative;
 mod kubectl_versions;
+mod limits;
+mod node_proxy;
 mod openapi;
 mod patch;
 mod server_side_apply;
@@ -18,6 +22,8 @@ use std::time::Duration;
 use anyhow::Context;
 use http_body_util::BodyExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use skiff_apiserver::server::{ApiServer, ServerConfig};
 use skiff_apiserver::storage::{Codec, EncryptionKey, SqliteStore, Store};
@@ -34,6 +40,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts with `adjust` applied to the test configuration.
+    pub async fn start_with(
+        dir: &Path,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> anyhow::Result<Self> {
         let mut last = None;
         // A restart may find the previous store's lock not yet released: retry briefly.
         let mut store: Option<Arc<dyn Store>> = None;
@@ -58,6 +72,7 @@ impl TestServer {
         let mut config = ServerConfig::new(dir);
         config.api_port = 0;
         config.bookmark_interval = Duration::from_millis(300);
+        adjust(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let server = ApiServer::start(config, store.clone(), async move {
             let _ = rx.await;
@@ -88,6 +103,16 @@ impl TestServer {
         let kubeconfig = Kubeconfig::read_from(self.server.kubeconfig_path())?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A client that does not retry 429/503/504 answers (kube's default does, with backoff):
+    /// for tests that want to see them.
+    pub async fn client_without_retries(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = Kubeconfig::read_from(self.server.kubeconfig_path())?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        config.default_retry = false;
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -214,4 +239,26 @@ impl Kubectl {
         );
         Ok(run.stdout)
     }
+}
+
+/// A TLS connection to the server trusting only the cluster CA, offering `alpn`.
+pub async fn tls_connect(
+    ts: &TestServer,
+    alpn: &[&[u8]],
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ts.server.ca_pem().as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(ts.server.local_addr()).await?;
+    Ok(connector
+        .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
+        .await?)
 }

@@ -1,39 +1,12 @@
 //! TLS, ALPN, authentication, request limits, /version, the real kubectl, and restart.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::{TestServer, kubectl};
-
-/// A TLS connection to the server trusting only the cluster CA, offering `alpn`.
-async fn connect(
-    ts: &TestServer,
-    alpn: &[&[u8]],
-) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ts.server.ca_pem().as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(ts.server.local_addr()).await?;
-    Ok(connector
-        .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
-        .await?)
-}
+use super::{TestServer, kubectl, tls_connect as connect};
 
 /// One HTTP/1.1 request (`Connection: close`); returns the status code and the body.
 async fn http1(ts: &TestServer, head: &str) -> anyhow::Result<(u16, String)> {
