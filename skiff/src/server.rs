@@ -34,6 +34,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     config.api_port = cluster.api_port;
     config.bind_address = args.bind_address;
     config.validation.node_port_range = cluster.service_node_port_range.clone();
+    config.allocation = skiff_apiserver::allocation::AllocationConfig {
+        service_cidrs: cluster.service_cidr.clone(),
+        cluster_dns: Some(cluster.cluster_dns.clone()),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = ApiServer::start(config, store, async move {
         shutdown_signal().await;

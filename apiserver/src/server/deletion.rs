@@ -104,10 +104,14 @@ pub(crate) async fn delete(
                     &with_type_meta(info, current),
                 ));
             }
-            DeletePlan::Now => ctx.store.delete(&key, &pre).await.map(|deleted| {
-                tracing::debug!(%key, "deleted");
-                json_response(200, &with_type_meta(info, deleted))
-            }),
+            DeletePlan::Now => match ctx.store.delete(&key, &pre).await {
+                Ok(deleted) => {
+                    tracing::debug!(%key, "deleted");
+                    super::services::after_delete(ctx, info, &deleted).await;
+                    Ok(json_response(200, &with_type_meta(info, deleted)))
+                }
+                Err(e) => Err(e),
+            },
             DeletePlan::Update(next) => {
                 ctx.store.update(&key, next, &pre).await.map(|stored| {
                     tracing::debug!(%key, finalizers = ?lifecycle::finalizers(&stored), "marked for deletion");
@@ -200,6 +204,7 @@ pub(crate) async fn delete_instead_of_update(
     };
     let deleted = ctx.store.delete(key, &pre).await?;
     tracing::debug!(%key, "last finalizer removed; deleted");
+    super::services::after_delete(ctx, info, &deleted).await;
     let mut answer = with_type_meta(info, next);
     if let Some(meta) = answer.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(

@@ -675,11 +675,10 @@ pub(crate) async fn create_owned(
         deletion::admit_create_in(ctx, info, ns, &name).await?;
     }
     let key = object_key(info, namespace, &name)?;
-    let stored = ctx
-        .store
-        .create(&key, object)
-        .await
-        .map_err(|e| ApiError::from_store(info, &name, e))?;
+    let holding = super::services::before_create(ctx, info, &mut object).await?;
+    let stored = ctx.store.create(&key, object).await;
+    super::services::settle(ctx, holding, stored.is_ok()).await;
+    let stored = stored.map_err(|e| ApiError::from_store(info, &name, e))?;
     Ok((with_type_meta(info, stored), warnings))
 }
 
@@ -955,7 +954,10 @@ where
             );
         }
         let applied_fields = sent["metadata"]["managedFields"].clone();
-        let merged = merge_target(path.info, name, target, &current, sent)?;
+        let mut merged = merge_target(path.info, name, target, &current, sent)?;
+        if target == Target::Main {
+            super::services::carry_over(path.info, &current, &mut merged);
+        }
         let (mut object, _, warnings) = prepare(
             ctx,
             path.info,
@@ -975,6 +977,16 @@ where
             target == Target::Finalize,
         )?;
         let result = match outcome {
+            UpdateOutcome::Store if target == Target::Main => {
+                let holding =
+                    super::services::before_update(ctx, path.info, &current, &mut object).await?;
+                let result = ctx
+                    .store
+                    .update(&key, object, &Preconditions::default())
+                    .await;
+                super::services::settle(ctx, holding, result.is_ok()).await;
+                result
+            }
             UpdateOutcome::Store => {
                 ctx.store
                     .update(&key, object, &Preconditions::default())

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod routes;
+mod services;
 pub mod status;
 pub mod tls;
 pub mod watch;
@@ -38,7 +39,28 @@ pub use kubeconfig::kubeconfig_path;
 pub use status::ApiError;
 pub use tls::TlsError;
 
+use crate::allocation::{AllocationConfig, ConfigError, ServiceAllocator};
 use crate::storage::Store;
+
+/// How often the service allocation repair pass runs after the one at start-up (upstream: 3 min).
+const REPAIR_INTERVAL: Duration = Duration::from_secs(180);
+
+/// Runs the allocation repair pass now and then every [`REPAIR_INTERVAL`] until shutdown.
+async fn repair_loop(ctx: Arc<Ctx>, mut stop: signal::Receiver<bool>) {
+    loop {
+        let net = ctx.services.network();
+        if let Err(error) =
+            crate::allocation::repair::repair(ctx.store.as_ref(), net, crate::allocation::repair::GRACE)
+                .await
+        {
+            tracing::warn!(%error, "service allocation repair failed; retrying later");
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(REPAIR_INTERVAL) => {}
+        }
+    }
+}
 
 /// Namespaces that exist from the start.
 pub const INITIAL_NAMESPACES: &[&str] =
@@ -64,6 +86,8 @@ pub struct ServerConfig {
     pub validation: ValidationConfig,
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// The service network ClusterIPs come from (node ports: `validation.node_port_range`).
+    pub allocation: AllocationConfig,
 }
 
 impl ServerConfig {
@@ -76,6 +100,7 @@ impl ServerConfig {
             extra_sans: Vec::new(),
             validation: ValidationConfig::default(),
             bookmark_interval: Duration::from_secs(60),
+            allocation: AllocationConfig::default(),
         }
     }
 }
@@ -91,6 +116,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ServiceNetwork(#[from] ConfigError),
     #[error("creating namespace {name}: {error}")]
     InitialNamespace { name: String, error: ApiError },
 }
@@ -102,6 +129,8 @@ pub(crate) struct Ctx {
     pub auth: auth::Authenticator,
     pub validation: ValidationConfig,
     pub bookmark_interval: Duration,
+    /// ClusterIP and node-port allocation for Services.
+    pub services: ServiceAllocator,
     /// Flips to `true` when the server shuts down: watches end, connections drain.
     pub shutdown: signal::Receiver<bool>,
 }
@@ -129,6 +158,9 @@ impl ApiServer {
         let admin_token = auth::ensure_admin_token(&config.data_dir)?;
         let authenticator = auth::Authenticator::load(&config.data_dir)?;
         let tls_config = tls::server_config(&pki)?;
+        let network = config
+            .allocation
+            .network(config.validation.node_port_range.clone())?;
 
         let (stop_tx, stop_rx) = signal::channel(false);
         let ctx = Arc::new(Ctx {
@@ -136,9 +168,11 @@ impl ApiServer {
             auth: authenticator,
             validation: config.validation.clone(),
             bookmark_interval: config.bookmark_interval,
+            services: ServiceAllocator::new(network),
             shutdown: stop_rx.clone(),
         });
         create_initial_namespaces(&ctx).await?;
+        tokio::spawn(repair_loop(ctx.clone(), stop_rx.clone()));
 
         let addr = SocketAddr::new(config.bind_address, config.api_port);
         let listener = TcpListener::bind(addr)
