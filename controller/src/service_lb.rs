@@ -194,7 +194,9 @@ fn taken(ctx: &Ctx, uid: &str) -> HashMap<IpAddr, String> {
     });
     for (w_uid, ip) in written.iter() {
         if w_uid != uid {
-            taken.entry(*ip).or_insert_with(|| "another Service".to_owned());
+            taken
+                .entry(*ip)
+                .or_insert_with(|| "another Service".to_owned());
         }
     }
     taken
@@ -210,9 +212,9 @@ fn choose(ctx: &Ctx, svc: &Service, uid: &str) -> Result<IpAddr, String> {
         .and_then(|s| s.load_balancer_ip.as_deref())
         .filter(|s| !s.is_empty());
     if let Some(requested) = requested {
-        let ip: IpAddr = requested
-            .parse()
-            .map_err(|_| format!("Failed to allocate IP for {name:?}: {requested:?} is not an IP address"))?;
+        let ip: IpAddr = requested.parse().map_err(|_| {
+            format!("Failed to allocate IP for {name:?}: {requested:?} is not an IP address")
+        })?;
         if !ctx.pool.contains(&ip) {
             return Err(format!(
                 "Failed to allocate IP for {name:?}: {ip} is not in the pool {}",
@@ -235,7 +237,12 @@ fn choose(ctx: &Ctx, svc: &Service, uid: &str) -> Result<IpAddr, String> {
     ctx.pool
         .addresses()
         .find(|ip| !taken.contains_key(ip))
-        .ok_or_else(|| format!("Failed to allocate IP for {name:?}: no available IPs in the pool {}", ctx.pool))
+        .ok_or_else(|| {
+            format!(
+                "Failed to allocate IP for {name:?}: no available IPs in the pool {}",
+                ctx.pool
+            )
+        })
 }
 
 async fn write_ingress(ctx: &Ctx, svc: &Service, ingress: serde_json::Value) -> Result<(), Error> {
@@ -276,10 +283,18 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
             .remove(&uid);
         let type_changed =
             svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer");
-        if !ours.is_empty() && (type_changed || our_class(&svc)) && svc.metadata.deletion_timestamp.is_none() {
+        if !ours.is_empty()
+            && (type_changed || our_class(&svc))
+            && svc.metadata.deletion_timestamp.is_none()
+        {
             write_ingress(&ctx, &svc, json!([])).await?;
             ctx.recorder
-                .publish(&*svc, EventType::Normal, "DeletedLoadBalancer", "Deleted load balancer")
+                .publish(
+                    &*svc,
+                    EventType::Normal,
+                    "DeletedLoadBalancer",
+                    "Deleted load balancer",
+                )
                 .await;
         }
         return Ok(Action::await_change());
@@ -298,7 +313,12 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     ctx.recorder
-        .publish(&*svc, EventType::Normal, "EnsuringLoadBalancer", "Ensuring load balancer")
+        .publish(
+            &*svc,
+            EventType::Normal,
+            "EnsuringLoadBalancer",
+            "Ensuring load balancer",
+        )
         .await;
     ctx.written
         .lock()
@@ -315,7 +335,12 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         )
         .await;
     ctx.recorder
-        .publish(&*svc, EventType::Normal, "EnsuredLoadBalancer", "Ensured load balancer")
+        .publish(
+            &*svc,
+            EventType::Normal,
+            "EnsuredLoadBalancer",
+            "Ensured load balancer",
+        )
         .await;
     Ok(Action::await_change())
 }
@@ -385,9 +410,13 @@ mod tests {
     fn classes_and_types() {
         let lb = svc(json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer"}}));
         assert!(wants_address(&lb));
-        let other = svc(json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer", "loadBalancerClass": "example.com/lb"}}));
+        let other = svc(
+            json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer", "loadBalancerClass": "example.com/lb"}}),
+        );
         assert!(!wants_address(&other));
-        let mine = svc(json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer", "loadBalancerClass": LOAD_BALANCER_CLASS}}));
+        let mine = svc(
+            json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer", "loadBalancerClass": LOAD_BALANCER_CLASS}}),
+        );
         assert!(wants_address(&mine));
         let cip = svc(json!({"metadata": {"name": "a"}, "spec": {"type": "ClusterIP"}}));
         assert!(!wants_address(&cip));

@@ -206,12 +206,17 @@ impl ServiceAllocator {
                             holding.created.push(created);
                             ips.push(*ip);
                         }
-                        None => taken_error(
-                            &mut errs,
-                            format!("spec.clusterIPs[{i}]"),
-                            format!("{:?}", ip.to_string()),
-                            "IP",
-                        ),
+                        None => {
+                            taken_error(
+                                &mut errs,
+                                format!("spec.clusterIPs[{i}]"),
+                                format!("{:?}", ip.to_string()),
+                                "IP",
+                            );
+                            // Claiming more for a create that fails would only make a
+                            // concurrent winner lose too.
+                            return Err(AllocError::Invalid(errs));
+                        }
                     }
                 }
                 IpSlot::Any(family) => {
@@ -244,7 +249,7 @@ impl ServiceAllocator {
                                 "spec.healthCheckNodePort".to_owned()
                             };
                             taken_error(&mut errs, field, p.to_string(), "port");
-                            None
+                            return Err(AllocError::Invalid(errs));
                         }
                     }
                 }

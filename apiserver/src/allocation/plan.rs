@@ -196,6 +196,24 @@ pub fn carry_over(old: &Service, new: &mut Service) {
             spec.ip_family_policy = None;
         }
     }
+    // Fields only some types allow go with the type when the client left them as they were.
+    let external = |t: &str, ips: &Option<Vec<String>>| {
+        matches!(t, "NodePort" | "LoadBalancer") || ips.as_ref().is_some_and(|i| !i.is_empty())
+    };
+    let new_type = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
+    if !external(&new_type, &spec.external_ips)
+        && spec.external_traffic_policy == old_spec.external_traffic_policy
+    {
+        spec.external_traffic_policy = None;
+    }
+    if new_type != "LoadBalancer" {
+        if spec.allocate_load_balancer_node_ports == old_spec.allocate_load_balancer_node_ports {
+            spec.allocate_load_balancer_node_ports = None;
+        }
+        if spec.load_balancer_class == old_spec.load_balancer_class {
+            spec.load_balancer_class = None;
+        }
+    }
     let old_ports = old_spec.ports.clone().unwrap_or_default();
     for port in spec.ports.iter_mut().flatten() {
         let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into());
@@ -564,11 +582,7 @@ pub fn plan(
         None if wants_hc => plan.health_check = Some(PortSlot::Any),
         None => {}
     }
-    if errs.is_empty() {
-        Ok(plan)
-    } else {
-        Err(errs)
-    }
+    if errs.is_empty() { Ok(plan) } else { Err(errs) }
 }
 
 /// Writes what was allocated into the Service: `ips` for the plan's IP slots, `ports` for its
@@ -614,16 +628,28 @@ mod tests {
     }
 
     fn svc(spec: serde_json::Value) -> Service {
-        serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "default"}, "spec": spec}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "s", "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
     }
 
     fn families(s: &Service) -> Vec<String> {
-        s.spec.as_ref().unwrap().ip_families.clone().unwrap_or_default()
+        s.spec
+            .as_ref()
+            .unwrap()
+            .ip_families
+            .clone()
+            .unwrap_or_default()
     }
 
     fn policy(s: &Service) -> String {
-        s.spec.as_ref().unwrap().ip_family_policy.clone().unwrap_or_default()
+        s.spec
+            .as_ref()
+            .unwrap()
+            .ip_family_policy
+            .clone()
+            .unwrap_or_default()
     }
 
     fn err(result: Result<Plan, FieldErrors>) -> String {
@@ -644,26 +670,38 @@ mod tests {
     fn dual_stack_policies() {
         let mut s = svc(json!({"ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]}));
         let p = plan(&dual(), "default", "s", None, &mut s).unwrap();
-        assert_eq!(p.ips, vec![IpSlot::Any(Family::V4), IpSlot::Any(Family::V6)]);
+        assert_eq!(
+            p.ips,
+            vec![IpSlot::Any(Family::V4), IpSlot::Any(Family::V6)]
+        );
         assert_eq!(families(&s), ["IPv4", "IPv6"]);
 
         let mut s = svc(json!({"ipFamilies": ["IPv6", "IPv4"], "ports": [{"port": 80}]}));
         let p = plan(&dual(), "default", "s", None, &mut s).unwrap();
         assert_eq!(policy(&s), "RequireDualStack");
-        assert_eq!(p.ips, vec![IpSlot::Any(Family::V6), IpSlot::Any(Family::V4)]);
+        assert_eq!(
+            p.ips,
+            vec![IpSlot::Any(Family::V6), IpSlot::Any(Family::V4)]
+        );
 
         // PreferDualStack on a single-stack cluster is single-stack; Require is refused.
         let v4 = net(&["10.96.0.0/12"]);
         let mut s = svc(json!({"ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]}));
-        assert_eq!(plan(&v4, "default", "s", None, &mut s).unwrap().ips.len(), 1);
+        assert_eq!(
+            plan(&v4, "default", "s", None, &mut s).unwrap().ips.len(),
+            1
+        );
         let mut s = svc(json!({"ipFamilyPolicy": "RequireDualStack", "ports": [{"port": 80}]}));
         assert!(err(plan(&v4, "default", "s", None, &mut s)).contains(
             "spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services"
         ));
         let mut s = svc(json!({"ipFamilies": ["IPv6"], "ports": [{"port": 80}]}));
-        assert!(err(plan(&v4, "default", "s", None, &mut s))
-            .contains("spec.ipFamilies[0]: Invalid value: \"IPv6\": not configured on this cluster"));
-        let mut s = svc(json!({"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4", "IPv6"], "ports": [{"port": 80}]}));
+        assert!(err(plan(&v4, "default", "s", None, &mut s)).contains(
+            "spec.ipFamilies[0]: Invalid value: \"IPv6\": not configured on this cluster"
+        ));
+        let mut s = svc(
+            json!({"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4", "IPv6"], "ports": [{"port": 80}]}),
+        );
         assert!(err(plan(&dual(), "default", "s", None, &mut s)).contains("spec.ipFamilyPolicy"));
     }
 
@@ -673,7 +711,10 @@ mod tests {
         let p = plan(&dual(), "default", "s", None, &mut s).unwrap();
         assert_eq!(p.ips, vec![IpSlot::Given("fd00:10:96::5".parse().unwrap())]);
         assert_eq!(families(&s), ["IPv6"]);
-        assert_eq!(s.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("fd00:10:96::5"));
+        assert_eq!(
+            s.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("fd00:10:96::5")
+        );
 
         let mut s = svc(json!({"clusterIP": "10.200.0.1", "ports": [{"port": 80}]}));
         assert!(err(plan(&dual(), "default", "s", None, &mut s)).contains(
@@ -681,7 +722,9 @@ mod tests {
         ));
         let mut s = svc(json!({"clusterIPs": ["10.96.0.4", "10.96.0.5"], "ports": [{"port": 80}]}));
         assert!(err(plan(&dual(), "default", "s", None, &mut s)).contains("spec.clusterIPs[1]"));
-        let mut s = svc(json!({"clusterIPs": ["10.96.0.4"], "ipFamilies": ["IPv6"], "ports": [{"port": 80}]}));
+        let mut s = svc(
+            json!({"clusterIPs": ["10.96.0.4"], "ipFamilies": ["IPv6"], "ports": [{"port": 80}]}),
+        );
         assert!(err(plan(&dual(), "default", "s", None, &mut s)).contains("spec.ipFamilies[0]"));
     }
 
@@ -698,10 +741,14 @@ mod tests {
 
     #[test]
     fn headless_and_external_name_get_no_address() {
-        let mut s = svc(json!({"clusterIP": "None", "selector": {"a": "b"}, "ports": [{"port": 80}]}));
+        let mut s =
+            svc(json!({"clusterIP": "None", "selector": {"a": "b"}, "ports": [{"port": 80}]}));
         let p = plan(&dual(), "default", "s", None, &mut s).unwrap();
         assert!(p.is_empty());
-        assert_eq!(s.spec.as_ref().unwrap().cluster_ips, Some(vec!["None".to_owned()]));
+        assert_eq!(
+            s.spec.as_ref().unwrap().cluster_ips,
+            Some(vec!["None".to_owned()])
+        );
         assert_eq!(families(&s), ["IPv4"]);
         // Selector-less headless services are dual-stack by default (upstream).
         let mut s = svc(json!({"clusterIP": "None"}));
@@ -710,32 +757,53 @@ mod tests {
         assert_eq!(families(&s), ["IPv4", "IPv6"]);
 
         let mut s = svc(json!({"type": "ExternalName", "externalName": "a.example"}));
-        assert!(plan(&dual(), "default", "s", None, &mut s).unwrap().is_empty());
+        assert!(
+            plan(&dual(), "default", "s", None, &mut s)
+                .unwrap()
+                .is_empty()
+        );
         assert!(s.spec.as_ref().unwrap().ip_families.is_none());
     }
 
     #[test]
     fn node_ports_and_health_check() {
-        let mut s = svc(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}, {"name": "b", "port": 81}]}));
+        let mut s = svc(
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}, {"name": "b", "port": 81}]}),
+        );
         let p = plan(&dual(), "default", "s", None, &mut s).unwrap();
         assert_eq!(p.node_ports, vec![PortSlot::Given(30080), PortSlot::Any]);
         assert_eq!(p.health_check, None);
 
-        let mut s = svc(json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}));
+        let mut s = svc(
+            json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}),
+        );
         let p = plan(&dual(), "default", "s", None, &mut s).unwrap();
         assert_eq!(p.health_check, Some(PortSlot::Any));
-        let mut s = svc(json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]}));
-        assert!(plan(&dual(), "default", "s", None, &mut s).unwrap().node_ports.is_empty());
+        let mut s = svc(
+            json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]}),
+        );
+        assert!(
+            plan(&dual(), "default", "s", None, &mut s)
+                .unwrap()
+                .node_ports
+                .is_empty()
+        );
 
-        let mut s = svc(json!({"type": "NodePort", "healthCheckNodePort": 30001, "ports": [{"port": 80}]}));
-        assert!(err(plan(&dual(), "default", "s", None, &mut s)).contains("spec.healthCheckNodePort: Forbidden"));
+        let mut s =
+            svc(json!({"type": "NodePort", "healthCheckNodePort": 30001, "ports": [{"port": 80}]}));
+        assert!(
+            err(plan(&dual(), "default", "s", None, &mut s))
+                .contains("spec.healthCheckNodePort: Forbidden")
+        );
     }
 
     #[test]
     fn updates_keep_values_and_refuse_changes() {
-        let old = svc(json!({"type": "NodePort", "clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"],
+        let old = svc(
+            json!({"type": "NodePort", "clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"],
             "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
-            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}));
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}),
+        );
         // A PUT of the manifest without the allocated values keeps them.
         let mut new = svc(json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}));
         carry_over(&old, &mut new);
@@ -743,17 +811,29 @@ mod tests {
         assert_eq!(p.ips, vec![IpSlot::Given("10.96.0.7".parse().unwrap())]);
         assert_eq!(p.node_ports, vec![PortSlot::Given(30080)]);
 
-        let mut new = svc(json!({"type": "NodePort", "clusterIP": "10.96.0.8", "ports": [{"port": 80}]}));
+        let mut new =
+            svc(json!({"type": "NodePort", "clusterIP": "10.96.0.8", "ports": [{"port": 80}]}));
         carry_over(&old, &mut new);
-        assert!(err(plan(&dual(), "default", "s", Some(&old), &mut new))
-            .contains("spec.clusterIPs[0]: Invalid value: \"10.96.0.8\": may not change once set"));
+        assert!(
+            err(plan(&dual(), "default", "s", Some(&old), &mut new)).contains(
+                "spec.clusterIPs[0]: Invalid value: \"10.96.0.8\": may not change once set"
+            )
+        );
 
         // Upgrading to dual-stack adds a secondary.
-        let mut new = svc(json!({"type": "NodePort", "ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]}));
+        let mut new = svc(
+            json!({"type": "NodePort", "ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}]}),
+        );
         carry_over(&old, &mut new);
         new.spec.as_mut().unwrap().ip_family_policy = Some("PreferDualStack".into());
         let p = plan(&dual(), "default", "s", Some(&old), &mut new).unwrap();
-        assert_eq!(p.ips, vec![IpSlot::Given("10.96.0.7".parse().unwrap()), IpSlot::Any(Family::V6)]);
+        assert_eq!(
+            p.ips,
+            vec![
+                IpSlot::Given("10.96.0.7".parse().unwrap()),
+                IpSlot::Any(Family::V6)
+            ]
+        );
 
         // NodePort → ClusterIP drops the node port; → ExternalName drops the addresses.
         let mut new = old.clone();
@@ -761,13 +841,20 @@ mod tests {
         carry_over(&old, &mut new);
         let p = plan(&dual(), "default", "s", Some(&old), &mut new).unwrap();
         assert!(p.node_ports.is_empty());
-        assert_eq!(new.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port, None);
+        assert_eq!(
+            new.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port,
+            None
+        );
         let mut new = old.clone();
         let spec = new.spec.as_mut().unwrap();
         spec.type_ = Some("ExternalName".into());
         spec.external_name = Some("a.example".into());
         carry_over(&old, &mut new);
-        assert!(plan(&dual(), "default", "s", Some(&old), &mut new).unwrap().is_empty());
+        assert!(
+            plan(&dual(), "default", "s", Some(&old), &mut new)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(new.spec.as_ref().unwrap().cluster_ip, None);
     }
 

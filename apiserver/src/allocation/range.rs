@@ -151,23 +151,14 @@ pub fn static_band(size: u128, step: u128, max: u128) -> u128 {
 pub fn dynamic_order(size: u128, band: u128, seed: u64) -> impl Iterator<Item = u128> {
     let upper = size.saturating_sub(band);
     let walk = |start: u128, len: u128, seed: u64| {
-        let first = if len == 0 {
-            0
-        } else {
-            u128::from(seed) % len
-        };
+        let first = if len == 0 { 0 } else { u128::from(seed) % len };
         (0..len).map(move |i| start + (first + i) % len)
     };
     walk(band, upper, seed).chain(walk(0, band.min(size), seed.rotate_left(17)))
 }
 
 /// The first offset in dynamic order whose value is not `taken`, trying at most `limit`.
-pub fn pick_ip(
-    cidr: &Cidr,
-    taken: &HashSet<IpAddr>,
-    seed: u64,
-    limit: usize,
-) -> Option<IpAddr> {
+pub fn pick_ip(cidr: &Cidr, taken: &HashSet<IpAddr>, seed: u64, limit: usize) -> Option<IpAddr> {
     let band = static_band(cidr.size(), 16, 256);
     dynamic_order(cidr.size(), band, seed)
         .take(limit)
@@ -243,7 +234,11 @@ mod tests {
         assert_eq!(band, 16);
         let order: Vec<u128> = dynamic_order(c.size(), band, 7).collect();
         assert_eq!(order.len() as u128, c.size());
-        assert!(order[..(c.size() - band) as usize].iter().all(|o| *o >= band));
+        assert!(
+            order[..(c.size() - band) as usize]
+                .iter()
+                .all(|o| *o >= band)
+        );
         let unique: HashSet<u128> = order.iter().copied().collect();
         assert_eq!(unique.len() as u128, c.size());
     }

@@ -132,10 +132,7 @@ pub async fn release(store: &dyn Store, table: Table, value: &str, owner: &Owner
 fn parse(stored: &Value) -> Record {
     let owner = &stored["owner"];
     Record {
-        value: stored["metadata"]["name"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned(),
+        value: stored["metadata"]["name"].as_str().unwrap_or("").to_owned(),
         owner: match (owner["namespace"].as_str(), owner["name"].as_str()) {
             (Some(ns), Some(name)) => Some(Owner {
                 namespace: ns.to_owned(),

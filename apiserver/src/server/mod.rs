@@ -49,9 +49,12 @@ const REPAIR_INTERVAL: Duration = Duration::from_secs(180);
 async fn repair_loop(ctx: Arc<Ctx>, mut stop: signal::Receiver<bool>) {
     loop {
         let net = ctx.services.network();
-        if let Err(error) =
-            crate::allocation::repair::repair(ctx.store.as_ref(), net, crate::allocation::repair::GRACE)
-                .await
+        if let Err(error) = crate::allocation::repair::repair(
+            ctx.store.as_ref(),
+            net,
+            crate::allocation::repair::GRACE,
+        )
+        .await
         {
             tracing::warn!(%error, "service allocation repair failed; retrying later");
         }
