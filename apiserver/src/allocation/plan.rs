@@ -385,6 +385,8 @@ pub fn plan(
             None if headless && !has_selector => "RequireDualStack".to_owned(),
             None => "SingleStack".to_owned(),
         };
+        // Selector-less headless Services take whatever families they ask for (upstream).
+        let free_families = headless && !has_selector;
         let cluster_families = net.families();
         let dual_cluster = cluster_families.len() > 1;
         if policy == "SingleStack" && families.len() > 1 {
@@ -396,7 +398,7 @@ pub fn plan(
                  specified",
             );
         }
-        if policy == "RequireDualStack" && !dual_cluster && !(headless && !has_selector) {
+        if policy == "RequireDualStack" && !dual_cluster && !free_families {
             invalid(
                 &mut errs,
                 &policy_path,
@@ -405,7 +407,7 @@ pub fn plan(
             );
         }
         for (i, f) in families.iter().enumerate() {
-            if !cluster_families.contains(f) && !(headless && !has_selector) {
+            if !cluster_families.contains(f) && !free_families {
                 invalid(
                     &mut errs,
                     &families_path.index(i),
