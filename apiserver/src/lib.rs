@@ -1,5 +1,6 @@
 //! The API server: durable storage behind one `Store` trait (SQLite, etcd) and the Kubernetes REST API (`server`).
 
+pub mod allocation;
 pub mod apply;
 pub mod discovery;
 pub mod lifecycle;

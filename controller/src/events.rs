@@ -108,7 +108,9 @@ impl Recorder {
         let object_name = reference.name.clone().unwrap_or_default();
         Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{object_name}.")),
+                // As client-go names them: `<object>.<unix nanos in hex>` (a generateName of
+                // `<object>.` is not a valid prefix: it ends in a dot).
+                name: Some(format!("{object_name}.{:x}", now.as_nanosecond())),
                 namespace: reference.namespace.clone(),
                 ..ObjectMeta::default()
             },

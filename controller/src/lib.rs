@@ -6,12 +6,14 @@
 //! snapshot of it.
 
 pub mod cache;
+pub mod config;
 pub mod events;
 pub mod garbage_collector;
 pub mod metrics;
 pub mod namespace;
 pub mod owners;
 pub mod resources;
+pub mod service_lb;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use skiff_api::Kind;
 use tokio::task::JoinSet;
 
+pub use config::Config;
 pub use metrics::Metrics;
 
 /// A full pass runs at least this often, even without a change (work that failed is retried).
@@ -39,6 +42,23 @@ pub async fn run_with_metrics(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_with_config(client, Config::default(), metrics, shutdown).await;
+}
+
+/// [`run_with_metrics`] with the settings of `config` (the CLI flags).
+pub async fn run_with_config(
+    client: kube::Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let load_balancer = async {
+        match service_lb::LbPool::parse(&config.lb_pool) {
+            Ok(pool) => service_lb::run(client.clone(), pool).await,
+            Err(error) => tracing::error!(%error, "the load-balancer controller cannot run"),
+        }
+        std::future::pending::<()>().await;
+    };
     let cache = cache::Cache::new();
     let mut informers = JoinSet::new();
     for kind in Kind::all() {
@@ -62,6 +82,7 @@ pub async fn run_with_metrics(
     tokio::select! {
         () = shutdown => {}
         () = reconciler => {}
+        () = load_balancer => {}
     }
     informers.abort_all();
     while informers.join_next().await.is_some() {}

@@ -34,6 +34,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     config.api_port = cluster.api_port;
     config.bind_address = args.bind_address;
     config.validation.node_port_range = cluster.service_node_port_range.clone();
+    config.allocation = skiff_apiserver::allocation::AllocationConfig {
+        service_cidrs: cluster.service_cidr.clone(),
+        cluster_dns: Some(cluster.cluster_dns.clone()),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = ApiServer::start(config, store, async move {
         shutdown_signal().await;
@@ -42,10 +46,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     .await
     .context("cannot start the API server")?;
     let client = admin_client(server.kubeconfig_path()).await?;
-    let controllers = tokio::spawn(skiff_controller::run(client, async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
+    skiff_controller::service_lb::LbPool::parse(&cluster.lb_pool)?;
+    let controller_config = skiff_controller::Config {
+        lb_pool: cluster.lb_pool.clone(),
+    };
+    let metrics = std::sync::Arc::new(skiff_controller::Metrics::default());
+    let controllers = tokio::spawn(skiff_controller::run_with_config(
+        client,
+        controller_config,
+        metrics,
+        async move {
+            let mut stop_rx = stop_rx;
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     tracing::warn!(
         "this build runs the API server, the namespace controller and the garbage collector: \
          the other controllers, scheduler, kubelet, service proxy, DNS and ingress are not \

@@ -9,10 +9,12 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use skiff_api::{Kind, KindInfo, kinds};
 
-use super::handlers::{Body, Query, json_response, object_key, parse_body, read_body, with_type_meta};
+use super::handlers::{
+    Body, Query, json_response, object_key, parse_body, read_body, with_type_meta,
+};
 use super::routes::{self, ResourcePath};
-use super::{Ctx, dry_run};
 use super::status::{ApiError, Cause};
+use super::{Ctx, dry_run};
 use crate::lifecycle::{self, DeleteOptions, DeletePlan, UpdateOutcome};
 use crate::storage::meta::{now_rfc3339, revision_of};
 use crate::storage::{ObjectKey, Preconditions, Revision, Store, StoreError};
@@ -77,7 +79,8 @@ pub(crate) async fn delete(
                 .collect()
         })
         .unwrap_or_default();
-    let store = dry_run::store_for(ctx, query.dry_run || dry_run::parse(&in_body)?);
+    let dry_run = query.dry_run || dry_run::parse(&in_body)?;
+    let store = dry_run::store_for(ctx, dry_run);
     let wanted_revision = options
         .precondition_resource_version
         .as_deref()
@@ -117,10 +120,16 @@ pub(crate) async fn delete(
                     &with_type_meta(info, current),
                 ));
             }
-            DeletePlan::Now => store.delete(&key, &pre).await.map(|deleted| {
-                tracing::debug!(%key, "deleted");
-                json_response(200, &with_type_meta(info, deleted))
-            }),
+            DeletePlan::Now => match store.delete(&key, &pre).await {
+                Ok(deleted) => {
+                    tracing::debug!(%key, "deleted");
+                    if !dry_run {
+                        super::services::after_delete(ctx, info, &deleted).await;
+                    }
+                    Ok(json_response(200, &with_type_meta(info, deleted)))
+                }
+                Err(e) => Err(e),
+            },
             DeletePlan::Update(next) => {
                 store.update(&key, next, &pre).await.map(|stored| {
                     tracing::debug!(%key, finalizers = ?lifecycle::finalizers(&stored), "marked for deletion");
@@ -197,7 +206,9 @@ pub(crate) fn check_update(
 /// the revision the update was written against. Answers 200 with the object as the update
 /// left it (upstream returns the deleted object from the update).
 pub(crate) async fn delete_instead_of_update(
+    ctx: &Ctx,
     store: &dyn Store,
+    dry_run: bool,
     info: &KindInfo,
     key: &ObjectKey,
     current: &Value,
@@ -213,6 +224,9 @@ pub(crate) async fn delete_instead_of_update(
     };
     let deleted = store.delete(key, &pre).await?;
     tracing::debug!(%key, "last finalizer removed; deleted");
+    if !dry_run {
+        super::services::after_delete(ctx, info, &deleted).await;
+    }
     let mut answer = with_type_meta(info, next);
     if let Some(meta) = answer.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(

@@ -697,10 +697,15 @@ pub(crate) async fn create_owned(
         deletion::admit_create_in(ctx, info, ns, &name).await?;
     }
     let key = object_key(info, namespace, &name)?;
-    let stored = dry_run::store_for(ctx, dry_run)
-        .create(&key, object)
-        .await
-        .map_err(|e| ApiError::from_store(info, &name, e))?;
+    let stored = if dry_run {
+        dry_run::store_for(ctx, true).create(&key, object).await
+    } else {
+        let holding = super::services::before_create(ctx, info, &mut object).await?;
+        let stored = ctx.store.create(&key, object).await;
+        super::services::settle(ctx, holding, stored.is_ok()).await;
+        stored
+    };
+    let stored = stored.map_err(|e| ApiError::from_store(info, &name, e))?;
     Ok((with_type_meta(info, stored), warnings))
 }
 
@@ -992,7 +997,10 @@ where
             );
         }
         let applied_fields = sent["metadata"]["managedFields"].clone();
-        let merged = merge_target(path.info, name, target, &current, sent)?;
+        let mut merged = merge_target(path.info, name, target, &current, sent)?;
+        if target == Target::Main {
+            super::services::carry_over(path.info, &current, &mut merged);
+        }
         let (mut object, _, warnings) = prepare(
             ctx,
             path.info,
@@ -1011,16 +1019,30 @@ where
             &mut object,
             target == Target::Finalize,
         )?;
+        let store = dry_run::store_for(ctx, query.dry_run);
         let result = match outcome {
-            UpdateOutcome::Store => {
-                dry_run::store_for(ctx, query.dry_run)
+            UpdateOutcome::Store if target == Target::Main && !query.dry_run => {
+                let holding =
+                    super::services::before_update(ctx, path.info, &current, &mut object).await?;
+                let result = ctx
+                    .store
                     .update(&key, object, &Preconditions::default())
-                    .await
+                    .await;
+                super::services::settle(ctx, holding, result.is_ok()).await;
+                result
             }
+            UpdateOutcome::Store => store.update(&key, object, &Preconditions::default()).await,
             UpdateOutcome::Delete => {
                 deletion::delete_instead_of_update(
-                    &*dry_run::store_for(ctx, query.dry_run),
-                    path.info, &key, &current, object).await
+                    ctx,
+                    &*store,
+                    query.dry_run,
+                    path.info,
+                    &key,
+                    &current,
+                    object,
+                )
+                .await
             }
         };
         match result {

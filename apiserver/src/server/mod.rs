@@ -18,6 +18,7 @@ pub mod kubeconfig;
 pub mod limits;
 pub mod node_proxy;
 pub mod routes;
+mod services;
 pub mod status;
 pub mod tls;
 pub mod watch;
@@ -43,7 +44,31 @@ pub use kubeconfig::kubeconfig_path;
 pub use status::ApiError;
 pub use tls::TlsError;
 
+use crate::allocation::{AllocationConfig, ConfigError, ServiceAllocator};
 use crate::storage::Store;
+
+/// How often the service allocation repair pass runs after the one at start-up (upstream: 3 min).
+const REPAIR_INTERVAL: Duration = Duration::from_secs(180);
+
+/// Runs the allocation repair pass now and then every [`REPAIR_INTERVAL`] until shutdown.
+async fn repair_loop(ctx: Arc<Ctx>, mut stop: signal::Receiver<bool>) {
+    loop {
+        let net = ctx.services.network();
+        if let Err(error) = crate::allocation::repair::repair(
+            ctx.store.as_ref(),
+            net,
+            crate::allocation::repair::GRACE,
+        )
+        .await
+        {
+            tracing::warn!(%error, "service allocation repair failed; retrying later");
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(REPAIR_INTERVAL) => {}
+        }
+    }
+}
 
 /// Namespaces that exist from the start.
 pub const INITIAL_NAMESPACES: &[&str] =
@@ -73,6 +98,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Concurrent watches one user may hold; more are refused with 429.
     pub max_watches_per_user: usize,
+    /// The service network ClusterIPs come from (node ports: `validation.node_port_range`).
+    pub allocation: AllocationConfig,
 }
 
 impl ServerConfig {
@@ -87,6 +114,7 @@ impl ServerConfig {
             bookmark_interval: Duration::from_secs(60),
             request_timeout: limits::DEFAULT_REQUEST_TIMEOUT,
             max_watches_per_user: limits::DEFAULT_MAX_WATCHES_PER_USER,
+            allocation: AllocationConfig::default(),
         }
     }
 }
@@ -102,6 +130,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ServiceNetwork(#[from] ConfigError),
     #[error("creating namespace {name}: {error}")]
     InitialNamespace { name: String, error: ApiError },
 }
@@ -117,6 +147,8 @@ pub(crate) struct Ctx {
     pub watches: limits::WatchLimiter,
     /// The HTTPS client for pod subresources the kubelet serves.
     pub kubelet: node_proxy::KubeletClient,
+    /// ClusterIP and node-port allocation for Services.
+    pub services: ServiceAllocator,
     /// Flips to `true` when the server shuts down: watches end, connections drain.
     pub shutdown: signal::Receiver<bool>,
 }
@@ -144,6 +176,9 @@ impl ApiServer {
         let admin_token = auth::ensure_admin_token(&config.data_dir)?;
         let authenticator = auth::Authenticator::load(&config.data_dir)?;
         let tls_config = tls::server_config(&pki)?;
+        let network = config
+            .allocation
+            .network(config.validation.node_port_range.clone())?;
 
         let (stop_tx, stop_rx) = signal::channel(false);
         let ctx = Arc::new(Ctx {
@@ -154,9 +189,11 @@ impl ApiServer {
             request_timeout: config.request_timeout,
             watches: limits::WatchLimiter::new(config.max_watches_per_user),
             kubelet: node_proxy::KubeletClient::new(&config.data_dir, &pki.ca_cert_pem)?,
+            services: ServiceAllocator::new(network),
             shutdown: stop_rx.clone(),
         });
         create_initial_namespaces(&ctx).await?;
+        tokio::spawn(repair_loop(ctx.clone(), stop_rx.clone()));
 
         let addr = SocketAddr::new(config.bind_address, config.api_port);
         let listener = TcpListener::bind(addr)

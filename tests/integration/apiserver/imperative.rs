@@ -201,6 +201,17 @@ async fn create_deployment_and_services() -> anyhow::Result<()> {
             _ => "LoadBalancer",
         };
         assert_eq!(svc["spec"]["type"], expected_type);
+        let mut svc = svc;
+        let node_port = svc["spec"]["ports"][0]
+            .as_object_mut()
+            .and_then(|p| p.remove("nodePort"));
+        assert_eq!(
+            node_port
+                .as_ref()
+                .is_some_and(|n| n.as_i64().is_some_and(|n| (30000..=32767).contains(&n))),
+            kind != "clusterip",
+            "{kind}: {node_port:?}"
+        );
         assert_eq!(
             svc["spec"]["ports"],
             json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}])
@@ -333,13 +344,8 @@ async fn protobuf_and_json_bodies_store_the_same_object() -> anyhow::Result<()> 
             "sleep",
             "1",
         ],
-        &[
-            "service",
-            "nodeport",
-            "n",
-            "--tcp=80:8080",
-            "--node-port=30080",
-        ],
+        // Node ports and ClusterIPs are allocated per Service: the two copies differ there.
+        &["service", "nodeport", "n", "--tcp=80:8080"],
         &["service", "clusterip", "h", "--clusterip=None"],
         &[
             "ingress",
@@ -392,6 +398,17 @@ fn normalized(mut object: Value) -> Value {
             "managedFields",
         ] {
             meta.remove(field);
+        }
+    }
+    if let Some(spec) = object["spec"].as_object_mut()
+        && spec.get("clusterIP").and_then(Value::as_str) != Some("None")
+    {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    for port in object["spec"]["ports"].as_array_mut().into_iter().flatten() {
+        if let Some(port) = port.as_object_mut() {
+            port.remove("nodePort");
         }
     }
     object
