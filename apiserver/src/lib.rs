@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod discovery;
+pub mod generation;
 pub mod lifecycle;
 pub mod openapi;
 pub mod patch;
