@@ -7,7 +7,11 @@ use skiff_api::Kind;
 fn tracks_generation(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet | Kind::Ingress | Kind::IngressClass
+        Kind::Deployment
+            | Kind::ReplicaSet
+            | Kind::StatefulSet
+            | Kind::Ingress
+            | Kind::IngressClass
     )
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod owners;
 pub mod resources;
+pub mod workloads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub async fn run_with_metrics(
     tokio::select! {
         () = shutdown => {}
         () = reconciler => {}
+        () = workloads::run(client.clone()) => {}
     }
     informers.abort_all();
     while informers.join_next().await.is_some() {}
