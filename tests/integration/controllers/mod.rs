@@ -1,0 +1,3 @@
+//! skiff-controller's reconcilers against an in-process API server (real storage, real HTTPS).
+
+mod workloads;
