@@ -247,10 +247,13 @@ impl Pass<'_> {
                 .and_then(|a| a.get(REVISION));
             if current != Some(&rev) {
                 let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
+                // Keep the conditions this pass set but has not written yet.
+                let status = self.d.status.take();
                 self.d = self
                     .d_api()
                     .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await?;
+                self.d.status = status;
             }
         }
         Ok(index)

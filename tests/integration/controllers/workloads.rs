@@ -157,10 +157,19 @@ async fn replicaset_creates_adopts_scales_down_and_reports_status() -> anyhow::R
         "{reasons:?}"
     );
 
-    // Scale down through the scale subresource: newest ready pods go first.
+    // Scale down through the scale subresource: the pods ready for the shortest time go first.
+    // Distinct ready times (the API keeps seconds) make the expected survivor unambiguous.
     let before = pod_api.list(&ListParams::default()).await?.items;
-    let mut owned: Vec<&Pod> = pods_of(&before, &uid);
-    owned.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    let owned: Vec<&Pod> = pods_of(&before, &uid);
+    for (day, p) in owned.iter().enumerate() {
+        let since = format!("2020-01-0{}T00:00:00Z", day + 1);
+        let status = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": since}]}});
+        let name = p.metadata.name.clone().unwrap_or_default();
+        pod_api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
+    }
     let oldest = owned[0].metadata.name.clone().unwrap_or_default();
     kubectl(
         ts.server.kubeconfig_path(),
@@ -173,7 +182,7 @@ async fn replicaset_creates_adopts_scales_down_and_reports_status() -> anyhow::R
     .await?;
     assert!(
         pod_api.get_opt(&oldest).await?.is_some(),
-        "the oldest ready pod stays"
+        "the pod ready the longest stays"
     );
     eventually("status says 1 replica for generation 2", || async {
         let rs = rs_api.get("web").await?;
@@ -419,7 +428,6 @@ async fn rollout_survives_a_controller_restart_and_recreate_and_deadline_work() 
     let client = ts.client().await?;
     let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
-    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut controllers = start_controllers(client.clone());
 
     // maxSurge 1, maxUnavailable 0, and no kubelet yet: the new ReplicaSet surges by one pod
