@@ -139,6 +139,7 @@ pub fn now_time() -> Time {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -155,6 +155,7 @@ pub fn copied_annotations(d: &Deployment) -> impl Iterator<Item = (&String, &Str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -108,7 +108,7 @@ async fn replicaset_creates_adopts_scales_down_and_reports_status() -> anyhow::R
     for p in pods_of(&pods, &uid) {
         assert!(p.metadata.name.as_deref().unwrap_or("").starts_with("web-"));
         assert_eq!(p.metadata.generate_name.as_deref(), Some("web-"));
-        let r = &p.metadata.owner_references.as_ref().unwrap()[0];
+        let r = &p.metadata.owner_references.clone().unwrap_or_default()[0];
         assert_eq!(
             (r.kind.as_str(), r.name.as_str(), r.block_owner_deletion),
             ("ReplicaSet", "web", Some(true))
@@ -136,26 +136,23 @@ async fn replicaset_creates_adopts_scales_down_and_reports_status() -> anyhow::R
     )
     .await?;
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some("web"))
-        .filter_map(|e| Some(format!("{} {}", e.reason.clone()?, e.message.clone()?)))
-        .collect();
-    assert!(
-        reasons
+    eventually("SuccessfulCreate and SuccessfulDelete events", || async {
+        let reasons: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
             .iter()
-            .any(|r| r == "SuccessfulDelete Deleted pod: stray"),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons
+            .filter(|e| e.involved_object.name.as_deref() == Some("web"))
+            .filter_map(|e| Some(format!("{} {}", e.reason.clone()?, e.message.clone()?)))
+            .collect();
+        Ok(reasons
             .iter()
-            .any(|r| r.starts_with("SuccessfulCreate Created pod: web-")),
-        "{reasons:?}"
-    );
+            .any(|r| r == "SuccessfulDelete Deleted pod: stray")
+            && reasons
+                .iter()
+                .any(|r| r.starts_with("SuccessfulCreate Created pod: web-")))
+    })
+    .await?;
 
     // Scale down through the scale subresource: the pods ready for the shortest time go first.
     // Distinct ready times (the API keeps seconds) make the expected survivor unambiguous.
