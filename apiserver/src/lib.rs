@@ -3,6 +3,7 @@
 pub mod allocation;
 pub mod apply;
 pub mod discovery;
+pub mod generation;
 pub mod lifecycle;
 pub mod openapi;
 pub mod patch;

@@ -373,6 +373,7 @@ pub fn prepare_create(kind: Kind, object: &mut Value) {
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
     }
+    crate::generation::on_create(kind, object);
     if kind == Kind::Namespace {
         let mut list = namespace_finalizers(object);
         if !list.iter().any(|f| f == FINALIZER_KUBERNETES) {
@@ -408,6 +409,7 @@ pub fn check_update(
     next: &mut Value,
     finalize: bool,
 ) -> Result<UpdateOutcome, FieldErrors> {
+    crate::generation::on_update(kind, current, next);
     let mut errors = Vec::new();
     let current_ts = current["metadata"]["deletionTimestamp"].clone();
     let current_grace = current["metadata"]["deletionGracePeriodSeconds"].clone();

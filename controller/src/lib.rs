@@ -1,6 +1,7 @@
 //! The controller manager and scheduler: reconcilers that turn desired state in API objects into actual state.
 //!
-//! Today: the namespace controller and the garbage collector. They are API clients like any
+//! Today: the namespace controller, the garbage collector and (in [`workloads`], with its own
+//! reflectors) the Deployment and ReplicaSet controllers. They are API clients like any
 //! other (kube-rs): one informer per served kind fills a metadata [`cache::Cache`]; one loop
 //! wakes on every change (and on a periodic resync) and runs idempotent reconcilers over a
 //! snapshot of it.
@@ -14,6 +15,7 @@ pub mod namespace;
 pub mod owners;
 pub mod resources;
 pub mod service_lb;
+pub mod workloads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,6 +85,7 @@ pub async fn run_with_config(
         () = shutdown => {}
         () = reconciler => {}
         () = load_balancer => {}
+        () = workloads::run(client.clone()) => {}
     }
     informers.abort_all();
     while informers.join_next().await.is_some() {}

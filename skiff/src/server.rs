@@ -61,8 +61,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
     ));
     tracing::warn!(
-        "this build runs the API server, the namespace controller and the garbage collector: \
-         the other controllers, scheduler, kubelet, service proxy, DNS and ingress are not \
+        "this build runs the API server, the namespace, garbage-collector, deployment and \
+         replicaset controllers: the other controllers, scheduler, kubelet, service proxy, DNS and ingress are not \
          implemented yet"
     );
     tracing::info!(

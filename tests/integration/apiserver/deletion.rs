@@ -449,7 +449,7 @@ async fn foreground_cascade_through_deployment_replicaset_and_pod() -> anyhow::R
     let deploy = deploys.create(&pp, &deploy).await?;
     let rs: ReplicaSet = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": "web-1", "ownerReferences": [
+        "metadata": {"name": "web-1", "labels": {"app": "web"}, "ownerReferences": [
             owner_ref("Deployment", "apps/v1", "web", &uid_of(&deploy), true)]},
         "spec": {"replicas": 1, "selector": selector, "template": pod_template()},
     }))?;

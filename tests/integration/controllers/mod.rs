@@ -1,3 +1,4 @@
-//! Reconcilers against an in-process API server (real storage, real HTTPS).
+//! skiff-controller's reconcilers against an in-process API server (real storage, real HTTPS).
 
 mod services;
+mod workloads;
