@@ -6,12 +6,15 @@
 //! snapshot of it.
 
 pub mod cache;
+pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod metrics;
 pub mod namespace;
 pub mod owners;
+pub mod podutil;
 pub mod resources;
+pub mod statefulset;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +47,9 @@ pub async fn run_with_metrics(
     for kind in Kind::all() {
         informers.spawn(cache::run_informer(client.clone(), kind, cache.clone()));
     }
+    // kube-runtime controllers: they own their watches and stores.
+    informers.spawn(statefulset::run(client.clone()));
+    informers.spawn(endpoints::run(client.clone()));
     tracing::info!("namespace controller and garbage collector started");
     let reconciler = async {
         loop {
