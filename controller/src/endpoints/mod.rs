@@ -33,7 +33,7 @@ pub const COMPONENT: &str = "endpointslice-controller";
 
 const RETRY: Duration = Duration::from_secs(1);
 /// After a conflict or a store that has not caught up: soon, the next event usually comes first.
-const SOON: Duration = Duration::from_millis(100);
+const SOON: Duration = Duration::from_millis(20);
 const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
