@@ -8,13 +8,16 @@
 
 pub mod cache;
 pub mod config;
+pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod metrics;
 pub mod namespace;
 pub mod owners;
+pub mod podutil;
 pub mod resources;
 pub mod service_lb;
+pub mod statefulset;
 pub mod workloads;
 
 use std::future::Future;
@@ -66,7 +69,14 @@ pub async fn run_with_config(
     for kind in Kind::all() {
         informers.spawn(cache::run_informer(client.clone(), kind, cache.clone()));
     }
-    tracing::info!("namespace controller and garbage collector started");
+    // kube-runtime controllers: they own their watches and stores.
+    informers.spawn(statefulset::run(client.clone()));
+    informers.spawn(endpoints::run(client.clone()));
+    // kube-runtime controllers: they own their watches and stores.
+    // kube-runtime controllers: they own their watches and stores.
+    informers.spawn(statefulset::run(client.clone()));
+    informers.spawn(endpoints::run(client.clone()));
+    tracing::info!("controllers started");
     let reconciler = async {
         loop {
             tokio::select! {
