@@ -70,9 +70,6 @@ pub async fn run_with_config(
         informers.spawn(cache::run_informer(client.clone(), kind, cache.clone()));
     }
     // kube-runtime controllers: they own their watches and stores.
-    informers.spawn(statefulset::run(client.clone()));
-    informers.spawn(endpoints::run(client.clone()));
-    // kube-runtime controllers: they own their watches and stores.
     // kube-runtime controllers: they own their watches and stores.
     informers.spawn(statefulset::run(client.clone()));
     informers.spawn(endpoints::run(client.clone()));
