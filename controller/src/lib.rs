@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod owners;
 pub mod resources;
+pub mod scheduler;
 
 use std::future::Future;
 use std::sync::Arc;
