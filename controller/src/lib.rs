@@ -10,6 +10,7 @@ pub mod events;
 pub mod garbage_collector;
 pub mod metrics;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod owners;
 pub mod resources;
 pub mod scheduler;
@@ -28,8 +29,15 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// After a change, wait this long for the rest of a burst before reconciling.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
-/// Runs the namespace controller and the garbage collector against `client` until `shutdown`
-/// resolves. Never fails: API errors are logged and retried.
+/// What the controllers need to know about the cluster (from the command line).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Node heartbeat grace and monitor period.
+    pub node_lifecycle: node_lifecycle::Config,
+}
+
+/// Runs the controllers and the scheduler against `client` until `shutdown` resolves. Never
+/// fails: API errors are logged and retried.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()>) {
     run_with_metrics(client, Arc::new(Metrics::default()), shutdown).await;
 }
@@ -37,6 +45,16 @@ pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()>) {
 /// [`run`], counting into `metrics` (for a caller that serves them).
 pub async fn run_with_metrics(
     client: kube::Client,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_with_config(client, Config::default(), metrics, shutdown).await;
+}
+
+/// [`run_with_metrics`] with an explicit [`Config`].
+pub async fn run_with_config(
+    client: kube::Client,
+    config: Config,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -60,9 +78,15 @@ pub async fn run_with_metrics(
             garbage_collector::reconcile(&client, &snapshot, &metrics).await;
         }
     };
+    // The scheduler and the node controller: kube-runtime controllers with their own watches.
+    let scheduling = futures::future::join(
+        scheduler::run(client.clone()),
+        node_lifecycle::run(client.clone(), config.node_lifecycle),
+    );
     tokio::select! {
         () = shutdown => {}
         () = reconciler => {}
+        _ = scheduling => {}
     }
     informers.abort_all();
     while informers.join_next().await.is_some() {}
