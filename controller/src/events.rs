@@ -108,7 +108,9 @@ impl Recorder {
         let object_name = reference.name.clone().unwrap_or_default();
         Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{object_name}.")),
+                // client-go's name: `<object>.<unix nanos in hex>` (a `generateName` ending in
+                // `.` is not a valid name prefix).
+                name: Some(format!("{object_name}.{:x}", now.as_nanosecond())),
                 namespace: reference.namespace.clone(),
                 ..ObjectMeta::default()
             },
