@@ -51,6 +51,7 @@ pub fn default_toleration_seconds(pod: &mut Pod) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

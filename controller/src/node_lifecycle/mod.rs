@@ -129,12 +129,19 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             .as_ref()
             .and_then(|l| l.metadata.resource_version.clone())
             .unwrap_or_default(),
-        ready.and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0)
+        ready
+            .and_then(|c| c.last_heartbeat_time.as_ref())
+            .map(|t| t.0)
     );
     let age = {
-        let mut beats = ctx.heartbeats.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut beats = ctx
+            .heartbeats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let entry = beats.entry(name.clone()).or_insert_with(|| (heartbeat.clone(), now));
+        let entry = beats
+            .entry(name.clone())
+            .or_insert_with(|| (heartbeat.clone(), now));
         if entry.0 != heartbeat {
             *entry = (heartbeat, now);
         }
@@ -180,7 +187,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let next_eviction = evict(&ctx, &name, &node_taints, now).await?;
     let mut requeue = ctx.config.monitor_period;
     if !stale {
-        requeue = requeue.min(ctx.config.grace_period.saturating_sub(age) + Duration::from_millis(50));
+        requeue =
+            requeue.min(ctx.config.grace_period.saturating_sub(age) + Duration::from_millis(50));
     }
     if let Some(at) = next_eviction {
         let wait = at.duration_since(now).unsigned_abs();
@@ -243,7 +251,9 @@ async fn evict(
         {
             continue;
         }
-        let tolerations = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
+        let tolerations = spec
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or_default();
         let Some(at) = taints::eviction_time(node_taints, tolerations) else {
             continue;
         };
@@ -251,8 +261,10 @@ async fn evict(
             next = Some(next.map_or(at, |n| n.min(at)));
             continue;
         }
-        let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref())
-        else {
+        let (Some(ns), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) else {
             continue;
         };
         ctx.recorder

@@ -77,6 +77,7 @@ pub fn eviction_time(taints: &[Taint], tolerations: &[Toleration]) -> Option<jif
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -88,13 +89,24 @@ mod tests {
     #[test]
     fn stale_nodes_get_unreachable_taints_and_lose_them_on_recovery() {
         let now = ts("2025-01-01T00:00:00Z");
-        let other: Taint = serde_json::from_value(json!({"key": "k", "effect": "NoSchedule"})).unwrap();
+        let other: Taint =
+            serde_json::from_value(json!({"key": "k", "effect": "NoSchedule"})).unwrap();
         let tainted = desired_taints(std::slice::from_ref(&other), true, false, now).unwrap();
         assert_eq!(tainted.len(), 3);
-        assert!(tainted.iter().any(|t| t.key == TAINT_UNREACHABLE && t.effect == "NoExecute"));
+        assert!(
+            tainted
+                .iter()
+                .any(|t| t.key == TAINT_UNREACHABLE && t.effect == "NoExecute")
+        );
         // Idempotent: nothing to change the next time round, timeAdded kept.
-        assert_eq!(desired_taints(&tainted, true, false, ts("2025-01-01T00:01:00Z")), None);
-        assert_eq!(desired_taints(&tainted, false, false, now), Some(vec![other.clone()]));
+        assert_eq!(
+            desired_taints(&tainted, true, false, ts("2025-01-01T00:01:00Z")),
+            None
+        );
+        assert_eq!(
+            desired_taints(&tainted, false, false, now),
+            Some(vec![other.clone()])
+        );
         let not_ready = desired_taints(&tainted, false, true, now).unwrap();
         assert!(not_ready.iter().any(|t| t.key == TAINT_NOT_READY));
         assert!(!not_ready.iter().any(|t| t.key == TAINT_UNREACHABLE));
@@ -105,17 +117,24 @@ mod tests {
         let taints: Vec<Taint> = serde_json::from_value(json!([
             {"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": "2025-01-01T00:00:00Z"},
             {"key": TAINT_UNREACHABLE, "effect": "NoSchedule", "timeAdded": "2025-01-01T00:00:00Z"}
-        ])).unwrap();
+        ]))
+        .unwrap();
         let tol = |v: serde_json::Value| -> Vec<Toleration> { serde_json::from_value(v).unwrap() };
         assert_eq!(eviction_time(&taints, &[]), Some(jiff::Timestamp::MIN));
         assert_eq!(
-            eviction_time(&taints, &tol(json!([
-                {"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-                {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
-            ]))),
+            eviction_time(
+                &taints,
+                &tol(json!([
+                    {"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                    {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+                ]))
+            ),
             Some(ts("2025-01-01T00:00:05Z"))
         );
-        assert_eq!(eviction_time(&taints, &tol(json!([{"operator": "Exists"}]))), None);
+        assert_eq!(
+            eviction_time(&taints, &tol(json!([{"operator": "Exists"}]))),
+            None
+        );
         assert_eq!(eviction_time(&taints[1..], &[]), None);
     }
 }

@@ -159,7 +159,11 @@ fn filter(node: &NodeFacts, usage: &Usage, pod: &PodView<'_>) -> Result<(), Reje
     // NodeUnschedulable
     if node.unschedulable {
         let taint = implicit_taint("node.kubernetes.io/unschedulable", "NoSchedule");
-        if !pod.tolerations.iter().any(|t| node_match::tolerates(t, &taint)) {
+        if !pod
+            .tolerations
+            .iter()
+            .any(|t| node_match::tolerates(t, &taint))
+        {
             return Err(Rejection::unresolvable("node(s) were unschedulable"));
         }
     }
@@ -168,12 +172,18 @@ fn filter(node: &NodeFacts, usage: &Usage, pod: &PodView<'_>) -> Result<(), Reje
     let mut taints = node.taints.clone();
     match node.ready {
         Readiness::True => {}
-        Readiness::False => taints.push(implicit_taint("node.kubernetes.io/not-ready", "NoSchedule")),
+        Readiness::False => {
+            taints.push(implicit_taint("node.kubernetes.io/not-ready", "NoSchedule"))
+        }
         Readiness::Unknown => {
-            taints.push(implicit_taint("node.kubernetes.io/unreachable", "NoSchedule"));
+            taints.push(implicit_taint(
+                "node.kubernetes.io/unreachable",
+                "NoSchedule",
+            ));
         }
     }
-    if let Some(t) = node_match::untolerated(&taints, pod.tolerations, &["NoSchedule", "NoExecute"]) {
+    if let Some(t) = node_match::untolerated(&taints, pod.tolerations, &["NoSchedule", "NoExecute"])
+    {
         return Err(Rejection::unresolvable(format!(
             "node(s) had untolerated taint {{{}: {}}}",
             t.key,
@@ -191,7 +201,10 @@ fn filter(node: &NodeFacts, usage: &Usage, pod: &PodView<'_>) -> Result<(), Reje
     let required_ok = spec
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_none_or(|r| node_match::terms_match(&r.node_selector_terms, facts));
     if !selector_ok || !required_ok {
         return Err(Rejection::unresolvable(
@@ -283,7 +296,10 @@ fn preferred_affinity(node: &NodeFacts, pod: &PodView<'_>) -> i64 {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .into_iter()
         .flatten()
         .filter(|t| node_match::term_matches(&t.preference, facts))
@@ -292,6 +308,7 @@ fn preferred_affinity(node: &NodeFacts, pod: &PodView<'_>) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Node;
@@ -345,36 +362,61 @@ mod tests {
     fn the_message_counts_reasons_per_node_like_upstream() {
         let s = snapshot(&[
             node("a", "100m", json!({})),
-            node("b", "4", json!({"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}})),
-            node("c", "4", json!({"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoExecute"}]}})),
+            node(
+                "b",
+                "4",
+                json!({"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}}),
+            ),
+            node(
+                "c",
+                "4",
+                json!({"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoExecute"}]}}),
+            ),
         ]);
         assert_eq!(
             run(&s, &pod(json!({}))),
-            Err("0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint \
+            Err(
+                "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint \
                  {k: v}. preemption: 0/3 nodes are available: 1 No preemption victims found for \
                  incoming pod, 2 Preemption is not helpful for scheduling."
-                .to_owned())
+                    .to_owned()
+            )
         );
         let tolerating = pod(json!({"tolerations": [{"key": "k", "operator": "Exists"}]}));
         assert_eq!(run(&s, &tolerating), Ok("b".to_owned()));
-        assert_eq!(run(&Snapshot::default(), &tolerating), Err("no nodes available to schedule pods".into()));
+        assert_eq!(
+            run(&Snapshot::default(), &tolerating),
+            Err("no nodes available to schedule pods".into())
+        );
     }
 
     #[test]
     fn each_filter_names_its_reason() {
         let s = snapshot(&[
             node("unsched", "4", json!({"spec": {"unschedulable": true}})),
-            node("notready", "4", json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
-            node("small", "4", json!({"status": {"allocatable": {"memory": "1Mi", "pods": "0"}}})),
+            node(
+                "notready",
+                "4",
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            ),
+            node(
+                "small",
+                "4",
+                json!({"status": {"allocatable": {"memory": "1Mi", "pods": "0"}}}),
+            ),
         ]);
-        let p = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"memory": "1Gi"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"memory": "1Gi"}}}]}),
+        );
         assert_eq!(
             run(&s, &p),
-            Err("0/3 nodes are available: 1 Insufficient memory, 1 Too many pods, 1 node(s) had \
+            Err(
+                "0/3 nodes are available: 1 Insufficient memory, 1 Too many pods, 1 node(s) had \
                  untolerated taint {node.kubernetes.io/not-ready: }, 1 node(s) were \
                  unschedulable. preemption: 0/3 nodes are available: 1 No preemption victims \
                  found for incoming pod, 2 Preemption is not helpful for scheduling."
-                .to_owned())
+                    .to_owned()
+            )
         );
     }
 
@@ -384,7 +426,10 @@ mod tests {
             node("a", "4", json!({"metadata": {"labels": {"disk": "ssd"}}})),
             node("b", "4", json!({"metadata": {"labels": {"disk": "hdd"}}})),
         ]);
-        assert_eq!(run(&s, &pod(json!({"nodeSelector": {"disk": "hdd"}}))), Ok("b".into()));
+        assert_eq!(
+            run(&s, &pod(json!({"nodeSelector": {"disk": "hdd"}}))),
+            Ok("b".into())
+        );
         let required = pod(json!({"affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]}]}}}}));
@@ -393,7 +438,9 @@ mod tests {
             "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10, "preference":
                 {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["hdd"]}]}}]}}}));
         assert_eq!(run(&s, &preferred), Ok("b".into()));
-        let ported = pod(json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]}));
+        let ported = pod(
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]}),
+        );
         let d = PodDemand::of(&ported);
         s.assume("x", "a", d.clone());
         s.assume("y", "b", d);
@@ -403,7 +450,8 @@ mod tests {
     #[test]
     fn least_allocated_and_owner_spreading() {
         let mut s = snapshot(&[node("a", "4", json!({})), node("b", "4", json!({}))]);
-        let busy = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}));
+        let busy =
+            pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}));
         s.assume("busy", "a", PodDemand::of(&busy));
         assert_eq!(run(&s, &pod(json!({}))), Ok("b".into()));
 

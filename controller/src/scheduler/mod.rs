@@ -13,17 +13,18 @@ pub mod requests;
 pub mod snapshot;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::channel::mpsc;
 use futures::StreamExt;
+use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -58,6 +59,8 @@ struct Ctx {
     unschedulable: Mutex<HashSet<ObjectRef<Pod>>>,
     retry: mpsc::Sender<()>,
     recorder: Recorder,
+    /// The server answered 404 for `pods/binding` on a live pod: patch `spec.nodeName` directly.
+    no_binding: AtomicBool,
 }
 
 impl Ctx {
@@ -89,6 +92,7 @@ pub async fn run(client: kube::Client) {
         unschedulable: Mutex::new(HashSet::new()),
         retry,
         recorder: Recorder::new(client.clone(), SCHEDULER_NAME),
+        no_binding: AtomicBool::new(false),
     });
     let (nodes_ready, nodes_listed) = oneshot::channel();
     let (pods_ready, pods_listed) = oneshot::channel();
@@ -160,9 +164,9 @@ async fn feed_bound_pods(api: Api<Pod>, ctx: Arc<Ctx>, ready: oneshot::Sender<()
                 Event::Apply(p) | Event::InitApply(p) => {
                     s.apply_pod(p);
                     // A pod that finished frees its node.
-                    p.status
-                        .as_ref()
-                        .is_some_and(|st| matches!(st.phase.as_deref(), Some("Succeeded" | "Failed")))
+                    p.status.as_ref().is_some_and(|st| {
+                        matches!(st.phase.as_deref(), Some("Succeeded" | "Failed"))
+                    })
                 }
                 Event::Delete(p) => {
                     s.delete_pod(p);
@@ -232,7 +236,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Ok(node) => {
             ctx.unschedulable().remove(&reference);
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-            if let Err(source) = bind(&api, &pod, name, &node).await {
+            if let Err(source) = bind(&ctx, &api, &pod, name, &node).await {
                 ctx.snapshot().forget(uid);
                 if matches!(&source, kube::Error::Api(s) if s.code == 409 || s.code == 404) {
                     // Bound by someone else, or deleted: the watch brings the news.
@@ -264,7 +268,13 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
 /// POST `pods/binding`; where the server does not serve it (404 for the subresource on a live
 /// pod), set `spec.nodeName` by a patch instead.
-async fn bind(api: &Api<Pod>, pod: &Pod, name: &str, node: &str) -> Result<(), kube::Error> {
+async fn bind(
+    ctx: &Ctx,
+    api: &Api<Pod>,
+    pod: &Pod,
+    name: &str,
+    node: &str,
+) -> Result<(), kube::Error> {
     let binding = Binding {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(name.to_owned()),
@@ -279,6 +289,18 @@ async fn bind(api: &Api<Pod>, pod: &Pod, name: &str, node: &str) -> Result<(), k
             ..ObjectReference::default()
         },
     };
+    let patch_node_name = || async {
+        let patch = json!({
+            "metadata": {"uid": pod.metadata.uid},
+            "spec": {"nodeName": node}
+        });
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    };
+    if ctx.no_binding.load(Ordering::Relaxed) {
+        return patch_node_name().await;
+    }
     let body = serde_json::to_vec(&binding).map_err(kube::Error::SerdeError)?;
     match api
         .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &body)
@@ -286,13 +308,13 @@ async fn bind(api: &Api<Pod>, pod: &Pod, name: &str, node: &str) -> Result<(), k
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
-            let patch = json!({
-                "metadata": {"uid": pod.metadata.uid},
-                "spec": {"nodeName": node}
-            });
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
+            let patched = patch_node_name().await;
+            if patched.is_ok() {
+                // The pod exists, so the 404 was the subresource: remember that.
+                tracing::info!("the API server does not serve pods/binding: setting spec.nodeName");
+                ctx.no_binding.store(true, Ordering::Relaxed);
+            }
+            patched
         }
         Err(e) => Err(e),
     }

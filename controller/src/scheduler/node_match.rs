@@ -54,7 +54,11 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
             let Some(bound) = number(bound) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -62,7 +66,10 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
 
 /// `Toleration.ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = t.key.as_deref().unwrap_or("");
@@ -89,6 +96,7 @@ pub fn untolerated<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
@@ -99,20 +107,38 @@ mod tests {
 
     #[test]
     fn expressions_and_fields() {
-        let labels: BTreeMap<String, String> =
-            [("zone".to_owned(), "a".to_owned()), ("gen".to_owned(), "5".to_owned())].into();
-        let node = NodeFacts { name: "n1", labels: &labels };
+        let labels: BTreeMap<String, String> = [
+            ("zone".to_owned(), "a".to_owned()),
+            ("gen".to_owned(), "5".to_owned()),
+        ]
+        .into();
+        let node = NodeFacts {
+            name: "n1",
+            labels: &labels,
+        };
         let term = |v: Value| -> NodeSelectorTerm { from(v) };
-        assert!(term_matches(&term(json!({"matchExpressions": [
+        assert!(term_matches(
+            &term(json!({"matchExpressions": [
             {"key": "zone", "operator": "In", "values": ["a", "b"]},
             {"key": "gen", "operator": "Gt", "values": ["4"]},
-            {"key": "gpu", "operator": "DoesNotExist"}]})), node));
-        assert!(!term_matches(&term(json!({"matchExpressions": [
-            {"key": "zone", "operator": "NotIn", "values": ["a"]}]})), node));
-        assert!(term_matches(&term(json!({"matchFields": [
-            {"key": "metadata.name", "operator": "In", "values": ["n1"]}]})), node));
-        assert!(!term_matches(&term(json!({"matchFields": [
-            {"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]})), node));
+            {"key": "gpu", "operator": "DoesNotExist"}]})),
+            node
+        ));
+        assert!(!term_matches(
+            &term(json!({"matchExpressions": [
+            {"key": "zone", "operator": "NotIn", "values": ["a"]}]})),
+            node
+        ));
+        assert!(term_matches(
+            &term(json!({"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": ["n1"]}]})),
+            node
+        ));
+        assert!(!term_matches(
+            &term(json!({"matchFields": [
+            {"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]})),
+            node
+        ));
         assert!(!term_matches(&term(json!({})), node));
         assert!(!terms_match(&[], node));
     }
@@ -122,10 +148,16 @@ mod tests {
         let taint: Taint = from(json!({"key": "k", "value": "v", "effect": "NoSchedule"}));
         let tol = |v: Value| -> Toleration { from(v) };
         assert!(tolerates(&tol(json!({"key": "k", "value": "v"})), &taint));
-        assert!(tolerates(&tol(json!({"key": "k", "operator": "Exists", "effect": "NoSchedule"})), &taint));
+        assert!(tolerates(
+            &tol(json!({"key": "k", "operator": "Exists", "effect": "NoSchedule"})),
+            &taint
+        ));
         assert!(tolerates(&tol(json!({"operator": "Exists"})), &taint));
         assert!(!tolerates(&tol(json!({"key": "k", "value": "w"})), &taint));
-        assert!(!tolerates(&tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})), &taint));
+        assert!(!tolerates(
+            &tol(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})),
+            &taint
+        ));
         let prefer: Taint = from(json!({"key": "p", "effect": "PreferNoSchedule"}));
         let taints = [prefer, taint];
         assert_eq!(

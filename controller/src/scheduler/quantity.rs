@@ -77,6 +77,7 @@ pub fn parse_units(text: &str) -> Option<i128> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

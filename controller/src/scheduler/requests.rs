@@ -182,6 +182,7 @@ fn container(c: &Container, nonzero: bool) -> Resources {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -216,14 +217,21 @@ mod tests {
             {"containerPort": 53, "hostPort": 53, "protocol": "UDP", "hostIP": "127.0.0.1"},
             {"containerPort": 90}
         ]}]}));
-        p.metadata.owner_references = Some(vec![serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1",
-            "controller": true
-        })).unwrap()]);
+        p.metadata.owner_references = Some(vec![
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1",
+                "controller": true
+            }))
+            .unwrap(),
+        ]);
         let d = PodDemand::of(&p);
         assert_eq!(d.host_ports.len(), 2);
         assert_eq!(d.owner.as_deref(), Some("u1"));
-        let any = HostPort { ip: String::new(), protocol: "UDP".into(), port: 53 };
+        let any = HostPort {
+            ip: String::new(),
+            protocol: "UDP".into(),
+            port: 53,
+        };
         assert!(d.host_ports[1].conflicts(&any));
         assert!(!d.host_ports[0].conflicts(&any));
     }

@@ -112,7 +112,12 @@ pub struct Snapshot {
 /// Whether a pod occupies its node: bound and not finished.
 fn placement(pod: &Pod) -> Option<(&str, &str)> {
     let uid = pod.metadata.uid.as_deref()?;
-    let node = pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())?;
+    let node = pod
+        .spec
+        .as_ref()?
+        .node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())?;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return None;
@@ -244,6 +249,7 @@ fn finished(pod: &Pod) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -269,7 +275,10 @@ mod tests {
         assert_eq!(s.usage("n1").map(|u| u.requested.milli_cpu), Some(300));
         s.apply_pod(&pod("b", Some("n1"), "200m"));
         s.delete_pod(&pod("a", Some("n1"), "100m"));
-        assert_eq!(s.usage("n1").map(|u| (u.requested.milli_cpu, u.pods)), Some((200, 1)));
+        assert_eq!(
+            s.usage("n1").map(|u| (u.requested.milli_cpu, u.pods)),
+            Some((200, 1))
+        );
         s.assume("c", "n2", PodDemand::of(&pod("c", None, "1")));
         s.forget("c");
         assert_eq!(s.usage("n2").map(|u| u.pods), Some(0));

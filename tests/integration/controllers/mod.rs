@@ -126,8 +126,7 @@ pub async fn events_for(
         .items
         .into_iter()
         .filter(|e| {
-            e.involved_object.name.as_deref() == Some(object)
-                && e.reason.as_deref() == Some(reason)
+            e.involved_object.name.as_deref() == Some(object) && e.reason.as_deref() == Some(reason)
         })
         .collect())
 }

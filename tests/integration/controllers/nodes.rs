@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::{bound_node, eventually, events_for, pod, register_node, set_node_status};
+use super::{bound_node, events_for, eventually, pod, register_node, set_node_status};
 use crate::apiserver::TestServer;
 
 const GRACE: Duration = Duration::from_secs(2);
@@ -18,7 +18,11 @@ async fn renew(leases: &Api<Lease>, node: &str) -> anyhow::Result<()> {
         "metadata": {"name": node},
         "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now}});
     leases
-        .patch(node, &PatchParams::apply("kubelet").force(), &Patch::Apply(&lease))
+        .patch(
+            node,
+            &PatchParams::apply("kubelet").force(),
+            &Patch::Apply(&lease),
+        )
         .await?;
     Ok(())
 }
@@ -54,7 +58,8 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_it_recovers() -> anyhow::
     let client = ts.client().await?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if namespaces.get_opt("kube-node-lease").await?.is_none() {
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "kube-node-lease"}}))?;
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "kube-node-lease"}}))?;
         namespaces.create(&PostParams::default(), &ns).await?;
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
@@ -84,13 +89,24 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_it_recovers() -> anyhow::
     let short = json!({"tolerations": [{"key": "node.kubernetes.io/unreachable",
         "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1}]});
     let forever = json!({"tolerations": [{"operator": "Exists"}]});
-    pods.create(&PostParams::default(), &pod("short", on_lost(short))?).await?;
-    pods.create(&PostParams::default(), &pod("default", on_lost(json!({})))?).await?;
-    pods.create(&PostParams::default(), &pod("forever", on_lost(forever))?).await?;
+    pods.create(&PostParams::default(), &pod("short", on_lost(short))?)
+        .await?;
+    pods.create(&PostParams::default(), &pod("default", on_lost(json!({})))?)
+        .await?;
+    pods.create(&PostParams::default(), &pod("forever", on_lost(forever))?)
+        .await?;
 
     // DefaultTolerationSeconds: 300 s for not-ready and unreachable, added on create.
-    let defaulted = pods.get("default").await?.spec.and_then(|s| s.tolerations).unwrap_or_default();
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    let defaulted = pods
+        .get("default")
+        .await?
+        .spec
+        .and_then(|s| s.tolerations)
+        .unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         assert!(
             defaulted.iter().any(|t| t.key.as_deref() == Some(key)
                 && t.effect.as_deref() == Some("NoExecute")
@@ -102,29 +118,43 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_it_recovers() -> anyhow::
     // `lost` goes Unknown and gets both unreachable taints; `alive` stays as it is.
     let lost = eventually("lost is Ready=Unknown and tainted", || async {
         let n = nodes.get("lost").await?;
-        let done = ready_status(&n).as_deref() == Some("Unknown") && unreachable_taints(&n).len() == 2;
+        let done =
+            ready_status(&n).as_deref() == Some("Unknown") && unreachable_taints(&n).len() == 2;
         Ok(done.then_some(n))
     })
     .await?;
     let mut effects = unreachable_taints(&lost);
     effects.sort();
     assert_eq!(effects, ["NoExecute", "NoSchedule"]);
-    let reason = lost.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| {
-        cs.iter().find(|c| c.type_ == "Ready").and_then(|c| c.reason.clone())
-    });
+    let reason = lost
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Ready")
+                .and_then(|c| c.reason.clone())
+        });
     assert_eq!(reason.as_deref(), Some("NodeStatusUnknown"));
     let alive = nodes.get("alive").await?;
     assert_eq!(ready_status(&alive).as_deref(), Some("True"));
     assert!(unreachable_taints(&alive).is_empty());
     let not_ready = eventually("a NodeNotReady event", || async {
-        Ok(events_for(&client, "default", "lost", "NodeNotReady").await?.pop())
+        Ok(events_for(&client, "default", "lost", "NodeNotReady")
+            .await?
+            .pop())
     })
     .await?;
-    assert_eq!(not_ready.message.as_deref(), Some("Node lost status is now: NodeNotReady"));
+    assert_eq!(
+        not_ready.message.as_deref(),
+        Some("Node lost status is now: NodeNotReady")
+    );
 
     // The pod tolerating 1 s is evicted; the 300 s and forever ones stay.
-    eventually("short is evicted", || async { Ok(pods.get_opt("short").await?.is_none().then_some(())) })
-        .await?;
+    eventually("short is evicted", || async {
+        Ok(pods.get_opt("short").await?.is_none().then_some(()))
+    })
+    .await?;
     let evicted = events_for(&client, "default", "short", "TaintManagerEviction").await?;
     assert_eq!(
         evicted.first().and_then(|e| e.message.as_deref()),
@@ -134,7 +164,8 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_it_recovers() -> anyhow::
     assert!(pods.get_opt("forever").await?.is_some());
 
     // New pods avoid the tainted node.
-    pods.create(&PostParams::default(), &pod("new", json!({}))?).await?;
+    pods.create(&PostParams::default(), &pod("new", json!({}))?)
+        .await?;
     assert_eq!(bound_node(&pods, "new").await?, "alive");
 
     // The kubelet comes back: Lease renewed and Ready posted; the taints go away.
@@ -145,7 +176,10 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_it_recovers() -> anyhow::
         Ok(unreachable_taints(&n).is_empty().then_some(()))
     })
     .await?;
-    assert!(pods.get_opt("default").await?.is_some(), "a 300 s toleration was not used up");
+    assert!(
+        pods.get_opt("default").await?.is_some(),
+        "a 300 s toleration was not used up"
+    );
     keep_alive.abort();
     ts.stop().await;
     Ok(())
