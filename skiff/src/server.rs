@@ -1,6 +1,6 @@
 //! `skiff server`: the control plane on this host. Today that is the API server over the
-//! chosen datastore and the controllers (namespace, garbage collector) as its clients; the
-//! other components say plainly that they are not there yet.
+//! chosen datastore and the controllers (namespace, garbage collector, scheduler, node
+//! lifecycle) as its clients; the other components say plainly that they are not there yet.
 
 use std::path::{Path, PathBuf};
 
@@ -47,9 +47,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
     tracing::warn!(
-        "this build runs the API server, the namespace controller and the garbage collector: \
-         the other controllers, scheduler, kubelet, service proxy, DNS and ingress are not \
-         implemented yet"
+        "this build runs the API server, the namespace controller, the garbage collector, the \
+         scheduler and the node lifecycle controller: the other controllers, kubelet, service \
+         proxy, DNS and ingress are not implemented yet"
     );
     tracing::info!(
         "skiff API is serving on https://{}: kubeconfig={}",
