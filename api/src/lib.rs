@@ -1,5 +1,6 @@
 //! The Kubernetes object model skiff serves: types, manifest parsing, defaulting and validation. No I/O.
 
+pub mod admission;
 pub mod defaults;
 pub mod kinds;
 pub mod manifest;

@@ -1,10 +1,9 @@
 //! The controller manager and scheduler: reconcilers that turn desired state in API objects into actual state.
 //!
-//! Today: the namespace controller, the garbage collector and (in [`workloads`], with its own
-//! reflectors) the Deployment and ReplicaSet controllers. They are API clients like any
-//! other (kube-rs): one informer per served kind fills a metadata [`cache::Cache`]; one loop
-//! wakes on every change (and on a periodic resync) and runs idempotent reconcilers over a
-//! snapshot of it.
+//! All are API clients like any other (kube-rs). The namespace controller and the garbage
+//! collector share one metadata [`cache::Cache`] (an informer per served kind) and run over
+//! snapshots of it; the others (workloads, StatefulSets, endpoints, load balancer, scheduler,
+//! node lifecycle) are kube-runtime style controllers with their own watches and stores.
 
 pub mod cache;
 pub mod config;
@@ -13,9 +12,11 @@ pub mod events;
 pub mod garbage_collector;
 pub mod metrics;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod owners;
 pub mod podutil;
 pub mod resources;
+pub mod scheduler;
 pub mod service_lb;
 pub mod statefulset;
 pub mod workloads;
@@ -35,8 +36,8 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// After a change, wait this long for the rest of a burst before reconciling.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
-/// Runs the namespace controller and the garbage collector against `client` until `shutdown`
-/// resolves. Never fails: API errors are logged and retried.
+/// Runs the controllers and the scheduler against `client` until `shutdown` resolves. Never
+/// fails: API errors are logged and retried.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()>) {
     run_with_metrics(client, Arc::new(Metrics::default()), shutdown).await;
 }
@@ -88,11 +89,17 @@ pub async fn run_with_config(
             garbage_collector::reconcile(&client, &snapshot, &metrics).await;
         }
     };
+    // The scheduler and the node controller: kube-runtime controllers with their own watches.
+    let scheduling = futures::future::join(
+        scheduler::run(client.clone()),
+        node_lifecycle::run(client.clone(), config.node_lifecycle),
+    );
     tokio::select! {
         () = shutdown => {}
         () = reconciler => {}
         () = load_balancer => {}
         () = workloads::run(client.clone()) => {}
+        _ = scheduling => {}
     }
     informers.abort_all();
     while informers.join_next().await.is_some() {}

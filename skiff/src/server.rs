@@ -1,6 +1,6 @@
 //! `skiff server`: the control plane on this host. Today that is the API server over the
-//! chosen datastore and the controllers (namespace, garbage collector) as its clients; the
-//! other components say plainly that they are not there yet.
+//! chosen datastore and the controllers (namespace, garbage collector, scheduler, node
+//! lifecycle) as its clients; the other components say plainly that they are not there yet.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +49,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     skiff_controller::service_lb::LbPool::parse(&cluster.lb_pool)?;
     let controller_config = skiff_controller::Config {
         lb_pool: cluster.lb_pool.clone(),
+        ..skiff_controller::Config::default()
     };
     let metrics = std::sync::Arc::new(skiff_controller::Metrics::default());
     let controllers = tokio::spawn(skiff_controller::run_with_config(
@@ -61,9 +62,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
     ));
     tracing::warn!(
-        "this build runs the API server, the namespace, garbage-collector, deployment and \
-         replicaset controllers: the other controllers, scheduler, kubelet, service proxy, DNS and ingress are not \
-         implemented yet"
+        "this build runs the API server, the namespace, garbage-collector, deployment, \
+         replicaset, statefulset, endpointslice, load-balancer and node-lifecycle controllers and \
+         the scheduler: the kubelet, service proxy, DNS and ingress are not implemented yet"
     );
     tracing::info!(
         "skiff API is serving on https://{}: kubeconfig={}",

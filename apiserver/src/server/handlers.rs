@@ -572,6 +572,7 @@ pub(crate) fn prepare(
     strictness: Strictness,
     write: Write<'_>,
 ) -> Result<(Value, String, Vec<String>), ApiError> {
+    let creating = matches!(write, Write::Create);
     let Some(map) = value.as_object_mut() else {
         return Err(ApiError::bad_request(
             "the request body must be a JSON or YAML object",
@@ -656,6 +657,9 @@ pub(crate) fn prepare(
     let decoded = decode_value(&value, strictness).map_err(|e| ApiError::decode(info, &e))?;
     let mut object = decoded.object;
     apply_defaults(&mut object);
+    if creating {
+        skiff_api::admission::on_create(&mut object);
+    }
     let name = object.name().to_owned();
     validate(&object, &ctx.validation).map_err(|e| ApiError::invalid(info, &name, &e))?;
     let stored = object

@@ -89,12 +89,26 @@ impl TestServer {
     /// A server with skiff-controller's namespace controller and garbage collector running
     /// against it (through the admin kubeconfig, like `skiff server`).
     pub async fn start_with_controllers(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_controller_config(dir, skiff_controller::Config::default()).await
+    }
+
+    /// [`Self::start_with_controllers`] with an explicit controller configuration.
+    pub async fn start_with_controller_config(
+        dir: &Path,
+        config: skiff_controller::Config,
+    ) -> anyhow::Result<Self> {
         let mut ts = Self::start(dir).await?;
         let client = ts.client().await?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(skiff_controller::run(client, async move {
-            let _ = rx.await;
-        }));
+        let metrics = Arc::new(skiff_controller::Metrics::default());
+        let task = tokio::spawn(skiff_controller::run_with_config(
+            client,
+            config,
+            metrics,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         ts.controllers = Some((tx, task));
         Ok(ts)
     }
