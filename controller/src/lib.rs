@@ -58,22 +58,24 @@ pub async fn run_with_config(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let load_balancer = async {
-        match service_lb::LbPool::parse(&config.lb_pool) {
-            Ok(pool) => service_lb::run(client.clone(), pool).await,
-            Err(error) => tracing::error!(%error, "the load-balancer controller cannot run"),
-        }
-        std::future::pending::<()>().await;
-    };
     let cache = cache::Cache::new();
     let mut informers = JoinSet::new();
     for kind in Kind::all() {
         informers.spawn(cache::run_informer(client.clone(), kind, cache.clone()));
     }
-    // kube-runtime controllers: they own their watches and stores.
-    // kube-runtime controllers: they own their watches and stores.
+    // The other controllers own their watches and stores; each runs as its own task, so one
+    // busy reconciler neither starves the others nor holds them to one core.
+    match service_lb::LbPool::parse(&config.lb_pool) {
+        Ok(pool) => {
+            informers.spawn(service_lb::run(client.clone(), pool));
+        }
+        Err(error) => tracing::error!(%error, "the load-balancer controller cannot run"),
+    }
+    informers.spawn(workloads::run(client.clone()));
     informers.spawn(statefulset::run(client.clone()));
     informers.spawn(endpoints::run(client.clone()));
+    informers.spawn(scheduler::run(client.clone()));
+    informers.spawn(node_lifecycle::run(client.clone(), config.node_lifecycle));
     tracing::info!("controllers started");
     let reconciler = async {
         loop {
@@ -89,17 +91,9 @@ pub async fn run_with_config(
             garbage_collector::reconcile(&client, &snapshot, &metrics).await;
         }
     };
-    // The scheduler and the node controller: kube-runtime controllers with their own watches.
-    let scheduling = futures::future::join(
-        scheduler::run(client.clone()),
-        node_lifecycle::run(client.clone(), config.node_lifecycle),
-    );
     tokio::select! {
         () = shutdown => {}
         () = reconciler => {}
-        () = load_balancer => {}
-        () = workloads::run(client.clone()) => {}
-        _ = scheduling => {}
     }
     informers.abort_all();
     while informers.join_next().await.is_some() {}

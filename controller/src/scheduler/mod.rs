@@ -301,9 +301,13 @@ async fn bind(
     if ctx.no_binding.load(Ordering::Relaxed) {
         return patch_node_name().await;
     }
-    let body = serde_json::to_vec(&binding).map_err(kube::Error::SerdeError)?;
     match api
-        .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &body)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
         .await
     {
         Ok(_) => Ok(()),
