@@ -1,5 +1,5 @@
 //! The same kubectl session with each supported client minor (1.29, 1.31, 1.33): apply (created,
-//! unchanged, configured, removals), get with -o wide|yaml|json, -A and -l, describe, explain,
+//! unchanged, configured, removals, then server-side with a conflict and --force-conflicts), get with -o wide|yaml|json, -A and -l, describe, explain,
 //! edit, scale, create, get -w and delete, asserting kubectl's output and what the server stored.
 
 use std::path::Path;
@@ -244,6 +244,30 @@ async fn session(minor: u32) -> anyhow::Result<()> {
     .context("kubectl get -w did not show the new ConfigMap")??;
     assert!(seen.starts_with("ADDED"), "{seen}");
     child.kill().await?;
+
+    // Server-side apply takes over from client-side apply and then owns what it applies.
+    std::fs::write(&file, app_v2().replace("replicas: 2", "replicas: 5"))?;
+    let run = k.run(&["apply", "--server-side", "-f", &file_s]).await?;
+    // kubectl scale took spec.replicas: a conflict, unless forced.
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stderr.contains("conflict"), "{}", run.stderr);
+    let out = k
+        .ok(&["apply", "--server-side", "--force-conflicts", "-f", &file_s])
+        .await?;
+    assert!(
+        out.contains("deployment.apps/web serverside-applied"),
+        "{out}"
+    );
+    let web = deploys.get("web").await?;
+    assert_eq!(web.spec.as_ref().and_then(|s| s.replicas), Some(5));
+    let managers: Vec<String> = web
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.iter().any(|m| m == "kubectl"), "{managers:?}");
 
     // delete -f removes what apply made.
     let out = k.ok(&["delete", "-f", &file_s]).await?;
