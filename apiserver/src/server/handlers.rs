@@ -487,15 +487,17 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
             query,
         )));
     }
-    Ok(json_response(
-        200,
-        &json!({
-            "kind": format!("{}List", path.info.name),
-            "apiVersion": path.info.api_version(),
-            "metadata": {"resourceVersion": list.revision.to_string()},
-            "items": items,
-        }),
-    ))
+    // Built by hand: `json!` would serialize `items` into a fresh Value, a deep copy of the
+    // whole list.
+    let mut body = serde_json::Map::new();
+    body.insert("kind".into(), json!(format!("{}List", path.info.name)));
+    body.insert("apiVersion".into(), json!(path.info.api_version()));
+    body.insert(
+        "metadata".into(),
+        json!({"resourceVersion": list.revision.to_string()}),
+    );
+    body.insert("items".into(), Value::Array(items));
+    Ok(json_response(200, &Value::Object(body)))
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.

@@ -234,13 +234,14 @@ pub fn table(
     } else {
         json!({"resourceVersion": resource_version})
     };
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": column_definitions(kind),
-        "rows": rows_json(kind, objects, now, include),
-    })
+    // Built by hand: `json!` would serialize the rows into a fresh Value, a deep copy.
+    let mut table = serde_json::Map::new();
+    table.insert("kind".into(), json!("Table"));
+    table.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
+    table.insert("metadata".into(), metadata);
+    table.insert("columnDefinitions".into(), column_definitions(kind));
+    table.insert("rows".into(), rows_json(kind, objects, now, include));
+    Value::Object(table)
 }
 
 // ---------------------------------------------------------------------------------------------
