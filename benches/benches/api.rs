@@ -24,11 +24,9 @@ use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
-use skiff_apiserver::server::{ApiServer, ServerConfig};
-use skiff_apiserver::storage::{Codec, ObjectKey, ResourceName, SqliteStore, Store};
-use tokio::sync::oneshot;
+use skiff_apiserver::storage::{ObjectKey, ResourceName};
+use skiff_benches::BenchServer;
 
 const WATCHERS: usize = 100;
 const CREATE_RATE: u64 = 500;
@@ -91,40 +89,6 @@ fn pod(name: &str) -> Pod {
     .unwrap()
 }
 
-struct Server {
-    server: ApiServer,
-    store: Arc<dyn Store>,
-    client: kube::Client,
-    stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("state.db"), Codec::new(None)).unwrap());
-    let mut config = ServerConfig::new(dir.path());
-    config.api_port = 0;
-    let (stop, rx) = oneshot::channel::<()>();
-    let server = ApiServer::start(config, store.clone(), async move {
-        let _ = rx.await;
-    })
-    .await
-    .unwrap();
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-    Server {
-        server,
-        store,
-        client,
-        stop,
-        _dir: dir,
-    }
-}
-
 async fn bench_get(cms: &Api<ConfigMap>) {
     cms.create(&PostParams::default(), &config_map("get-me"))
         .await
@@ -165,7 +129,7 @@ where
     Arc::try_unwrap(h).unwrap().into_inner().unwrap()
 }
 
-async fn bench_create(s: &Server, cms: &Api<ConfigMap>) {
+async fn bench_create(s: &BenchServer, cms: &Api<ConfigMap>) {
     let n = scale(5_000);
     let h = open_loop(n, CREATE_RATE, |i| {
         let cms = cms.clone();
@@ -217,7 +181,7 @@ async fn bench_patch(cms: &Api<ConfigMap>) {
     report("merge patch ConfigMap (sequential)", &h);
 }
 
-async fn bench_list(s: &Server) {
+async fn bench_list(s: &BenchServer) {
     let n = scale(10_000);
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
     let t = Instant::now();
@@ -266,7 +230,7 @@ async fn bench_list(s: &Server) {
     report(&format!("list {n} pods as a Table (kubectl get)"), &table_h);
 }
 
-async fn bench_watch(s: &Server) {
+async fn bench_watch(s: &BenchServer) {
     let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "watched");
     let rv = cms
         .list(&ListParams::default())
@@ -339,7 +303,7 @@ async fn bench_watch(s: &Server) {
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let s = start().await;
+        let s = BenchServer::start().await.unwrap();
         let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
         for ns in ["store-ref", "watched"] {
             let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(s.client.clone());
@@ -351,7 +315,6 @@ fn main() {
         bench_patch(&cms).await;
         bench_list(&s).await;
         bench_watch(&s).await;
-        let _ = s.stop.send(());
-        s.server.wait().await;
+        s.stop().await;
     });
 }

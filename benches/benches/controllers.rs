@@ -19,11 +19,9 @@ use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::json;
-use skiff_apiserver::server::{ApiServer, ServerConfig};
-use skiff_apiserver::storage::{Codec, SqliteStore, Store};
+use skiff_benches::BenchServer;
 use tokio::sync::{Notify, oneshot};
 
 const PODS: usize = 50;
@@ -74,23 +72,8 @@ impl Seen {
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("state.db"), Codec::new(None)).unwrap());
-        let mut config = ServerConfig::new(dir.path());
-        config.api_port = 0;
-        let (stop, rx) = oneshot::channel::<()>();
-        let server = ApiServer::start(config, store, async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-        let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let bench = BenchServer::start().await.unwrap();
+        let client = bench.client.clone();
         let (stop_controllers, controllers_rx) = oneshot::channel::<()>();
         let controllers = tokio::spawn(skiff_controller::run(client.clone(), async move {
             let _ = controllers_rx.await;
@@ -166,7 +149,6 @@ fn main() {
         watch.abort();
         let _ = stop_controllers.send(());
         controllers.await.unwrap();
-        let _ = stop.send(());
-        server.wait().await;
+        bench.stop().await;
     });
 }

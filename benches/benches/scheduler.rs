@@ -7,17 +7,14 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use serde_json::json;
-use skiff_apiserver::server::{ApiServer, ServerConfig};
-use skiff_apiserver::storage::{Codec, SqliteStore, Store};
+use skiff_benches::BenchServer;
 use tokio::sync::oneshot;
 
 const NODES: usize = 50;
@@ -34,23 +31,8 @@ fn pods_to_schedule() -> usize {
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("state.db"), Codec::new(None)).unwrap());
-        let mut config = ServerConfig::new(dir.path());
-        config.api_port = 0;
-        let (stop, rx) = oneshot::channel::<()>();
-        let server = ApiServer::start(config, store, async move {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-        let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let bench = BenchServer::start().await.unwrap();
+        let client = bench.client.clone();
 
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..NODES {
@@ -129,7 +111,6 @@ fn main() {
             total as f64 / elapsed.as_secs_f64(),
         );
         scheduler.abort();
-        let _ = stop.send(());
-        server.wait().await;
+        bench.stop().await;
     });
 }
