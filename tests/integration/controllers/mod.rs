@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 /// Asynchronous results get this long; nothing here asserts how fast they come.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Polls `check` until it yields a value, failing with `what` (and the last error `check`
 /// returned, if any) after [`DEADLINE`].

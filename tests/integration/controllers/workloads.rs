@@ -14,25 +14,17 @@ use tokio::sync::oneshot;
 
 use crate::apiserver::{TestServer, kubectl, kubectl_run};
 
-/// Asynchronous results get this long; nothing here asserts how fast they come.
-const DEADLINE: Duration = Duration::from_secs(90);
-
+/// Polls `check` until it holds ([`crate::controllers::eventually`] for a yes/no check).
 async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
-    let start = tokio::time::Instant::now();
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            start.elapsed() < DEADLINE,
-            "gave up after {DEADLINE:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::controllers::eventually(what, || {
+        let holds = check();
+        async move { Ok(holds.await?.then_some(())) }
+    })
+    .await
 }
 
 /// The kubelet's part, faked: every pod in `ns` turns Running and Ready.
