@@ -15,7 +15,8 @@ use crate::storage::meta::{
     check_preconditions, prepare_create, prepare_update, revision_of, set_revision,
 };
 use crate::storage::{
-    ListResult, ObjectKey, Preconditions, Result, Revision, Scope, Store, StoreError, WatchStream,
+    ListResult, ObjectKey, Preconditions, RawList, Result, Revision, Scope, Store, StoreError,
+    WatchStream,
 };
 
 /// Parses the `dryRun` query values: only `All` is defined (upstream's message otherwise).
@@ -100,6 +101,10 @@ impl Store for DryRunStore {
 
     async fn list(&self, scope: &Scope) -> Result<ListResult> {
         self.inner.list(scope).await
+    }
+
+    async fn list_raw(&self, scope: &Scope) -> Result<RawList> {
+        self.inner.list_raw(scope).await
     }
 
     async fn watch(&self, scope: &Scope, after: Revision) -> Result<WatchStream> {

@@ -40,6 +40,11 @@ impl Filter {
             fields,
         })
     }
+
+    /// Whether every object passes (no name, label or field condition).
+    pub fn selects_everything(&self) -> bool {
+        self.name.is_none() && self.labels.is_empty() && self.fields.is_empty()
+    }
 }
 
 /// Whether `object` passes the request's selectors.

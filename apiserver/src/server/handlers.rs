@@ -468,6 +468,9 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
         query.label_selector.as_deref(),
         query.field_selector.as_deref(),
     )?;
+    if filter.selects_everything() && !query.as_table {
+        return raw_list(ctx, path).await;
+    }
     let list = ctx
         .store
         .list(&scope(path)?)
@@ -498,6 +501,28 @@ async fn list(ctx: &Ctx, path: &ResourcePath, query: &Query) -> Result<Response<
     );
     body.insert("items".into(), Value::Array(items));
     Ok(json_response(200, &Value::Object(body)))
+}
+
+/// An unfiltered list, written from the stored JSON without decoding it (see `list_body`).
+async fn raw_list(ctx: &Ctx, path: &ResourcePath) -> Result<Response<Body>, ApiError> {
+    let list = ctx
+        .store
+        .list_raw(&scope(path)?)
+        .await
+        .map_err(|e| ApiError::from_store(path.info, "", e))?;
+    let body = super::list_body::write_list(
+        &path.info.api_version(),
+        path.info.name,
+        list.revision,
+        &list.items,
+    )
+    .map_err(|e| {
+        ApiError::internal(format!(
+            "a stored {} is not valid JSON: {e}",
+            path.info.name
+        ))
+    })?;
+    Ok(response(200, "application/json", body))
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod limits;
+mod list_body;
 pub mod node_proxy;
 pub mod routes;
 mod services;

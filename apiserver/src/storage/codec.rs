@@ -205,6 +205,18 @@ impl Codec {
         } else {
             bytes
         };
+        Self::parse(key, json)
+    }
+
+    /// The plain JSON stored as `bytes` under `key`: sealed values opened, others as they are.
+    pub fn plain_json(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        match bytes.strip_prefix(PREFIX) {
+            Some(rest) => self.open(key, rest),
+            None => Ok(bytes),
+        }
+    }
+
+    fn parse(key: &ObjectKey, json: &[u8]) -> Result<Value, StoreError> {
         serde_json::from_slice(json).map_err(|e| {
             StoreError::Incompatible(format!("{key}: stored value is not valid JSON: {e}"))
         })

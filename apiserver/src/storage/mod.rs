@@ -182,6 +182,23 @@ pub struct ListResult {
     pub revision: Revision,
 }
 
+/// A consistent snapshot of a scope as stored JSON, for answering lists without decoding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawList {
+    /// Objects sorted by key (namespace, then name).
+    pub items: Vec<RawObject>,
+    /// The store revision the snapshot was taken at.
+    pub revision: Revision,
+}
+
+/// One object as plain (decrypted) JSON bytes, without `metadata.resourceVersion`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawObject {
+    /// The revision of the object's last write (its resourceVersion).
+    pub revision: Revision,
+    pub json: Vec<u8>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
     Added,
@@ -236,6 +253,32 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Every object in `scope` as of one revision.
     async fn list(&self, scope: &Scope) -> Result<ListResult>;
+
+    /// [`Store::list`] as JSON bytes without `metadata.resourceVersion`, so a large list can
+    /// be answered without building a `Value` per object. Backends that keep JSON override it;
+    /// this default encodes what `list` returns.
+    async fn list_raw(&self, scope: &Scope) -> Result<RawList> {
+        let list = self.list(scope).await?;
+        let items = list
+            .items
+            .into_iter()
+            .map(|mut object| {
+                let revision = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|rv| rv.parse().ok())
+                    .unwrap_or(list.revision);
+                meta::strip_revision(&mut object);
+                let json = serde_json::to_vec(&object).map_err(|e| {
+                    StoreError::Invalid(format!("cannot encode a listed object: {e}"))
+                })?;
+                Ok(RawObject { revision, json })
+            })
+            .collect::<Result<_>>()?;
+        Ok(RawList {
+            items,
+            revision: list.revision,
+        })
+    }
 
     /// Changes in `scope` with a revision strictly greater than `after`, in order, each once,
     /// then live changes as they happen. `Expired` if `after` is older than the compacted

@@ -22,8 +22,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    Codec, EventType, ListResult, ObjectKey, Preconditions, Result, Revision, Scope, Store,
-    StoreError, WatchEvent, WatchStream, meta,
+    Codec, EventType, ListResult, ObjectKey, Preconditions, RawList, RawObject, Result, Revision,
+    Scope, Store, StoreError, WatchEvent, WatchStream, meta,
 };
 
 pub mod schema;
@@ -244,6 +244,61 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Every row of `scope` in key order, mapped by `each`, in one read transaction, with the
+    /// store revision of that snapshot.
+    async fn scan<T: Send + 'static>(
+        &self,
+        scope: &Scope,
+        each: impl Fn(&Shared, ObjectKey, Revision, Vec<u8>) -> Result<T> + Send + 'static,
+    ) -> Result<(Vec<T>, Revision)> {
+        let scope = scope.clone();
+        self.shared
+            .read(move |shared, conn| {
+                let tx = conn.transaction().map_err(|e| shared.sql(e))?;
+                let (revision, _) = writer::read_meta(&tx).map_err(|e| shared.sql(e))?;
+                let mut items = Vec::new();
+                {
+                    let resource = scope.resource.as_str();
+                    let mut stmt;
+                    let mut rows = match &scope.namespace {
+                        Some(ns) => {
+                            stmt = tx
+                                .prepare_cached(
+                                    "SELECT namespace, name, revision, value FROM objects
+                                     WHERE resource = ?1 AND namespace = ?2 ORDER BY namespace, name",
+                                )
+                                .map_err(|e| shared.sql(e))?;
+                            stmt.query(params![resource, ns])
+                        }
+                        None => {
+                            stmt = tx
+                                .prepare_cached(
+                                    "SELECT namespace, name, revision, value FROM objects
+                                     WHERE resource = ?1 ORDER BY namespace, name",
+                                )
+                                .map_err(|e| shared.sql(e))?;
+                            stmt.query(params![resource])
+                        }
+                    }
+                    .map_err(|e| shared.sql(e))?;
+                    while let Some(row) = rows.next().map_err(|e| shared.sql(e))? {
+                        let (namespace, name, rev, bytes) = row_fields(row).map_err(|e| shared.sql(e))?;
+                        let key = ObjectKey {
+                            resource: scope.resource.clone(),
+                            namespace: (!namespace.is_empty()).then_some(namespace),
+                            name,
+                        };
+                        items.push(each(shared, key, rev, bytes)?);
+                    }
+                }
+                tx.finish().map_err(|e| shared.sql(e))?;
+                Ok((items, revision))
+            })
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn create(&self, key: &ObjectKey, mut object: Value) -> Result<Value> {
@@ -316,52 +371,24 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, scope: &Scope) -> Result<ListResult> {
-        let scope = scope.clone();
-        self.shared
-            .read(move |shared, conn| {
-                let tx = conn.transaction().map_err(|e| shared.sql(e))?;
-                let (revision, _) = writer::read_meta(&tx).map_err(|e| shared.sql(e))?;
-                let mut items = Vec::new();
-                {
-                    let resource = scope.resource.as_str();
-                    let mut stmt;
-                    let mut rows = match &scope.namespace {
-                        Some(ns) => {
-                            stmt = tx
-                                .prepare_cached(
-                                    "SELECT namespace, name, revision, value FROM objects
-                                     WHERE resource = ?1 AND namespace = ?2 ORDER BY namespace, name",
-                                )
-                                .map_err(|e| shared.sql(e))?;
-                            stmt.query(params![resource, ns])
-                        }
-                        None => {
-                            stmt = tx
-                                .prepare_cached(
-                                    "SELECT namespace, name, revision, value FROM objects
-                                     WHERE resource = ?1 ORDER BY namespace, name",
-                                )
-                                .map_err(|e| shared.sql(e))?;
-                            stmt.query(params![resource])
-                        }
-                    }
-                    .map_err(|e| shared.sql(e))?;
-                    while let Some(row) = rows.next().map_err(|e| shared.sql(e))? {
-                        let (namespace, name, rev, bytes) = row_fields(row).map_err(|e| shared.sql(e))?;
-                        let key = ObjectKey {
-                            resource: scope.resource.clone(),
-                            namespace: (!namespace.is_empty()).then_some(namespace),
-                            name,
-                        };
-                        let mut object = shared.codec.decode(&key, &bytes)?;
-                        meta::set_revision(&mut object, rev);
-                        items.push(object);
-                    }
-                }
-                tx.finish().map_err(|e| shared.sql(e))?;
-                Ok(ListResult { items, revision })
+        let (items, revision) = self
+            .scan(scope, |shared, key, revision, bytes| {
+                let mut object = shared.codec.decode(&key, &bytes)?;
+                meta::set_revision(&mut object, revision);
+                Ok(object)
             })
-            .await
+            .await?;
+        Ok(ListResult { items, revision })
+    }
+
+    async fn list_raw(&self, scope: &Scope) -> Result<RawList> {
+        let (items, revision) = self
+            .scan(scope, |shared, key, revision, bytes| {
+                let json = shared.codec.plain_json(&key, bytes)?;
+                Ok(RawObject { revision, json })
+            })
+            .await?;
+        Ok(RawList { items, revision })
     }
 
     async fn watch(&self, scope: &Scope, after: Revision) -> Result<WatchStream> {

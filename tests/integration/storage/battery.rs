@@ -23,8 +23,8 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use skiff_apiserver::storage::{
-    EventType, ObjectKey, Preconditions, ResourceName, Revision, Scope, Store, StoreError,
-    WatchEvent, WatchStream, compactor,
+    EventType, ListResult, ObjectKey, Preconditions, ResourceName, Revision, Scope, Store,
+    StoreError, WatchEvent, WatchStream, compactor,
 };
 use skiff_tests::StoreFixture;
 
@@ -571,8 +571,10 @@ pub async fn list_scopes_and_order(f: &dyn StoreFixture, tag: &str) -> Result<()
     for item in &all.items {
         assert!(rv(item) <= all.revision, "an item is newer than its list");
     }
+    raw_list_matches(store.as_ref(), &Scope::all(r.clone()), &all).await?;
     let in_b = store.list(&Scope::namespace(r.clone(), &nb)).await?;
     assert_eq!(names(&in_b.items), vec![(nb.clone(), "a".into())]);
+    raw_list_matches(store.as_ref(), &Scope::namespace(r.clone(), &nb), &in_b).await?;
     let other = store.list(&Scope::all(r2.clone())).await?;
     assert_eq!(names(&other.items), vec![(na.clone(), "x".into())]);
     let nowhere = store
@@ -1426,6 +1428,28 @@ pub async fn compactor_runs_on_a_schedule(f: &dyn StoreFixture, tag: &str) -> Re
 // ---------------------------------------------------------------------------------------------
 // encryption at rest
 
+/// `list_raw` gives the same objects as `list` (decrypted, without resourceVersion, which is
+/// carried beside each one), assuming nothing was written in between.
+async fn raw_list_matches(store: &dyn Store, scope: &Scope, list: &ListResult) -> Result<()> {
+    let raw = store.list_raw(scope).await?;
+    assert_eq!(raw.revision, list.revision, "raw list at another revision");
+    let decoded: Vec<Value> = raw
+        .items
+        .iter()
+        .map(|item| {
+            let mut object: Value = serde_json::from_slice(&item.json)?;
+            assert!(
+                object["metadata"].get("resourceVersion").is_none(),
+                "raw JSON carries a resourceVersion"
+            );
+            object["metadata"]["resourceVersion"] = json!(item.revision.to_string());
+            Ok(object)
+        })
+        .collect::<Result<_>>()?;
+    assert_eq!(decoded, list.items, "list_raw differs from list");
+    Ok(())
+}
+
 pub async fn secret_round_trip(f: &dyn StoreFixture, tag: &str) -> Result<()> {
     let store = f.open().await?;
     let r = ResourceName::new("secrets")?;
@@ -1447,6 +1471,7 @@ pub async fn secret_round_trip(f: &dyn StoreFixture, tag: &str) -> Result<()> {
     assert_eq!(store.get(&k).await?, created);
     let list = store.list(&k.scope()).await?;
     assert_eq!(list.items, vec![created.clone()]);
+    raw_list_matches(store.as_ref(), &k.scope(), &list).await?;
     let mut next = created.clone();
     next["data"]["password"] = json!("c3dvcmRmaXNo");
     let updated = store.update(&k, next, &no_pre()).await?;
