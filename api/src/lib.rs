@@ -5,6 +5,7 @@ pub mod defaults;
 pub mod kinds;
 pub mod manifest;
 pub mod object;
+pub mod quantity;
 pub mod validation;
 
 pub use defaults::apply_defaults;

@@ -213,6 +213,25 @@ async fn bench_list(s: &BenchServer) {
         &format!("list {n} pods as JSON (kube client, decoded)"),
         &json_h,
     );
+    // The same answer received but not decoded: the server's share of the time.
+    let mut bytes_h = histogram();
+    for _ in 0..10 {
+        let req = http::Request::get("/api/v1/namespaces/default/pods")
+            .body(Vec::new())
+            .unwrap();
+        let t = Instant::now();
+        let text = s.client.request_text(req).await.unwrap();
+        bytes_h.saturating_record(t.elapsed().as_nanos() as u64);
+        assert!(
+            text.len() as u64 > n * 100,
+            "short list: {} bytes",
+            text.len()
+        );
+    }
+    report(
+        &format!("list {n} pods as JSON (received, not decoded)"),
+        &bytes_h,
+    );
     let mut table_h = histogram();
     for _ in 0..10 {
         let req = http::Request::get("/api/v1/namespaces/default/pods")

@@ -8,7 +8,7 @@
 
 pub mod decide;
 pub mod node_match;
-pub mod quantity;
+pub use skiff_api::quantity;
 pub mod requests;
 pub mod snapshot;
 
