@@ -4,4 +4,5 @@ pub mod env;
 pub mod images;
 pub mod logs;
 pub mod sandbox;
+pub mod status;
 pub mod streaming;
