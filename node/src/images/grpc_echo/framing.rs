@@ -63,10 +63,10 @@ pub(crate) fn decode_one(body: &[u8]) -> Result<&[u8], (u32, String)> {
 /// Trailers (or a trailers-only response's headers) for `status`.
 pub(crate) fn status_headers(headers: &mut HeaderMap, status: u32, message: &str) {
     headers.insert("grpc-status", HeaderValue::from(status));
-    if !message.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&percent_encode(message)) {
-            headers.insert("grpc-message", value);
-        }
+    if !message.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&percent_encode(message))
+    {
+        headers.insert("grpc-message", value);
     }
 }
 
@@ -88,15 +88,14 @@ pub(crate) fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(v) = text
+        if bytes[i] == b'%'
+            && let Some(v) = text
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
