@@ -39,6 +39,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// The built-in echo server behind the image `skiff.dev/echo`.
     Echo(EchoArgs),
+    /// The built-in gRPC echo server behind the image `skiff.dev/grpc-echo`.
+    #[command(hide = true)]
+    GrpcEcho(GrpcEchoArgs),
+    /// The built-in image `skiff.dev/pause`: sleeps until SIGTERM or SIGINT.
+    #[command(hide = true)]
+    Pause(PauseArgs),
     /// Check manifests offline: parse, default and validate them as the API server will.
     Validate(ValidateArgs),
     /// Bearer tokens for nodes and components (`skiff agent`).
@@ -313,7 +319,25 @@ pub struct EchoArgs {
     /// Listen port.
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
+
+    /// Listen on this address only [default: every address, IPv6 and IPv4].
+    #[arg(long, value_name = "IP")]
+    pub listen: Option<std::net::IpAddr>,
 }
+
+#[derive(Debug, Args)]
+pub struct GrpcEchoArgs {
+    /// Listen port.
+    #[arg(long, env = "PORT", default_value_t = 50051)]
+    pub port: u16,
+
+    /// Listen on this address only [default: every address, IPv6 and IPv4].
+    #[arg(long, value_name = "IP")]
+    pub listen: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {}
 
 /// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -1,5 +1,6 @@
 //! The `skiff` binary: command line, configuration and wiring of the components. Thin.
 
+mod builtins;
 mod cli;
 mod manifests;
 mod server;
@@ -52,13 +53,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             writeln!(std::io::stdout().lock(), "{token}")?;
             return Ok(());
         }
+        Command::Echo(args) => return builtins::echo(&args),
+        Command::GrpcEcho(args) => return builtins::grpc_echo(&args),
+        Command::Pause(_) => return builtins::pause(),
         Command::Up(_) => ("skiff up", "the kubelet issue (#6)"),
         Command::Agent(_) => (
             "skiff agent",
             "the kubelet, proxy, DNS and ingress issues (#6-#9)",
         ),
         Command::Bench(_) => ("skiff bench", "the benchmarking issue (#10)"),
-        Command::Echo(_) => ("skiff echo", "the kubelet issue (#6, built-in images)"),
     };
     anyhow::bail!(
         "`{name}` is not implemented yet in this build of skiff {}: it arrives with {issue}. Nothing was started.",
