@@ -392,12 +392,11 @@ impl LogOptions {
                     opts.since = Some(now.checked_sub(since).unwrap_or(Timestamp::MIN));
                 }
                 "sinceTime" => {
-                    opts.since =
-                        Some(value.parse().map_err(|_| LogError::InvalidOption {
-                            field: "sinceTime",
-                            value: value.to_owned(),
-                            why: "use an RFC 3339 time such as 2024-01-02T03:04:05Z",
-                        })?)
+                    opts.since = Some(value.parse().map_err(|_| LogError::InvalidOption {
+                        field: "sinceTime",
+                        value: value.to_owned(),
+                        why: "use an RFC 3339 time such as 2024-01-02T03:04:05Z",
+                    })?)
                 }
                 _ => {}
             }
@@ -727,7 +726,12 @@ mod tests {
         let path = instance_log_path(dir, 0);
         write_file(
             &path,
-            &[(T1, "F", "one"), (T2, "P", "tw"), (T2, "F", "o"), (T3, "F", "three")],
+            &[
+                (T1, "F", "one"),
+                (T2, "P", "tw"),
+                (T2, "F", "o"),
+                (T3, "F", "three"),
+            ],
         );
         path
     }
@@ -738,10 +742,15 @@ mod tests {
         let path = instance_log_path(dir.path(), 0);
         let out: &[u8] = b"hello\nworld\nno newline";
         let err: &[u8] = b"oops\n";
-        LogWriter::spawn(path.clone(), RotationPolicy::default(), Some(out), Some(err))
-            .await
-            .unwrap()
-            .unwrap();
+        LogWriter::spawn(
+            path.clone(),
+            RotationPolicy::default(),
+            Some(out),
+            Some(err),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
@@ -789,10 +798,15 @@ mod tests {
             max_size: 400,
             max_files: 3,
         };
-        LogWriter::spawn(path.clone(), policy, Some(std::io::Cursor::new(input.into_bytes())), None::<&[u8]>)
-            .await
-            .unwrap()
-            .unwrap();
+        LogWriter::spawn(
+            path.clone(),
+            policy,
+            Some(std::io::Cursor::new(input.into_bytes())),
+            None::<&[u8]>,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         let rotated = rotated_files(&path).await.unwrap();
         assert_eq!(rotated.len(), 2, "{rotated:?}");
         for (_, p) in &rotated {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rustls::pki_types::pem::PemObject;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
+use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 use skiff_apiserver::server::node_proxy::issue_kubelet_serving_cert;
 use skiff_node::logs::{self, LogWriter, RotationPolicy};
@@ -246,7 +246,14 @@ async fn exec_checks(c: &Cluster, minor: u32) -> anyhow::Result<()> {
     let k = Kubectl::version(minor, &c.kubeconfig);
     let (code, out, err) = run_with_stdin(
         &k,
-        &["exec", "web", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3"],
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 3",
+        ],
         None,
     )
     .await?;
@@ -255,7 +262,11 @@ async fn exec_checks(c: &Cluster, minor: u32) -> anyhow::Result<()> {
     assert!(err.contains("oops"), "kubectl 1.{minor}: {err}");
 
     let (code, out, err) = run_with_stdin(&k, &["exec", "web", "--", "echo", "fine"], None).await?;
-    assert_eq!((code, out.as_str()), (Some(0), "fine\n"), "kubectl 1.{minor}: {err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "fine\n"),
+        "kubectl 1.{minor}: {err}"
+    );
 
     let (code, out, err) = run_with_stdin(
         &k,
@@ -284,25 +295,45 @@ async fn port_forward_checks(c: &Cluster, minor: u32) -> anyhow::Result<()> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = KillOnDrop(cmd.spawn()?);
     let stdout = child.0.stdout.take().context("kubectl stdout")?;
-    // "Forwarding from 127.0.0.1:LOCAL -> PORT"
-    let local: u16 = tokio::task::spawn_blocking(move || -> anyhow::Result<u16> {
+    // "Forwarding from 127.0.0.1:LOCAL -> PORT". The reader keeps draining stdout after it:
+    // kubectl dies of SIGPIPE when it writes "Handling connection" to a closed pipe.
+    let (port_tx, port_rx) = tokio::sync::oneshot::channel::<u16>();
+    std::thread::spawn(move || {
+        let mut port_tx = Some(port_tx);
         for line in BufReader::new(stdout).lines() {
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
-                let port = rest.split(' ').next().unwrap_or_default();
-                return Ok(port.parse()?);
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:")
+                && let Some(port) = rest.split(' ').next().and_then(|p| p.parse().ok())
+                && let Some(tx) = port_tx.take()
+            {
+                let _ = tx.send(port);
             }
         }
-        anyhow::bail!("kubectl port-forward ended without forwarding")
-    })
-    .await??;
-    for round in 0..2 {
-        let mut conn = TcpStream::connect(("127.0.0.1", local)).await?;
-        let payload = format!("kubectl 1.{minor} round {round}: {}", "x".repeat(50_000));
-        conn.write_all(payload.as_bytes()).await?;
-        let mut back = vec![0u8; payload.len()];
-        conn.read_exact(&mut back).await?;
-        assert_eq!(back, payload.as_bytes(), "kubectl 1.{minor}");
+    });
+    let local = port_rx
+        .await
+        .context("kubectl port-forward ended without forwarding")?;
+    let rounds = async {
+        for round in 0..2 {
+            let mut conn = TcpStream::connect(("127.0.0.1", local)).await?;
+            let payload = format!("kubectl 1.{minor} round {round}: {}", "x".repeat(50_000));
+            conn.write_all(payload.as_bytes()).await?;
+            let mut back = vec![0u8; payload.len()];
+            conn.read_exact(&mut back).await?;
+            anyhow::ensure!(
+                back == payload.as_bytes(),
+                "kubectl 1.{minor}: echo differs"
+            );
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = rounds.await {
+        let _ = child.0.kill();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        anyhow::bail!("port-forward with kubectl 1.{minor}: {e}; kubectl said: {stderr}");
     }
     drop(child);
     Ok(())
@@ -320,7 +351,11 @@ async fn logs_checks(c: &Cluster) -> anyhow::Result<()> {
     );
     child_out.write_all(b"hello\nworld\n").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&path).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+    while std::fs::read_to_string(&path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 2
+    {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "log never written");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -360,7 +395,12 @@ async fn logs_checks(c: &Cluster) -> anyhow::Result<()> {
     });
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        seen.push(line_rx.recv().await.context("kubectl logs -f ended early")??);
+        seen.push(
+            line_rx
+                .recv()
+                .await
+                .context("kubectl logs -f ended early")??,
+        );
     }
     child_out.write_all(b"later\n").await?;
     seen.push(line_rx.recv().await.context("no followed line")??);
@@ -379,7 +419,7 @@ async fn logs_checks(c: &Cluster) -> anyhow::Result<()> {
 async fn kubectl_logs_exec_and_port_forward_reach_the_kubelet_server() -> anyhow::Result<()> {
     let c = start_cluster().await?;
     logs_checks(&c).await?;
-    for minor in [29, 33] {
+    for minor in [29, 31, 33] {
         exec_checks(&c, minor).await?;
         port_forward_checks(&c, minor).await?;
     }
@@ -394,8 +434,7 @@ async fn the_kubelet_server_requires_a_client_certificate() -> anyhow::Result<()
     let c = start_cluster().await?;
     let port = c._kubelet.local_addr().port();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(c.ts.server.ca_pem().as_bytes())
-    {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(c.ts.server.ca_pem().as_bytes()) {
         roots.add(cert?)?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -413,7 +452,9 @@ async fn the_kubelet_server_requires_a_client_certificate() -> anyhow::Result<()
         Err(_) => true,
         // TLS 1.3: the refusal arrives with the first read.
         Ok(mut tls) => {
-            let _ = tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let _ = tls
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await;
             let mut buf = [0u8; 64];
             !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
         }

@@ -97,7 +97,10 @@ pub async fn serve_spdy<IO>(
             Ok(Some(s)) => s,
             Ok(None) => return,
             Err(_) => {
-                tracing::info!(pod = target.pod, "exec client did not open its streams in time");
+                tracing::info!(
+                    pod = target.pod,
+                    "exec client did not open its streams in time"
+                );
                 return;
             }
         };
@@ -131,8 +134,7 @@ fn resize_decoder(mut incoming: mpsc::Receiver<Bytes>) -> mpsc::Receiver<Termina
         let mut buf: Vec<u8> = Vec::new();
         while let Some(b) = incoming.recv().await {
             buf.extend_from_slice(&b);
-            let mut sizes =
-                serde_json::Deserializer::from_slice(&buf).into_iter::<TerminalSize>();
+            let mut sizes = serde_json::Deserializer::from_slice(&buf).into_iter::<TerminalSize>();
             let mut consumed = 0;
             while let Some(size) = sizes.next() {
                 match size {
@@ -275,7 +277,9 @@ async fn run(
             }
             let _ = w.shutdown().await;
         })),
-        (Some(mut rx), None) => Some(tokio::spawn(async move { while rx.recv().await.is_some() {} })),
+        (Some(mut rx), None) => Some(tokio::spawn(
+            async move { while rx.recv().await.is_some() {} },
+        )),
         _ => None,
     };
     let resize_task = match (ch.resize, child.resize) {

@@ -97,10 +97,12 @@ fn tls_config(config: &StreamingConfig) -> Result<rustls::ServerConfig, StreamEr
             "no certificate in it: give the cluster CA (ca.crt)".into(),
         ));
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| tls_err("client_ca_pem")(e.to_string()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls_err("client_ca_pem")(e.to_string()))?;
     let chain = CertificateDer::pem_slice_iter(config.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_err("cert_pem")(e.to_string()))?;
@@ -128,12 +130,13 @@ impl StreamingServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, StreamError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&config)?));
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StreamError::Listen {
-                addr: config.addr,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.addr)
+                .await
+                .map_err(|source| StreamError::Listen {
+                    addr: config.addr,
+                    source,
+                })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| StreamError::Listen {
@@ -353,7 +356,10 @@ async fn container_logs(
 /// The upgrade the client asks for.
 enum Upgrade {
     /// Websocket with the chosen subprotocol and the accept key.
-    Ws { protocol: &'static str, accept: String },
+    Ws {
+        protocol: &'static str,
+        accept: String,
+    },
     /// SPDY/3.1 with the chosen `X-Stream-Protocol-Version`.
     Spdy { protocol: &'static str },
 }
@@ -421,7 +427,10 @@ fn switching(upgrade: &Upgrade) -> Response<Body> {
         }
         Upgrade::Spdy { protocol } => {
             h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            h.insert("x-stream-protocol-version", HeaderValue::from_static(protocol));
+            h.insert(
+                "x-stream-protocol-version",
+                HeaderValue::from_static(protocol),
+            );
         }
     }
     resp
@@ -503,7 +512,11 @@ fn port_forward(
         )));
     }
     let target = streams.pod(ns, pod)?;
-    let upgrade = negotiate(req.headers(), &[WS_PORT_FORWARD_TUNNEL], PORT_FORWARD_PROTOCOL)?;
+    let upgrade = negotiate(
+        req.headers(),
+        &[WS_PORT_FORWARD_TUNNEL],
+        PORT_FORWARD_PROTOCOL,
+    )?;
     let resp = switching(&upgrade);
     let on = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -551,7 +564,10 @@ mod tests {
     fn negotiation_prefers_the_clients_order_and_explains_refusals() {
         let mut h = HeaderMap::new();
         h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert("sec-websocket-key", HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        h.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
         h.insert(
             "sec-websocket-protocol",
             HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io"),
@@ -568,13 +584,23 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-        h.append("x-stream-protocol-version", HeaderValue::from_static("v4.channel.k8s.io"));
-        h.append("x-stream-protocol-version", HeaderValue::from_static("v3.channel.k8s.io"));
+        h.append(
+            "x-stream-protocol-version",
+            HeaderValue::from_static("v4.channel.k8s.io"),
+        );
+        h.append(
+            "x-stream-protocol-version",
+            HeaderValue::from_static("v3.channel.k8s.io"),
+        );
         assert!(matches!(
             negotiate(&h, WS_EXEC_PROTOCOLS, SPDY_EXEC_PROTOCOL),
-            Ok(Upgrade::Spdy { protocol: "v4.channel.k8s.io" })
+            Ok(Upgrade::Spdy {
+                protocol: "v4.channel.k8s.io"
+            })
         ));
         let err = negotiate(&HeaderMap::new(), WS_EXEC_PROTOCOLS, SPDY_EXEC_PROTOCOL);
-        assert!(matches!(err, Err(StreamError::BadRequest(m)) if m.contains("Upgrade request required")));
+        assert!(
+            matches!(err, Err(StreamError::BadRequest(m)) if m.contains("Upgrade request required"))
+        );
     }
 }

@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn errors_map_to_codes() {
         let s = of_error(&StreamError::NotFound("pod x not found".into()));
-        assert_eq!((s["code"].as_u64(), s["reason"].as_str()), (Some(404), Some("NotFound")));
+        assert_eq!(
+            (s["code"].as_u64(), s["reason"].as_str()),
+            (Some(404), Some("NotFound"))
+        );
         let s = of_error(&StreamError::Unsupported("no".into()));
         assert_eq!(s["code"], 501);
     }

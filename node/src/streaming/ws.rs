@@ -240,10 +240,7 @@ where
             match tr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if !sender
-                        .binary(Bytes::copy_from_slice(&buf[..n]))
-                        .await
-                    {
+                    if !sender.binary(Bytes::copy_from_slice(&buf[..n])).await {
                         return;
                     }
                 }
@@ -305,13 +302,19 @@ mod tests {
         cw.write_all(&buf).await.unwrap();
         assert_eq!(messages.recv().await.unwrap(), b"\x01abc");
         let pong = read_frame(&mut cr).await.unwrap().unwrap();
-        assert_eq!((pong.opcode, pong.payload.as_slice()), (OP_PONG, &b"hb"[..]));
+        assert_eq!(
+            (pong.opcode, pong.payload.as_slice()),
+            (OP_PONG, &b"hb"[..])
+        );
         sender.binary(Bytes::from_static(b"\x01out")).await;
         sender.close(1000).await;
         let f = read_frame(&mut cr).await.unwrap().unwrap();
         assert_eq!(f.payload, b"\x01out");
         let f = read_frame(&mut cr).await.unwrap().unwrap();
-        assert_eq!((f.opcode, f.payload), (OP_CLOSE, 1000u16.to_be_bytes().to_vec()));
+        assert_eq!(
+            (f.opcode, f.payload),
+            (OP_CLOSE, 1000u16.to_be_bytes().to_vec())
+        );
     }
 
     #[tokio::test]
