@@ -4,4 +4,5 @@ mod apiserver;
 mod controllers;
 mod durability;
 mod images;
+mod kubelet_streams;
 mod storage;
