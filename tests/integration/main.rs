@@ -3,4 +3,5 @@
 mod apiserver;
 mod controllers;
 mod durability;
+mod sandbox;
 mod storage;
