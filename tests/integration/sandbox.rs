@@ -496,6 +496,28 @@ async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Res
     let keep: HashSet<String> = ["ffff-0006".to_string()].into();
     ensure!(second.retain(&keep).await? == ["ffff-0007"]);
     ensure!(second.list().await.len() == 1);
+
+    // A sandbox whose record was lost is still removed by its uid.
+    second.create(&pod("ffff-0008", "lost")).await?;
+    std::fs::remove_dir_all(fx.dir.path().join("state/pods/ffff-0008"))?;
+    ensure!(
+        second.remove("ffff-0008").await?,
+        "remove found nothing of a pod without record"
+    );
+    ensure!(
+        !list_netns(&fx.prefix)
+            .iter()
+            .any(|n| n.ends_with("ffff-0008")),
+        "netns left"
+    );
+    ensure!(
+        !std::fs::read_to_string(&ipam_path)?.contains("ffff-0008"),
+        "addresses not released"
+    );
+    ensure!(
+        !second.remove("ffff-0008").await?,
+        "a second remove found something"
+    );
     second.teardown_all().await?;
     Ok(())
 }

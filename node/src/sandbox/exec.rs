@@ -32,10 +32,11 @@ pub(crate) fn enter_on_exec(cmd: &mut tokio::process::Command, entry: Entry) {
             // SAFETY: unsharing the mount namespace (not the file table) in the single-threaded
             // child between fork and exec; no other thread can observe it.
             unsafe { unshare_unsafe(UnshareFlags::NEWNS) }?;
-            // Mounts made below must not propagate back to the node's mount namespace.
+            // Downstream (slave): the bind mounts below never propagate back to the node,
+            // while unmounts there (e.g. `ip netns delete`) still reach this namespace.
             mount_change(
                 c"/",
-                MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+                MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
             )?;
             for (source, target) in &entry.binds {
                 mount_bind(source.as_c_str(), target.as_c_str())?;

@@ -386,9 +386,20 @@ impl SandboxManager {
     /// releases its addresses and files. True if there was one.
     pub async fn remove(&self, uid: &str) -> Result<bool> {
         let mut ipam = self.ipam.lock().await;
-        let Some(rec) = self.read_record(uid) else {
-            // Nothing recorded, but addresses may still be held (e.g. a record deleted by hand).
-            return ipam.release(uid);
+        let rec = match self.read_record(uid) {
+            Some(rec) => rec,
+            None if spec::valid_uid(uid) => {
+                // Nothing recorded, but parts may still exist (e.g. a record deleted by hand).
+                let rec = self.derived_record(uid);
+                let netns = rec.netns.as_deref().is_some_and(|n| netns_path(n).exists());
+                let cgroup = self.pod_cgroup(uid).paths().iter().any(|p| p.exists());
+                let ips = ipam.get(uid).is_some();
+                if !(netns || cgroup || ips) {
+                    return Ok(false);
+                }
+                rec
+            }
+            None => return Ok(false),
         };
         let started = Instant::now();
         self.destroy(&rec, &mut ipam).await?;
@@ -496,18 +507,23 @@ impl SandboxManager {
             Some(r) if r.uid == uid => Some(r),
             _ => {
                 warn!(path = %path.display(), "sandbox record missing or unreadable; treating the sandbox as leftover");
-                Some(Record {
-                    uid: uid.to_string(),
-                    namespace: String::new(),
-                    name: String::new(),
-                    host_network: false,
-                    hostname: String::new(),
-                    netns: Some(netns_name(&self.config.name_prefix, uid)),
-                    veth: Some(veth_name(&self.config.name_prefix, uid)),
-                    ips: Vec::new(),
-                    complete: false,
-                })
+                Some(self.derived_record(uid))
             }
+        }
+    }
+
+    /// An incomplete record with the names derived from `uid`, to remove what may exist.
+    fn derived_record(&self, uid: &str) -> Record {
+        Record {
+            uid: uid.to_string(),
+            namespace: String::new(),
+            name: String::new(),
+            host_network: false,
+            hostname: String::new(),
+            netns: Some(netns_name(&self.config.name_prefix, uid)),
+            veth: Some(veth_name(&self.config.name_prefix, uid)),
+            ips: Vec::new(),
+            complete: false,
         }
     }
 
