@@ -65,7 +65,13 @@ impl Fixture {
         let f = Fixture {
             node_ns: format!("sktnode-{id}"),
             prefix: format!("sktpod-{id}-"),
-            cgroup_parent: format!("skiff-test-{id}"),
+            // Under this process's own cgroup (relative), except on pure cgroup v2, where a
+            // cgroup with processes cannot delegate controllers: there from the root.
+            cgroup_parent: if CgroupLayout::detect().is_ok_and(|l| l.version() == "v2") {
+                format!("/skiff-test-{id}")
+            } else {
+                format!("skiff-test-{id}")
+            },
             dir: tempfile::tempdir()?,
         };
         ip(&["netns", "add", &f.node_ns])?;
@@ -546,6 +552,10 @@ async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()>
     // ... a namespace with our prefix that no record knows, and addresses of a vanished pod.
     let stray_ns = format!("{}3333-0003", fx.prefix);
     ip(&["netns", "add", &stray_ns])?;
+    // ... and a namespace that shares the prefix but is not a pod's (it has a bridge).
+    let foreign_ns = format!("{}9999-0009", fx.prefix);
+    ip(&["netns", "add", &foreign_ns])?;
+    ip(&["-n", &foreign_ns, "link", "add", "br9", "type", "bridge"])?;
     let ipam_path = fx.dir.path().join("state/ipam.json");
     let mut ipam: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ipam_path)?)?;
     ipam["allocations"]["4444-0004"] = serde_json::json!(["10.244.7.200"]);
@@ -556,9 +566,10 @@ async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()>
     let _ = orphan_proc.wait().await;
     let left = list_netns(&fx.prefix);
     ensure!(
-        left == [format!("{}1111-0001", fx.prefix)],
+        left == [format!("{}1111-0001", fx.prefix), foreign_ns.clone()],
         "netns after restart: {left:?}"
     );
+    ip(&["netns", "delete", &foreign_ns])?;
     let ipam = std::fs::read_to_string(&ipam_path)?;
     ensure!(
         !ipam.contains("4444-0004") && !ipam.contains("2222-0002"),

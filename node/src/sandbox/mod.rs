@@ -57,7 +57,8 @@ pub struct SandboxConfig {
     /// The node's network namespace (`/run/netns/X`); `None` = the current one (`skiff server`).
     pub node_netns: Option<PathBuf>,
     /// Prefix of pod netns names (`<prefix><uid>`), unique per cluster, e.g. `skiff-<name>-pod-`.
-    /// Network namespaces with this prefix that no sandbox owns are deleted at start.
+    /// Network namespaces with this prefix that no sandbox owns are deleted at start (if they
+    /// hold only `lo` and `eth0`), so no other namespace name may start with it.
     pub name_prefix: String,
     /// The node's pod CIDRs (one IPv4 and/or one IPv6); the first address of each is the gateway.
     pub pod_cidrs: Vec<IpCidr>,
@@ -715,6 +716,20 @@ impl SandboxManager {
         self.sweep(&known, &mut ipam).await
     }
 
+    /// Whether the namespace holds nothing but `lo` and `eth0`, as a pod's (or a half-made
+    /// pod's) does: a safety net against deleting someone else's namespace that happens to
+    /// share our prefix.
+    async fn looks_like_pod_netns(&self, name: &str) -> bool {
+        match self.ip.pod(name, &["-o", "link", "show"]).await {
+            Ok(out) => out.lines().all(|l| {
+                let dev = l.split(':').nth(1).unwrap_or("").trim();
+                let dev = dev.split('@').next().unwrap_or(dev);
+                dev == "lo" || dev == "eth0"
+            }),
+            Err(_) => false,
+        }
+    }
+
     /// Deletes pod namespaces, addresses and pod cgroups of uids not in `known`.
     async fn sweep(&self, known: &HashSet<String>, ipam: &mut Ipam) -> Result<()> {
         let node_ns = self.config.node_netns.as_deref();
@@ -725,6 +740,10 @@ impl SandboxManager {
                 || !spec::valid_uid(uid)
                 || known.contains(uid)
             {
+                continue;
+            }
+            if !self.looks_like_pod_netns(&name).await {
+                warn!(netns = %name, "namespace has our prefix but devices a pod never has; leaving it alone");
                 continue;
             }
             warn!(netns = %name, "deleting leftover pod network namespace");
