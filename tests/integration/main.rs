@@ -5,4 +5,5 @@ mod controllers;
 mod durability;
 mod images;
 mod kubelet_streams;
+mod sandbox;
 mod storage;

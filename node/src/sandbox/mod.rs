@@ -1,1 +1,775 @@
 //! Pod sandboxes: a network namespace per pod on the node bridge, IPAM, the pod cgroup and its DNS files.
+//!
+//! `SandboxManager` owns every sandbox of one node: `create` (idempotent per pod uid, re-adopts
+//! after a kubelet restart), `remove`, `list`, `teardown_all`. A `Sandbox` spawns processes
+//! inside the pod (`command`) and opens connections into it (`connect_tcp`).
+
+mod cgroup;
+mod cidr;
+mod dns;
+mod error;
+mod exec;
+mod fsutil;
+mod hosts;
+mod ip;
+mod ipam;
+mod names;
+mod netns;
+mod pod;
+mod quantity;
+mod spec;
+
+use std::collections::HashSet;
+use std::ffi::{CString, OsStr};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+pub use cgroup::{CgroupLayout, PodCgroup};
+pub use cidr::IpCidr;
+pub use dns::{ResolvConf, pod_resolv_conf};
+pub use error::{Result, SandboxError};
+pub use hosts::pod_hosts;
+pub use ipam::Ipam;
+pub use names::{netns_name, veth_name};
+pub use netns::{
+    NETNS_DIR, connect_loopback_in, connect_tcp_in, list_netns, netns_path, run_in_netns,
+    run_in_netns_async,
+};
+pub use spec::{DnsOption, DnsPolicy, HostAlias, PodDnsConfig, PodResources, PodSandboxSpec};
+
+use exec::{Entry, enter_on_exec};
+use fsutil::{write_atomic, write_in_place};
+use ip::{Ip, is_missing};
+
+/// The default bridge name in the node namespace.
+pub const DEFAULT_BRIDGE: &str = "skiff0";
+
+/// How a node's sandboxes are built.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// The node's network namespace (`/run/netns/X`); `None` = the current one (`skiff server`).
+    pub node_netns: Option<PathBuf>,
+    /// Prefix of pod netns names (`<prefix><uid>`), unique per cluster, e.g. `skiff-<name>-pod-`.
+    /// Network namespaces with this prefix that no sandbox owns are deleted at start (if they
+    /// hold only `lo` and `eth0`), so no other namespace name may start with it.
+    pub name_prefix: String,
+    /// The node's pod CIDRs (one IPv4 and/or one IPv6); the first address of each is the gateway.
+    pub pod_cidrs: Vec<IpCidr>,
+    /// Where IPAM and per-pod files live (`ipam.json`, `pods/<uid>/`).
+    pub state_dir: PathBuf,
+    /// The cgroup pods go under: absolute (`/skiff`) from each hierarchy's root, or relative
+    /// (`skiff-test`) to the cgroup this process is in.
+    pub cgroup_parent: String,
+    /// Cluster DNS server addresses (ClusterFirst); empty = pods get the node's resolv.conf.
+    pub cluster_dns: Vec<IpAddr>,
+    /// The cluster domain (`cluster.local`).
+    pub cluster_domain: String,
+    /// The node's resolv.conf (the kubelet's `--resolv-conf`), for `Default` and search domains.
+    pub host_resolv_conf: PathBuf,
+    /// The node's hosts file, which hostNetwork pods get.
+    pub host_hosts_file: PathBuf,
+    /// The bridge in the node namespace.
+    pub bridge: String,
+}
+
+impl SandboxConfig {
+    /// A configuration with the defaults: current netns, `skiff0`, `cluster.local`,
+    /// cluster DNS `10.96.0.10`, `/etc/resolv.conf`, `/etc/hosts`, cgroup parent `/skiff`.
+    pub fn new(
+        name_prefix: impl Into<String>,
+        pod_cidrs: Vec<IpCidr>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        SandboxConfig {
+            node_netns: None,
+            name_prefix: name_prefix.into(),
+            pod_cidrs,
+            state_dir: state_dir.into(),
+            cgroup_parent: "/skiff".into(),
+            cluster_dns: vec![IpAddr::from([10, 96, 0, 10])],
+            cluster_domain: "cluster.local".into(),
+            host_resolv_conf: "/etc/resolv.conf".into(),
+            host_hosts_file: "/etc/hosts".into(),
+            bridge: DEFAULT_BRIDGE.into(),
+        }
+    }
+}
+
+/// What is persisted per sandbox (`pods/<uid>/sandbox.json`), enough to find and remove it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    uid: String,
+    namespace: String,
+    name: String,
+    host_network: bool,
+    hostname: String,
+    netns: Option<String>,
+    veth: Option<String>,
+    ips: Vec<IpAddr>,
+    /// False until every part exists: a crash mid-create leaves `false`, cleaned at next start.
+    complete: bool,
+}
+
+/// A pod's sandbox: its addresses, namespace, cgroup and DNS files.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub host_network: bool,
+    /// The pod's IPs, IPv4 first (empty for hostNetwork pods: they have the node's).
+    pub ips: Vec<IpAddr>,
+    /// The pod's network namespace (for hostNetwork pods: the node's; `None` = current).
+    pub netns_path: Option<PathBuf>,
+    /// The host side of the pod's veth in the node namespace.
+    pub veth: Option<String>,
+    /// The pod's resolv.conf and hosts files, bind-mounted over /etc/ in its processes.
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+    pub hostname: String,
+    cgroup: PodCgroup,
+}
+
+impl Sandbox {
+    /// The pod cgroup's directories, one per hierarchy (the unified one first when mounted).
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.cgroup.paths()
+    }
+
+    /// The pod cgroup.
+    pub fn cgroup(&self) -> &PodCgroup {
+        &self.cgroup
+    }
+
+    /// A command whose process runs inside the pod: in its cgroup, its network namespace, its
+    /// own hostname (UTS namespace, not for hostNetwork pods) and a private mount namespace
+    /// where /etc/resolv.conf and /etc/hosts are the pod's. Used for containers and exec.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Result<tokio::process::Command> {
+        let mut entry = Entry::default();
+        for procs in self.cgroup.procs_files() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&procs)
+                .map_err(|e| SandboxError::io("open", &procs, e))?;
+            entry.cgroup_procs.push(OwnedFd::from(f));
+        }
+        if let Some(p) = &self.netns_path {
+            entry.netns = Some(netns::open_netns(p)?);
+        }
+        entry.binds = vec![
+            (
+                cstring(&self.resolv_conf)?,
+                cstring(Path::new("/etc/resolv.conf"))?,
+            ),
+            (cstring(&self.hosts)?, cstring(Path::new("/etc/hosts"))?),
+        ];
+        if !self.host_network {
+            entry.hostname = Some(self.hostname.as_bytes().to_vec());
+        }
+        let mut cmd = tokio::process::Command::new(program);
+        enter_on_exec(&mut cmd, entry);
+        Ok(cmd)
+    }
+
+    /// A TCP connection to `port` on the pod's loopback (what port-forward does).
+    pub async fn connect_tcp(&self, port: u16) -> Result<TcpStream> {
+        connect_loopback_in(self.netns_path.as_deref(), port).await
+    }
+
+    /// How many processes of the pod the OOM killer killed.
+    pub fn oom_kills(&self) -> Result<u64> {
+        self.cgroup.oom_kills()
+    }
+
+    /// SIGKILL to every process of the pod.
+    pub fn kill_all(&self) {
+        self.cgroup.kill_all()
+    }
+
+    /// The processes in the pod cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        self.cgroup.pids()
+    }
+}
+
+fn cstring(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+        SandboxError::io(
+            "use path",
+            p,
+            std::io::Error::other("path contains a NUL byte"),
+        )
+    })
+}
+
+/// Builds, adopts and removes the pod sandboxes of one node.
+#[derive(Debug)]
+pub struct SandboxManager {
+    config: SandboxConfig,
+    layout: CgroupLayout,
+    ip: Ip,
+    /// Sandbox operations are serialised: they are rare and each is a few ms of iproute2.
+    ipam: tokio::sync::Mutex<Ipam>,
+}
+
+impl SandboxManager {
+    /// Prepares the node (bridge with gateway addresses, forwarding in the node namespace) and
+    /// cleans up what a crashed predecessor with the same prefix and state dir left behind.
+    pub async fn new(config: SandboxConfig) -> Result<Self> {
+        let started = Instant::now();
+        let v4 = config.pod_cidrs.iter().filter(|c| !c.is_ipv6()).count();
+        if config.pod_cidrs.is_empty() || v4 > 1 || config.pod_cidrs.len() - v4 > 1 {
+            return Err(SandboxError::Cidr {
+                value: config
+                    .pod_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason: "need one or two CIDRs, at most one per family".into(),
+            });
+        }
+        if config.name_prefix.is_empty() {
+            return Err(SandboxError::InvalidSpec {
+                pod: "-".into(),
+                field: "name_prefix",
+                value: String::new(),
+                reason: "must not be empty: it tells this node's pod namespaces apart".into(),
+            });
+        }
+        let layout = CgroupLayout::detect()?;
+        let ipam = Ipam::load(&config.state_dir.join("ipam.json"), &config.pod_cidrs)?;
+        let mgr = SandboxManager {
+            ip: Ip::new(config.node_netns.clone()),
+            layout,
+            config,
+            ipam: ipam.into(),
+        };
+        mgr.ensure_bridge().await?;
+        mgr.recover().await?;
+        info!(
+            bridge = %mgr.config.bridge,
+            cidrs = ?mgr.config.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            cgroups = mgr.layout.version(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pod sandbox manager ready"
+        );
+        Ok(mgr)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// `v2`, `v1` or `hybrid`.
+    pub fn cgroup_version(&self) -> &'static str {
+        self.layout.version()
+    }
+
+    /// The sandbox of `spec.uid`: created, or the existing one when it is whole (after a
+    /// kubelet restart). A broken or half-made one is removed and made again.
+    pub async fn create(&self, spec: &PodSandboxSpec) -> Result<Sandbox> {
+        spec.validate()?;
+        let mut ipam = self.ipam.lock().await;
+        if let Some(rec) = self.read_record(&spec.uid) {
+            if rec.complete && self.alive(&rec).await {
+                info!(pod = %spec.pod_name(), uid = %spec.uid, ips = ?rec.ips, "pod sandbox adopted");
+                return Ok(self.sandbox(&rec));
+            }
+            warn!(pod = %spec.pod_name(), uid = %spec.uid, "pod sandbox incomplete or broken; making it again");
+            self.destroy(&rec, &mut ipam).await?;
+        }
+        let started = Instant::now();
+        // Compute the DNS files first: a bad dnsConfig fails before anything is made.
+        let host_resolv = match std::fs::read_to_string(&self.config.host_resolv_conf) {
+            Ok(t) => ResolvConf::parse(&t),
+            Err(e) => {
+                warn!(path = %self.config.host_resolv_conf.display(), error = %e, "node resolv.conf unreadable; using none");
+                ResolvConf::default()
+            }
+        };
+        let resolv = pod_resolv_conf(
+            spec,
+            &self.config.cluster_dns,
+            &self.config.cluster_domain,
+            &host_resolv,
+        )?
+        .render();
+        let mut rec = Record {
+            uid: spec.uid.clone(),
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            host_network: spec.host_network,
+            hostname: spec.hostname.clone(),
+            netns: (!spec.host_network).then(|| netns_name(&self.config.name_prefix, &spec.uid)),
+            veth: (!spec.host_network).then(|| veth_name(&self.config.name_prefix, &spec.uid)),
+            ips: Vec::new(),
+            complete: false,
+        };
+        match self.build(spec, &mut rec, &resolv, &mut ipam).await {
+            Ok(()) => {
+                info!(
+                    pod = %spec.pod_name(),
+                    uid = %spec.uid,
+                    ips = ?rec.ips,
+                    host_network = spec.host_network,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "pod sandbox created"
+                );
+                Ok(self.sandbox(&rec))
+            }
+            Err(e) => {
+                warn!(pod = %spec.pod_name(), uid = %spec.uid, error = %e, "pod sandbox creation failed; cleaning up");
+                if let Err(e2) = self.destroy(&rec, &mut ipam).await {
+                    warn!(uid = %spec.uid, error = %e2, "cleanup after failed creation failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        spec: &PodSandboxSpec,
+        rec: &mut Record,
+        resolv: &str,
+        ipam: &mut Ipam,
+    ) -> Result<()> {
+        self.write_record(rec)?;
+        if !spec.host_network {
+            rec.ips = ipam.allocate(&spec.uid)?;
+            self.write_record(rec)?;
+        }
+        self.pod_cgroup(&spec.uid).create(&spec.resources)?;
+        if !spec.host_network {
+            self.setup_network(rec).await?;
+        }
+        let node_hosts = if spec.host_network {
+            std::fs::read_to_string(&self.config.host_hosts_file).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let hosts = pod_hosts(spec, &rec.ips, &self.config.cluster_domain, &node_hosts);
+        let dir = self.pod_dir(&spec.uid);
+        write_in_place(&dir.join("resolv.conf"), resolv.as_bytes())?;
+        write_in_place(&dir.join("hosts"), hosts.as_bytes())?;
+        rec.complete = true;
+        self.write_record(rec)
+    }
+
+    /// The sandbox of `uid`, if one exists and is whole.
+    pub async fn get(&self, uid: &str) -> Option<Sandbox> {
+        let _guard = self.ipam.lock().await;
+        self.read_record(uid)
+            .filter(|r| r.complete)
+            .map(|r| self.sandbox(&r))
+    }
+
+    /// Every whole sandbox of this node.
+    pub async fn list(&self) -> Vec<Sandbox> {
+        let _guard = self.ipam.lock().await;
+        self.records()
+            .into_iter()
+            .filter(|r| r.complete)
+            .map(|r| self.sandbox(&r))
+            .collect()
+    }
+
+    /// Removes the sandbox of `uid`: kills its processes, deletes its veth, namespace and cgroup,
+    /// releases its addresses and files. True if there was one.
+    pub async fn remove(&self, uid: &str) -> Result<bool> {
+        let mut ipam = self.ipam.lock().await;
+        let rec = match self.read_record(uid) {
+            Some(rec) => rec,
+            None if spec::valid_uid(uid) => {
+                // Nothing recorded, but parts may still exist (e.g. a record deleted by hand).
+                let rec = self.derived_record(uid);
+                let netns = rec.netns.as_deref().is_some_and(|n| netns_path(n).exists());
+                let cgroup = self.pod_cgroup(uid).paths().iter().any(|p| p.exists());
+                let ips = ipam.get(uid).is_some();
+                if !(netns || cgroup || ips) {
+                    return Ok(false);
+                }
+                rec
+            }
+            None => return Ok(false),
+        };
+        let started = Instant::now();
+        self.destroy(&rec, &mut ipam).await?;
+        info!(
+            pod = %format!("{}/{}", rec.namespace, rec.name),
+            uid,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pod sandbox removed"
+        );
+        Ok(true)
+    }
+
+    /// Removes every sandbox whose uid is not in `keep` (the kubelet's garbage collection).
+    pub async fn retain(&self, keep: &HashSet<String>) -> Result<Vec<String>> {
+        let uids: Vec<String> = {
+            let _guard = self.ipam.lock().await;
+            self.records()
+                .into_iter()
+                .map(|r| r.uid)
+                .filter(|u| !keep.contains(u))
+                .collect()
+        };
+        for uid in &uids {
+            self.remove(uid).await?;
+        }
+        Ok(uids)
+    }
+
+    /// Removes every sandbox, leftover namespace and pod cgroup of this manager, the bridge
+    /// and the cgroup parent. The node namespace itself belongs to the caller.
+    pub async fn teardown_all(&self) -> Result<()> {
+        let mut ipam = self.ipam.lock().await;
+        for rec in self.records() {
+            self.destroy(&rec, &mut ipam).await?;
+        }
+        self.sweep(&HashSet::new(), &mut ipam).await?;
+        match self.ip.node(&["link", "del", &self.config.bridge]).await {
+            Ok(_) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.layout.remove_parent(&self.config.cgroup_parent);
+        let _ = std::fs::remove_dir(self.config.state_dir.join("pods"));
+        info!(bridge = %self.config.bridge, "pod sandboxes torn down");
+        Ok(())
+    }
+
+    /// A TCP connection from the node namespace to `addr` (probes to a pod IP).
+    pub async fn connect_from_node(&self, addr: SocketAddr) -> Result<TcpStream> {
+        connect_tcp_in(self.config.node_netns.as_deref(), addr).await
+    }
+
+    // --- internals ---
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.config.state_dir.join("pods").join(uid)
+    }
+
+    fn pod_cgroup(&self, uid: &str) -> PodCgroup {
+        self.layout
+            .pod(&self.config.cgroup_parent, &names::cgroup_leaf(uid))
+    }
+
+    fn sandbox(&self, rec: &Record) -> Sandbox {
+        let dir = self.pod_dir(&rec.uid);
+        Sandbox {
+            uid: rec.uid.clone(),
+            namespace: rec.namespace.clone(),
+            name: rec.name.clone(),
+            host_network: rec.host_network,
+            ips: rec.ips.clone(),
+            netns_path: match &rec.netns {
+                Some(n) => Some(netns_path(n)),
+                None => self.config.node_netns.clone(),
+            },
+            veth: rec.veth.clone(),
+            resolv_conf: dir.join("resolv.conf"),
+            hosts: dir.join("hosts"),
+            hostname: rec.hostname.clone(),
+            cgroup: self.pod_cgroup(&rec.uid),
+        }
+    }
+
+    fn write_record(&self, rec: &Record) -> Result<()> {
+        let path = self.pod_dir(&rec.uid).join("sandbox.json");
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| SandboxError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// The record of `uid`; an unreadable one comes back as an incomplete record with the
+    /// derived names, so that it gets cleaned up.
+    fn read_record(&self, uid: &str) -> Option<Record> {
+        let dir = self.pod_dir(uid);
+        if !dir.is_dir() {
+            return None;
+        }
+        let path = dir.join("sandbox.json");
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        {
+            Some(r) if r.uid == uid => Some(r),
+            _ => {
+                warn!(path = %path.display(), "sandbox record missing or unreadable; treating the sandbox as leftover");
+                Some(self.derived_record(uid))
+            }
+        }
+    }
+
+    /// An incomplete record with the names derived from `uid`, to remove what may exist.
+    fn derived_record(&self, uid: &str) -> Record {
+        Record {
+            uid: uid.to_string(),
+            namespace: String::new(),
+            name: String::new(),
+            host_network: false,
+            hostname: String::new(),
+            netns: Some(netns_name(&self.config.name_prefix, uid)),
+            veth: Some(veth_name(&self.config.name_prefix, uid)),
+            ips: Vec::new(),
+            complete: false,
+        }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        let Ok(dir) = std::fs::read_dir(self.config.state_dir.join("pods")) else {
+            return Vec::new();
+        };
+        let mut uids: Vec<String> = dir
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|u| spec::valid_uid(u))
+            .collect();
+        uids.sort();
+        uids.iter().filter_map(|u| self.read_record(u)).collect()
+    }
+
+    /// Whether every part of a complete sandbox still exists.
+    async fn alive(&self, rec: &Record) -> bool {
+        if !self.pod_cgroup(&rec.uid).paths().iter().all(|p| p.is_dir()) {
+            return false;
+        }
+        match (&rec.netns, &rec.veth) {
+            (Some(ns), Some(veth)) => {
+                netns_path(ns).exists()
+                    && self.ip.pod(ns, &["link", "show", "eth0"]).await.is_ok()
+                    && self.ip.node(&["link", "show", veth]).await.is_ok()
+            }
+            _ => rec.host_network,
+        }
+    }
+
+    async fn ensure_bridge(&self) -> Result<()> {
+        let br = self.config.bridge.as_str();
+        if let Err(e) = self.ip.node(&["link", "show", br]).await {
+            if !is_missing(&e) {
+                return Err(e);
+            }
+            let mac = names::bridge_mac(&format!("{}{}", self.config.name_prefix, br));
+            self.ip
+                .node(&["link", "add", br, "address", &mac, "type", "bridge"])
+                .await?;
+        }
+        for cidr in &self.config.pod_cidrs {
+            let gw = cidr.gateway().ok_or_else(|| SandboxError::Cidr {
+                value: cidr.to_string(),
+                reason: "too small to have a gateway".into(),
+            })?;
+            let addr = format!("{gw}/{}", cidr.prefix());
+            if cidr.is_ipv6() {
+                self.ip
+                    .node(&["-6", "addr", "replace", &addr, "dev", br, "nodad"])
+                    .await?;
+            } else {
+                self.ip.node(&["addr", "replace", &addr, "dev", br]).await?;
+            }
+        }
+        self.ip.node(&["link", "set", br, "up"]).await?;
+        // Forwarding inside the node namespace only (pods reach services and each other
+        // through it); the node namespace of `skiff up` has no uplink, so nothing leaves.
+        let has_v6 = self.config.pod_cidrs.iter().any(IpCidr::is_ipv6);
+        let has_v4 = self.config.pod_cidrs.iter().any(|c| !c.is_ipv6());
+        let sysctls: Vec<&'static str> = [
+            has_v4.then_some("/proc/sys/net/ipv4/ip_forward"),
+            has_v6.then_some("/proc/sys/net/ipv6/conf/all/forwarding"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        run_in_netns_async(self.config.node_netns.clone(), move || -> Result<()> {
+            for p in sysctls {
+                std::fs::write(p, "1").map_err(|e| SandboxError::io("write sysctl", p, e))?;
+            }
+            Ok(())
+        })
+        .await??;
+        Ok(())
+    }
+
+    async fn setup_network(&self, rec: &Record) -> Result<()> {
+        let (Some(ns), Some(veth)) = (rec.netns.as_deref(), rec.veth.as_deref()) else {
+            return Ok(());
+        };
+        if netns_path(ns).exists() {
+            self.ip.netns(&["delete", ns]).await?;
+        }
+        self.ip.netns(&["add", ns]).await?;
+        match self.ip.node(&["link", "del", veth]).await {
+            Ok(_) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.ip
+            .node(&[
+                "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])
+            .await?;
+        self.ip
+            .node(&["link", "set", veth, "master", &self.config.bridge])
+            .await?;
+        // Hairpin: a pod reaching itself through a service IP comes back out of its own port.
+        self.ip
+            .node(&[
+                "link",
+                "set",
+                "dev",
+                veth,
+                "type",
+                "bridge_slave",
+                "hairpin",
+                "on",
+            ])
+            .await?;
+        self.ip.node(&["link", "set", veth, "up"]).await?;
+        self.ip.pod(ns, &["link", "set", "lo", "up"]).await?;
+        for (ip, cidr) in rec.ips.iter().zip(&self.config.pod_cidrs) {
+            let addr = format!("{ip}/{}", cidr.prefix());
+            if cidr.is_ipv6() {
+                self.ip
+                    .pod(ns, &["-6", "addr", "add", &addr, "dev", "eth0", "nodad"])
+                    .await?;
+            } else {
+                self.ip
+                    .pod(ns, &["addr", "add", &addr, "dev", "eth0"])
+                    .await?;
+            }
+        }
+        self.ip.pod(ns, &["link", "set", "eth0", "up"]).await?;
+        for cidr in &self.config.pod_cidrs {
+            if let Some(gw) = cidr.gateway() {
+                let family = if cidr.is_ipv6() { "-6" } else { "-4" };
+                self.ip
+                    .pod(
+                        ns,
+                        &[
+                            family,
+                            "route",
+                            "replace",
+                            "default",
+                            "via",
+                            &gw.to_string(),
+                            "dev",
+                            "eth0",
+                        ],
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every part of a sandbox that exists; missing parts are fine.
+    async fn destroy(&self, rec: &Record, ipam: &mut Ipam) -> Result<()> {
+        let cg = self.pod_cgroup(&rec.uid);
+        cg.kill_all();
+        if let Some(veth) = &rec.veth {
+            match self.ip.node(&["link", "del", veth]).await {
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(ns) = &rec.netns
+            && netns_path(ns).exists()
+        {
+            self.ip.netns(&["delete", ns]).await?;
+        }
+        cg.remove().await?;
+        ipam.release(&rec.uid)?;
+        let dir = self.pod_dir(&rec.uid);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SandboxError::io("remove", dir, e)),
+        }
+    }
+
+    /// Start-up cleanup: half-made or broken sandboxes, then anything with our names that no
+    /// sandbox owns. Whole sandboxes stay, to be re-adopted by `create`.
+    async fn recover(&self) -> Result<()> {
+        let mut ipam = self.ipam.lock().await;
+        let mut known = HashSet::new();
+        for rec in self.records() {
+            if rec.complete && self.alive(&rec).await {
+                known.insert(rec.uid.clone());
+            } else {
+                warn!(uid = %rec.uid, pod = %format!("{}/{}", rec.namespace, rec.name), "removing leftover pod sandbox");
+                self.destroy(&rec, &mut ipam).await?;
+            }
+        }
+        self.sweep(&known, &mut ipam).await
+    }
+
+    /// Whether the namespace holds nothing but `lo` and `eth0`, as a pod's (or a half-made
+    /// pod's) does: a safety net against deleting someone else's namespace that happens to
+    /// share our prefix.
+    async fn looks_like_pod_netns(&self, name: &str) -> bool {
+        match self.ip.pod(name, &["-o", "link", "show"]).await {
+            Ok(out) => out.lines().all(|l| {
+                let dev = l.split(':').nth(1).unwrap_or("").trim();
+                let dev = dev.split('@').next().unwrap_or(dev);
+                dev == "lo" || dev == "eth0"
+            }),
+            Err(_) => false,
+        }
+    }
+
+    /// Deletes pod namespaces, addresses and pod cgroups of uids not in `known`.
+    async fn sweep(&self, known: &HashSet<String>, ipam: &mut Ipam) -> Result<()> {
+        let node_ns = self.config.node_netns.as_deref();
+        let prefix = &self.config.name_prefix;
+        for name in list_netns(prefix) {
+            let uid = &name[prefix.len()..];
+            if Some(netns_path(&name).as_path()) == node_ns
+                || !spec::valid_uid(uid)
+                || known.contains(uid)
+            {
+                continue;
+            }
+            if !self.looks_like_pod_netns(&name).await {
+                warn!(netns = %name, "namespace has our prefix but devices a pod never has; leaving it alone");
+                continue;
+            }
+            warn!(netns = %name, "deleting leftover pod network namespace");
+            // Its cgroup (below) holds its processes; the namespace goes when they do.
+            match self.ip.netns(&["delete", &name]).await {
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for uid in ipam.uids() {
+            if !known.contains(&uid) {
+                warn!(uid = %uid, "releasing leftover pod addresses");
+                ipam.release(&uid)?;
+            }
+        }
+        for leaf in self.layout.children(&self.config.cgroup_parent, "pod") {
+            let uid = &leaf["pod".len()..];
+            if !known.contains(uid) {
+                warn!(cgroup = %leaf, "removing leftover pod cgroup");
+                self.layout
+                    .pod(&self.config.cgroup_parent, &leaf)
+                    .remove()
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The one place with `unsafe`: a `pre_exec` hook that moves a child into the pod's cgroup,
+//! a private mount namespace with the pod's DNS files, the pod's network and UTS namespaces.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+use rustix::thread::{LinkNameSpaceType, UnshareFlags, move_into_link_name_space, unshare_unsafe};
+
+/// What a child enters between fork and exec. Everything is opened or allocated before the
+/// fork, so the hook makes only raw system calls (async-signal-safe).
+#[derive(Debug, Default)]
+pub(crate) struct Entry {
+    /// Open `cgroup.procs` files; writing "0" moves the writer in.
+    pub cgroup_procs: Vec<OwnedFd>,
+    /// A network namespace to enter (`/run/netns/<name>` opened).
+    pub netns: Option<OwnedFd>,
+    /// Bind mounts `(source, target)` made in a new private mount namespace.
+    pub binds: Vec<(CString, CString)>,
+    /// A hostname for a new UTS namespace.
+    pub hostname: Option<Vec<u8>>,
+}
+
+/// Registers `entry` to be applied in the child of `cmd` right before exec.
+pub(crate) fn enter_on_exec(cmd: &mut tokio::process::Command, entry: Entry) {
+    let hook = move || -> std::io::Result<()> {
+        for fd in &entry.cgroup_procs {
+            rustix::io::write(fd, b"0")?;
+        }
+        if !entry.binds.is_empty() {
+            // SAFETY: unsharing the mount namespace (not the file table) in the single-threaded
+            // child between fork and exec; no other thread can observe it.
+            unsafe { unshare_unsafe(UnshareFlags::NEWNS) }?;
+            // Downstream (slave): the bind mounts below never propagate back to the node,
+            // while unmounts there (e.g. `ip netns delete`) still reach this namespace.
+            mount_change(
+                c"/",
+                MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+            )?;
+            for (source, target) in &entry.binds {
+                mount_bind(source.as_c_str(), target.as_c_str())?;
+            }
+        }
+        if let Some(ns) = &entry.netns {
+            move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
+        }
+        if let Some(name) = &entry.hostname {
+            // SAFETY: as above, a new UTS namespace for the single-threaded child.
+            unsafe { unshare_unsafe(UnshareFlags::NEWUTS) }?;
+            rustix::system::sethostname(name)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes system calls on memory and fds prepared before the fork
+    // (no allocation, no locks), which is what `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}

@@ -1,0 +1,114 @@
+//! Network namespaces: names under /run/netns, running code on a thread inside one, and TCP
+//! connections whose socket is created inside one.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::error::{Result, SandboxError};
+
+/// Where iproute2 keeps named network namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The path of the named network namespace `name`.
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// Names of the network namespaces under /run/netns that start with `prefix`.
+pub fn list_netns(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+pub(crate) fn open_netns(path: &Path) -> Result<OwnedFd> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| SandboxError::io("open network namespace", path, e))?;
+    Ok(OwnedFd::from(f))
+}
+
+fn enter(path: &Path, fd: &OwnedFd) -> Result<()> {
+    move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network))
+        .map_err(|e| SandboxError::io("enter network namespace", path, e.into()))
+}
+
+/// Runs `f` on a fresh thread inside the network namespace at `path` (`None`: this one) and
+/// returns its result. Sockets `f` creates stay in that namespace; the caller's thread never
+/// changes namespace. Blocks the calling thread until `f` returns.
+pub fn run_in_netns<T: Send, F: FnOnce() -> T + Send>(path: Option<&Path>, f: F) -> Result<T> {
+    let fd = path.map(open_netns).transpose()?;
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<T> {
+            if let (Some(p), Some(fd)) = (path, &fd) {
+                enter(p, fd)?;
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| SandboxError::Thread(path.map(Path::to_path_buf).unwrap_or_default()))?
+    })
+}
+
+/// `run_in_netns` for async callers: the helper thread is not a runtime thread, so the
+/// runtime keeps going while `f` runs.
+pub async fn run_in_netns_async<T, F>(path: Option<PathBuf>, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread_path = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_in_netns(thread_path.as_deref(), f));
+    });
+    rx.await
+        .map_err(|_| SandboxError::Thread(path.unwrap_or_default()))?
+}
+
+/// Opens a TCP connection to `addr` with a socket created inside the network namespace at
+/// `netns` (`None`: this one). The connect itself runs on the caller's runtime.
+pub async fn connect_tcp_in(netns: Option<&Path>, addr: SocketAddr) -> Result<TcpStream> {
+    let name = netns
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(current)".into());
+    let err = |source: std::io::Error| SandboxError::Connect {
+        addr,
+        netns: name.clone(),
+        source,
+    };
+    let socket = run_in_netns_async(netns.map(Path::to_path_buf), move || {
+        if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+    })
+    .await?
+    .map_err(err)?;
+    socket.connect(addr).await.map_err(err)
+}
+
+/// Connects to `port` on the loopback of the namespace at `netns`: 127.0.0.1 first, then
+/// ::1 (what port-forward does inside a pod).
+pub async fn connect_loopback_in(netns: Option<&Path>, port: u16) -> Result<TcpStream> {
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    match connect_tcp_in(netns, v4).await {
+        Ok(s) => Ok(s),
+        Err(first) => connect_tcp_in(
+            netns,
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        )
+        .await
+        .map_err(|_| first),
+    }
+}

@@ -1,0 +1,659 @@
+//! Pod sandboxes (skiff-node::sandbox) in real namespaces, as root.
+//!
+//! Every test makes its own node network namespace (no uplink: no route out of the machine),
+//! a manager with a unique netns prefix and cgroup parent, and a Drop guard that removes every
+//! namespace, cgroup and process it made, even when the test fails.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use skiff_node::sandbox::{
+    CgroupLayout, DnsPolicy, HostAlias, IpCidr, PodResources, PodSandboxSpec, Sandbox,
+    SandboxConfig, SandboxManager, list_netns, netns_path, run_in_netns,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Whether privileged tests run: true as root; false only with `SKIFF_SKIP_PRIVILEGED=1`.
+fn privileged() -> bool {
+    if std::env::var("SKIFF_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+        eprintln!("SKIFF_SKIP_PRIVILEGED=1: skipping a privileged sandbox test");
+        return false;
+    }
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    assert_eq!(
+        uid, 0,
+        "sandbox tests need root (network namespaces, cgroups); run as root or set SKIFF_SKIP_PRIVILEGED=1"
+    );
+    true
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("run ip")?;
+    ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One test's node namespace, names and state dir; Drop removes everything they name.
+struct Fixture {
+    node_ns: String,
+    prefix: String,
+    cgroup_parent: String,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Result<Self> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}x{n}", std::process::id());
+        let f = Fixture {
+            node_ns: format!("sktnode-{id}"),
+            prefix: format!("sktpod-{id}-"),
+            // Under this process's own cgroup (relative), except on pure cgroup v2, where a
+            // cgroup with processes cannot delegate controllers: there from the root.
+            cgroup_parent: if CgroupLayout::detect().is_ok_and(|l| l.version() == "v2") {
+                format!("/skiff-test-{id}")
+            } else {
+                format!("skiff-test-{id}")
+            },
+            dir: tempfile::tempdir()?,
+        };
+        ip(&["netns", "add", &f.node_ns])?;
+        Ok(f)
+    }
+
+    fn config(&self) -> SandboxConfig {
+        let cidrs: Vec<IpCidr> = vec![
+            "10.244.7.0/24".parse().expect("v4 cidr"),
+            "fd00:10:244:7::/64".parse().expect("v6 cidr"),
+        ];
+        let mut c = SandboxConfig::new(self.prefix.clone(), cidrs, self.dir.path().join("state"));
+        c.node_netns = Some(netns_path(&self.node_ns));
+        c.cgroup_parent = self.cgroup_parent.clone();
+        c.cluster_dns = vec!["10.96.0.10".parse().expect("ip")];
+        c.host_resolv_conf = self.dir.path().join("host-resolv.conf");
+        c.host_hosts_file = self.dir.path().join("host-hosts");
+        let _ = std::fs::write(
+            &c.host_resolv_conf,
+            "nameserver 192.0.2.53\nsearch example.test\n",
+        );
+        let _ = std::fs::write(&c.host_hosts_file, "127.0.0.1 localhost testnode\n");
+        c
+    }
+
+    fn node_path(&self) -> PathBuf {
+        netns_path(&self.node_ns)
+    }
+
+    /// Pod cgroup directories of this fixture that exist, in any hierarchy.
+    fn pod_cgroups(&self) -> Vec<PathBuf> {
+        let Ok(layout) = CgroupLayout::detect() else {
+            return Vec::new();
+        };
+        layout
+            .children(&self.cgroup_parent, "pod")
+            .iter()
+            .flat_map(|leaf| layout.pod(&self.cgroup_parent, leaf).paths())
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// Whether the cgroup parent directory exists in any hierarchy.
+    fn cgroup_parent_exists(&self) -> bool {
+        let Ok(layout) = CgroupLayout::detect() else {
+            return false;
+        };
+        layout
+            .pod(&self.cgroup_parent, "x")
+            .paths()
+            .iter()
+            .any(|p| p.parent().is_some_and(|d| d.exists()))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Ok(layout) = CgroupLayout::detect() {
+            for leaf in layout.children(&self.cgroup_parent, "pod") {
+                let cg = layout.pod(&self.cgroup_parent, &leaf);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !cg.pids().is_empty() && Instant::now() < deadline {
+                    cg.kill_all();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                for p in cg.paths() {
+                    let _ = std::fs::remove_dir(p);
+                }
+            }
+            layout.remove_parent(&self.cgroup_parent);
+        }
+        for ns in list_netns(&self.prefix) {
+            let _ = ip(&["netns", "delete", &ns]);
+        }
+        let _ = ip(&["netns", "delete", &self.node_ns]);
+    }
+}
+
+fn pod(uid: &str, name: &str) -> PodSandboxSpec {
+    PodSandboxSpec {
+        uid: uid.into(),
+        namespace: "shop".into(),
+        name: name.into(),
+        hostname: name.into(),
+        ..Default::default()
+    }
+}
+
+/// Runs `script` with `sh -c` inside the sandbox and returns its stdout.
+async fn sh(sb: &Sandbox, script: &str) -> Result<String> {
+    let out = sb
+        .command("sh")?
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("spawn sh in the sandbox")?;
+    ensure!(
+        out.status.success(),
+        "sh -c {script:?} in {}: {}; stderr: {}",
+        sb.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn netns_inode(path: &std::path::Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("stat {}", path.display()))?
+        .ino())
+}
+
+async fn wait_gone(pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        // A zombie child of ours still has /proc/<pid>; it is dead if its state is Z.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("process {pid} still alive");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_pods_talk_over_the_bridge_in_both_families() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let fx = Fixture::new()?;
+    let mgr = SandboxManager::new(fx.config()).await?;
+    let a = mgr.create(&pod("aaaa-0001", "a")).await?;
+    let b = mgr.create(&pod("bbbb-0002", "b")).await?;
+    let cidrs = &mgr.config().pod_cidrs;
+    for sb in [&a, &b] {
+        ensure!(sb.ips.len() == 2, "{} has ips {:?}", sb.name, sb.ips);
+        ensure!(
+            sb.ips[0].is_ipv4() && cidrs[0].contains(&sb.ips[0]),
+            "{:?}",
+            sb.ips
+        );
+        ensure!(
+            sb.ips[1].is_ipv6() && cidrs[1].contains(&sb.ips[1]),
+            "{:?}",
+            sb.ips
+        );
+    }
+    ensure!(
+        a.ips != b.ips,
+        "two pods got the same addresses {:?}",
+        a.ips
+    );
+
+    // The host-side veth is a hairpin port of the bridge.
+    let veth = a.veth.clone().context("pod a has a veth")?;
+    let details = ip(&["-n", &fx.node_ns, "-d", "link", "show", &veth])?;
+    ensure!(
+        details.contains("master skiff0") && details.contains("hairpin on"),
+        "{details}"
+    );
+
+    for (family, (a_ip, b_ip)) in ["v4", "v6"].iter().zip(a.ips.iter().zip(b.ips.iter())) {
+        // Listener socket made inside pod b's namespace, on b's address.
+        let bind = std::net::SocketAddr::new(*b_ip, 0);
+        let listener = run_in_netns(b.netns_path.as_deref(), move || {
+            std::net::TcpListener::bind(bind)
+        })??;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let port = listener.local_addr()?.port();
+        let target = match b_ip {
+            IpAddr::V6(v6) => v6.to_string(),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        // Pod a connects with bash's /dev/tcp from a process inside its sandbox.
+        let script = format!(
+            "exec 3<>/dev/tcp/{target}/{port}; echo ping-{family} >&3; read -r line <&3; echo \"$line\""
+        );
+        let client = a
+            .command("bash")?
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (mut conn, peer) = listener.accept().await?;
+        ensure!(
+            peer.ip() == *a_ip,
+            "{family}: connection came from {peer}, expected pod a {a_ip}"
+        );
+        let (rd, mut wr) = conn.split();
+        let mut line = String::new();
+        BufReader::new(rd).read_line(&mut line).await?;
+        ensure!(
+            line.trim() == format!("ping-{family}"),
+            "{family}: got {line:?}"
+        );
+        wr.write_all(b"pong\n").await?;
+        let out = client.wait_with_output().await?;
+        ensure!(
+            String::from_utf8_lossy(&out.stdout).trim() == "pong",
+            "{family}: client said {:?} / {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The node namespace reaches the pod over the bridge too (probes).
+        let probe = std::net::SocketAddr::new(*b_ip, port);
+        let accept = tokio::spawn(async move { listener.accept().await.map(|(_, p)| p) });
+        let _stream = mgr.connect_from_node(probe).await?;
+        let from = accept.await??;
+        ensure!(
+            cidrs.iter().any(|c| c.gateway() == Some(from.ip())),
+            "node connected from {from}"
+        );
+    }
+
+    // Port-forward style: connect to the pod's loopback.
+    let lo = run_in_netns(b.netns_path.as_deref(), || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+    })??;
+    let lo_port = lo.local_addr()?.port();
+    let _s = b.connect_tcp(lo_port).await?;
+    let (_, peer) = lo.accept()?;
+    ensure!(
+        peer.ip().is_loopback(),
+        "loopback connection came from {peer}"
+    );
+
+    mgr.teardown_all().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_process_sees_its_dns_files_netns_hostname_and_cgroup() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let fx = Fixture::new()?;
+    let mgr = SandboxManager::new(fx.config()).await?;
+    let host_resolv_before = std::fs::read("/etc/resolv.conf")?;
+    let mut spec = pod("cccc-0003", "web-0");
+    spec.subdomain = Some("web".into());
+    spec.host_aliases = vec![HostAlias {
+        ip: "10.1.2.3".into(),
+        hostnames: vec!["db.local".into()],
+    }];
+    spec.resources = PodResources {
+        cpu_limit_millis: Some(500),
+        cpu_request_millis: Some(250),
+        memory_limit_bytes: Some(64 << 20),
+    };
+    let sb = mgr.create(&spec).await?;
+
+    let out = sh(
+        &sb,
+        "cat /etc/resolv.conf; echo ---; cat /etc/hosts; echo ---; hostname; echo ---; \
+         readlink /proc/self/ns/net; echo ---; cat /proc/self/cgroup",
+    )
+    .await?;
+    let parts: Vec<&str> = out.split("---\n").collect();
+    ensure!(parts.len() == 5, "unexpected output {out:?}");
+    ensure!(
+        parts[0]
+            == "search shop.svc.cluster.local svc.cluster.local cluster.local example.test\n\
+                nameserver 10.96.0.10\noptions ndots:5\n",
+        "resolv.conf in the pod: {:?}",
+        parts[0]
+    );
+    ensure!(
+        parts[0] == std::fs::read_to_string(&sb.resolv_conf)?,
+        "not the pod's resolv.conf"
+    );
+    let fqdn_line = format!("{}\tweb-0.web.shop.svc.cluster.local\tweb-0\n", sb.ips[0]);
+    ensure!(
+        parts[1].contains(&fqdn_line),
+        "hosts in the pod: {:?}",
+        parts[1]
+    );
+    ensure!(
+        parts[1].contains("10.1.2.3\tdb.local\n"),
+        "hosts in the pod: {:?}",
+        parts[1]
+    );
+    ensure!(
+        parts[2].trim() == "web-0",
+        "hostname in the pod: {:?}",
+        parts[2]
+    );
+    let ino = netns_inode(sb.netns_path.as_deref().context("netns path")?)?;
+    ensure!(
+        parts[3].trim() == format!("net:[{ino}]"),
+        "netns {:?}, want inode {ino}",
+        parts[3]
+    );
+    ensure!(
+        parts[4].contains("/podcccc-0003"),
+        "cgroups of the pod process: {:?}",
+        parts[4]
+    );
+    // The bind mounts stayed inside the process's own mount namespace.
+    ensure!(
+        std::fs::read("/etc/resolv.conf")? == host_resolv_before,
+        "host /etc/resolv.conf changed"
+    );
+
+    // Limits: 500m = 50 ms per 100 ms; 64 MiB.
+    ensure!(
+        sb.cgroup().cpu_quota()? == Some((50_000, 100_000)),
+        "cpu quota {:?}",
+        sb.cgroup().cpu_quota()
+    );
+    ensure!(
+        sb.cgroup().memory_limit()? == Some(64 << 20),
+        "memory limit {:?}",
+        sb.cgroup().memory_limit()
+    );
+    ensure!(sb.oom_kills()? == 0, "no OOM kill yet");
+
+    // Going over the memory limit gets a process OOM-killed, and the count says so.
+    let _ = sh(
+        &sb,
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sb.oom_kills()? == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "no OOM kill counted after exceeding the memory limit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A hostNetwork pod runs in the node namespace and gets the node's hosts file.
+    let mut host = pod("dddd-0004", "hostnet");
+    host.host_network = true;
+    host.dns_policy = DnsPolicy::ClusterFirstWithHostNet;
+    let hs = mgr.create(&host).await?;
+    ensure!(hs.ips.is_empty(), "hostNetwork pod got ips {:?}", hs.ips);
+    let out = sh(
+        &hs,
+        "readlink /proc/self/ns/net; cat /etc/hosts; grep nameserver /etc/resolv.conf",
+    )
+    .await?;
+    ensure!(
+        out.contains(&format!("net:[{}]", netns_inode(&fx.node_path())?)),
+        "{out}"
+    );
+    ensure!(
+        out.contains("(host network)") && out.contains("testnode"),
+        "{out}"
+    );
+    ensure!(out.contains("nameserver 10.96.0.10"), "{out}");
+
+    mgr.teardown_all().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let fx = Fixture::new()?;
+    let first = SandboxManager::new(fx.config()).await?;
+    let a = first.create(&pod("eeee-0005", "a")).await?;
+    let mut sleeper = a.command("sleep")?.arg("300").kill_on_drop(true).spawn()?;
+    drop(first); // a kubelet restart: no teardown
+
+    let second = SandboxManager::new(fx.config()).await?;
+    let listed: Vec<String> = second.list().await.into_iter().map(|s| s.uid).collect();
+    ensure!(
+        listed == ["eeee-0005"],
+        "after restart the manager lists {listed:?}"
+    );
+    let again = second.create(&pod("eeee-0005", "a")).await?;
+    ensure!(
+        again.ips == a.ips,
+        "same uid got {:?}, first {:?}",
+        again.ips,
+        a.ips
+    );
+    ensure!(
+        sleeper.try_wait()?.is_none(),
+        "re-adopting the sandbox killed its process"
+    );
+    let ipam_path = fx.dir.path().join("state/ipam.json");
+    ensure!(std::fs::read_to_string(&ipam_path)?.contains("eeee-0005"));
+
+    ensure!(
+        second.remove("eeee-0005").await?,
+        "remove says there was no sandbox"
+    );
+    ensure!(
+        !second.remove("eeee-0005").await?,
+        "second remove found one"
+    );
+    let pid = sleeper.id().context("pid")?;
+    wait_gone(pid).await?;
+    let _ = sleeper.wait().await;
+    ensure!(
+        !std::fs::read_to_string(&ipam_path)?.contains("eeee-0005"),
+        "addresses not released"
+    );
+    ensure!(
+        list_netns(&fx.prefix).is_empty(),
+        "netns left: {:?}",
+        list_netns(&fx.prefix)
+    );
+    ensure!(
+        fx.pod_cgroups().is_empty(),
+        "cgroups left: {:?}",
+        fx.pod_cgroups()
+    );
+    ensure!(second.get("eeee-0005").await.is_none());
+
+    // `retain` removes the pods the kubelet no longer knows.
+    second.create(&pod("ffff-0006", "keep")).await?;
+    second.create(&pod("ffff-0007", "drop")).await?;
+    let keep: HashSet<String> = ["ffff-0006".to_string()].into();
+    ensure!(second.retain(&keep).await? == ["ffff-0007"]);
+    ensure!(second.list().await.len() == 1);
+
+    // A sandbox whose record was lost is still removed by its uid.
+    second.create(&pod("ffff-0008", "lost")).await?;
+    std::fs::remove_dir_all(fx.dir.path().join("state/pods/ffff-0008"))?;
+    ensure!(
+        second.remove("ffff-0008").await?,
+        "remove found nothing of a pod without record"
+    );
+    ensure!(
+        !list_netns(&fx.prefix)
+            .iter()
+            .any(|n| n.ends_with("ffff-0008")),
+        "netns left"
+    );
+    ensure!(
+        !std::fs::read_to_string(&ipam_path)?.contains("ffff-0008"),
+        "addresses not released"
+    );
+    ensure!(
+        !second.remove("ffff-0008").await?,
+        "a second remove found something"
+    );
+    second.teardown_all().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let fx = Fixture::new()?;
+    let first = SandboxManager::new(fx.config()).await?;
+    let whole = first.create(&pod("1111-0001", "whole")).await?;
+    let half = first.create(&pod("2222-0002", "half")).await?;
+    let mut orphan_proc = half
+        .command("sleep")?
+        .arg("300")
+        .kill_on_drop(true)
+        .spawn()?;
+    let orphan_pid = orphan_proc.id().context("pid")?;
+    drop(first);
+    // Simulate a crash in the middle of creating "half": its record is not complete.
+    let rec_path = fx.dir.path().join("state/pods/2222-0002/sandbox.json");
+    let rec =
+        std::fs::read_to_string(&rec_path)?.replace("\"complete\": true", "\"complete\": false");
+    std::fs::write(&rec_path, rec)?;
+    // ... a namespace with our prefix that no record knows, and addresses of a vanished pod.
+    let stray_ns = format!("{}3333-0003", fx.prefix);
+    ip(&["netns", "add", &stray_ns])?;
+    // ... and a namespace that shares the prefix but is not a pod's (it has a bridge).
+    let foreign_ns = format!("{}9999-0009", fx.prefix);
+    ip(&["netns", "add", &foreign_ns])?;
+    ip(&["-n", &foreign_ns, "link", "add", "br9", "type", "bridge"])?;
+    let ipam_path = fx.dir.path().join("state/ipam.json");
+    let mut ipam: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ipam_path)?)?;
+    ipam["allocations"]["4444-0004"] = serde_json::json!(["10.244.7.200"]);
+    std::fs::write(&ipam_path, serde_json::to_vec(&ipam)?)?;
+
+    let second = SandboxManager::new(fx.config()).await?;
+    wait_gone(orphan_pid).await?;
+    let _ = orphan_proc.wait().await;
+    let left = list_netns(&fx.prefix);
+    ensure!(
+        left == [format!("{}1111-0001", fx.prefix), foreign_ns.clone()],
+        "netns after restart: {left:?}"
+    );
+    ip(&["netns", "delete", &foreign_ns])?;
+    let ipam = std::fs::read_to_string(&ipam_path)?;
+    ensure!(
+        !ipam.contains("4444-0004") && !ipam.contains("2222-0002"),
+        "stale IPAM entries: {ipam}"
+    );
+    ensure!(
+        ipam.contains("1111-0001"),
+        "the whole pod lost its addresses: {ipam}"
+    );
+    let cgroups = fx.pod_cgroups();
+    ensure!(
+        cgroups.iter().all(|p| !p.ends_with("pod2222-0002")),
+        "half pod's cgroup left: {cgroups:?}"
+    );
+    let listed: Vec<String> = second.list().await.into_iter().map(|s| s.uid).collect();
+    ensure!(listed == ["1111-0001"], "{listed:?}");
+    // The surviving sandbox still works.
+    let out = sh(
+        &second.get("1111-0001").await.context("whole pod")?,
+        "hostname",
+    )
+    .await?;
+    ensure!(out.trim() == "whole", "{out}");
+    ensure!(whole.ips == second.get("1111-0001").await.context("whole")?.ips);
+    second.teardown_all().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_teardown_leaves_no_namespace_cgroup_or_process() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let fx = Fixture::new()?;
+    let mgr = SandboxManager::new(fx.config()).await?;
+    let a = mgr.create(&pod("5555-0005", "a")).await?;
+    mgr.create(&pod("6666-0006", "b")).await?;
+    let mut hostnet = pod("7777-0007", "h");
+    hostnet.host_network = true;
+    let h = mgr.create(&hostnet).await?;
+    let mut p1 = a.command("sleep")?.arg("300").kill_on_drop(true).spawn()?;
+    let mut p2 = h.command("sleep")?.arg("300").kill_on_drop(true).spawn()?;
+    ensure!(list_netns(&fx.prefix).len() == 2);
+    ensure!(a.pids().len() == 1, "pod cgroup pids {:?}", a.pids());
+
+    // A failed create (dnsPolicy None without dnsConfig) leaves nothing behind.
+    let mut bad = pod("8888-0008", "bad");
+    bad.dns_policy = DnsPolicy::None;
+    let err = mgr
+        .create(&bad)
+        .await
+        .expect_err("None without dnsConfig must fail")
+        .to_string();
+    ensure!(err.contains("dnsConfig"), "{err}");
+    ensure!(
+        !list_netns(&fx.prefix)
+            .iter()
+            .any(|n| n.ends_with("8888-0008"))
+    );
+
+    mgr.teardown_all().await?;
+    for child in [&mut p1, &mut p2] {
+        wait_gone(child.id().context("pid")?).await?;
+        let _ = child.wait().await;
+    }
+    let all = ip(&["netns", "list"])?;
+    ensure!(
+        !all.contains(&fx.prefix),
+        "ip netns list still shows: {all}"
+    );
+    ensure!(
+        fx.pod_cgroups().is_empty(),
+        "cgroups left: {:?}",
+        fx.pod_cgroups()
+    );
+    ensure!(
+        !fx.cgroup_parent_exists(),
+        "cgroup parent {} left",
+        fx.cgroup_parent
+    );
+    ensure!(
+        ip(&["-n", &fx.node_ns, "link", "show", "skiff0"]).is_err(),
+        "bridge still in the node namespace"
+    );
+    ensure!(mgr.list().await.is_empty());
+    Ok(())
+}
