@@ -1,6 +1,7 @@
 //! The `skiff` binary: command line, configuration and wiring of the components. Thin.
 
 mod cli;
+mod controller;
 mod manifests;
 mod server;
 
@@ -42,6 +43,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             return runtime.block_on(server::run(args));
+        }
+        Command::Controller(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            return runtime.block_on(controller::run(args));
         }
         Command::Token(TokenArgs {
             command: TokenCommand::Create(t),
