@@ -10,6 +10,7 @@ pub mod config;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
+pub mod leader;
 pub mod metrics;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -18,6 +19,7 @@ pub mod podutil;
 pub mod resources;
 pub mod scheduler;
 pub mod service_lb;
+pub mod standalone;
 pub mod statefulset;
 pub mod workloads;
 
@@ -74,7 +76,7 @@ pub async fn run_with_config(
     informers.spawn(workloads::run(client.clone()));
     informers.spawn(statefulset::run(client.clone()));
     informers.spawn(endpoints::run(client.clone()));
-    informers.spawn(scheduler::run(client.clone()));
+    informers.spawn(scheduler::run_with_metrics(client.clone(), metrics.clone()));
     informers.spawn(node_lifecycle::run(client.clone(), config.node_lifecycle));
     tracing::info!("controllers started");
     let reconciler = async {

@@ -1,4 +1,4 @@
-//! Counters for the controllers, rendered in the Prometheus text format (the tree has no metrics registry or HTTP endpoint yet to serve them from).
+//! Counters for the controllers, rendered in the Prometheus text format (served on `/metrics` by `skiff controller`, see `standalone`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,20 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// What the namespace controller and the garbage collector have done.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -28,6 +42,11 @@ pub struct Metrics {
     pub namespaces_finalized: Counter,
     pub namespace_errors: Counter,
     pub reconcile_rounds: Counter,
+    pub scheduler_bindings: Counter,
+    pub scheduler_bind_errors: Counter,
+    pub scheduler_unschedulable: Counter,
+    /// 1 while this process holds the leader Lease (`skiff controller`), else 0.
+    pub leader: Gauge,
 }
 
 impl Metrics {
@@ -75,6 +94,21 @@ impl Metrics {
                 "Reconcile rounds run.",
                 &self.reconcile_rounds,
             ),
+            (
+                "skiff_scheduler_bindings_total",
+                "Pods the scheduler bound to a node.",
+                &self.scheduler_bindings,
+            ),
+            (
+                "skiff_scheduler_bind_errors_total",
+                "Bindings that failed (the pod was requeued).",
+                &self.scheduler_bind_errors,
+            ),
+            (
+                "skiff_scheduler_unschedulable_total",
+                "Scheduling attempts that found no fitting node.",
+                &self.scheduler_unschedulable,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -82,6 +116,12 @@ impl Metrics {
                 c.get()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP skiff_controller_leader 1 while this process holds the leader Lease.\n\
+             # TYPE skiff_controller_leader gauge\nskiff_controller_leader {}",
+            self.leader.get()
+        );
         out
     }
 }

@@ -49,6 +49,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Bearer tokens for nodes and components (`skiff agent`).
     Token(TokenArgs),
+    /// The controllers and the scheduler alone, against any Kubernetes API server, with leader
+    /// election (Lease `kube-system/skiff-controller`).
+    Controller(ControllerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +263,25 @@ pub struct AgentArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig of the API server to run the controllers against.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+
+    /// Addresses handed to LoadBalancer Services.
+    #[arg(long, default_value = "172.18.255.0/24")]
+    pub lb_pool: String,
+
+    /// A node whose heartbeat (Lease) is older than this is marked unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+
+    /// Where `/metrics` (Prometheus text) is served, plain HTTP.
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub command: BenchCommand,
@@ -449,5 +471,48 @@ mod tests {
         assert!(Cli::try_parse_from(["skiff", "validate"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "server", "--bind-address", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "token", "create"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "controller"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "skiff",
+                "controller",
+                "--kubeconfig",
+                "k",
+                "--metrics-addr",
+                "x"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn controller_flags_and_defaults() {
+        let cli = Cli::try_parse_from(["skiff", "controller", "--kubeconfig", "k"]).unwrap();
+        let Command::Controller(c) = cli.command else {
+            panic!("not controller")
+        };
+        assert_eq!(c.kubeconfig, PathBuf::from("k"));
+        assert_eq!(c.lb_pool, "172.18.255.0/24");
+        assert_eq!(c.node_monitor_grace_period, Duration::from_secs(40));
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:10257");
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "controller",
+            "--kubeconfig",
+            "k",
+            "--lb-pool",
+            "10.0.0.0/28",
+            "--node-monitor-grace-period",
+            "1m",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let Command::Controller(c) = cli.command else {
+            panic!("not controller")
+        };
+        assert_eq!(c.lb_pool, "10.0.0.0/28");
+        assert_eq!(c.node_monitor_grace_period, Duration::from_secs(60));
+        assert_eq!(c.metrics_addr.port(), 0);
     }
 }

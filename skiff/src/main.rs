@@ -2,6 +2,7 @@
 
 mod builtins;
 mod cli;
+mod controller;
 mod manifests;
 mod server;
 
@@ -43,6 +44,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             return runtime.block_on(server::run(args));
+        }
+        Command::Controller(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            return runtime.block_on(controller::run(args));
         }
         Command::Token(TokenArgs {
             command: TokenCommand::Create(t),

@@ -102,7 +102,7 @@ fn load_key(data_dir: &Path, given: Option<&Path>) -> anyhow::Result<EncryptionK
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let term = async {
         match signal(SignalKind::terminate()) {

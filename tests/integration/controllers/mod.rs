@@ -4,6 +4,7 @@ mod endpoints;
 mod nodes;
 mod scheduler;
 mod services;
+mod standalone;
 mod stateful;
 mod workloads;
 
