@@ -6,6 +6,14 @@
 //! store: a created Event matching a stored one on [`AggregationKey`] bumps the stored one's
 //! `count`, `lastTimestamp` (and `series`, when the Event uses it) instead of being stored.
 //! This goes beyond upstream, which stores every POSTed Event.
+//!
+//! Finding the stored match must not cost a scan of the namespace per Event (a scheduler
+//! posting 1,000 Events would be quadratic): [`EventIndex`] remembers which stored Event holds
+//! each key, filled by one scan per namespace after start and by every create since. The
+//! store stays the truth: a remembered name is read back and its key compared before use.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use http::Response;
 use serde_json::{Value, json};
@@ -22,7 +30,7 @@ const ATTEMPTS: usize = 5;
 
 /// What makes two Events "the same occurrence again" (client-go's aggregation key, with the
 /// message included as its spam filter's exact-match key does).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct AggregationKey {
     namespace: String,
     object_kind: String,
@@ -57,6 +65,63 @@ impl AggregationKey {
             source_host: text(&event["source"]["host"]),
             reporting_controller: text(&event["reportingComponent"]),
         }
+    }
+}
+
+/// Past this many remembered Events the index starts over (namespaces are scanned again).
+const INDEX_CAPACITY: usize = 200_000;
+
+/// Which stored Event holds each aggregation key, per API server.
+#[derive(Debug, Default)]
+pub(crate) struct EventIndex {
+    inner: Mutex<IndexState>,
+}
+
+#[derive(Debug, Default)]
+struct IndexState {
+    /// Namespaces whose stored Events have been scanned into `names`.
+    scanned: HashSet<String>,
+    names: HashMap<AggregationKey, String>,
+}
+
+impl EventIndex {
+    fn state(&self) -> std::sync::MutexGuard<'_, IndexState> {
+        // The state is a cache: one left by a panicking holder is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a stored Event (after a create), so its repeats find it.
+    pub(crate) fn remember(&self, event: &Value) {
+        let name = text(&event["metadata"]["name"]);
+        if name.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        if state.names.len() >= INDEX_CAPACITY {
+            *state = IndexState::default();
+        }
+        state.names.insert(AggregationKey::of(event), name);
+    }
+
+    fn lookup(&self, key: &AggregationKey) -> Option<String> {
+        self.state().names.get(key).cloned()
+    }
+
+    fn forget(&self, key: &AggregationKey) {
+        self.state().names.remove(key);
+    }
+
+    fn scanned(&self, namespace: &str) -> bool {
+        self.state().scanned.contains(namespace)
+    }
+
+    fn add_scan(&self, namespace: &str, events: &[Value]) {
+        let mut state = self.state();
+        for event in events {
+            let name = text(&event["metadata"]["name"]);
+            state.names.entry(AggregationKey::of(event)).or_insert(name);
+        }
+        state.scanned.insert(namespace.to_owned());
     }
 }
 
@@ -107,28 +172,36 @@ pub(crate) async fn aggregate(
     )?;
     let key = AggregationKey::of(&event);
     let store = dry_run::store_for(ctx, query.dry_run);
-    for attempt in 1..=ATTEMPTS {
+    let namespace = path.namespace.clone().unwrap_or_default();
+    if !ctx.events.scanned(&namespace) {
         let list = store
             .list(&scope(path)?)
             .await
             .map_err(|e| ApiError::from_store(info, "", e))?;
-        let Some(existing) = list
-            .items
-            .iter()
-            .find(|stored| AggregationKey::of(stored) == key)
-        else {
-            return Ok(None);
+        ctx.events.add_scan(&namespace, &list.items);
+    }
+    let Some(name) = ctx.events.lookup(&key) else {
+        return Ok(None);
+    };
+    let object_key = super::handlers::object_key(info, path.namespace.as_deref(), &name)?;
+    for attempt in 1..=ATTEMPTS {
+        let existing = match store.get(&object_key).await {
+            Ok(existing) if AggregationKey::of(&existing) == key => existing,
+            // Deleted, or replaced by another Event of that name: not a repeat after all.
+            Ok(_) | Err(StoreError::NotFound(_)) => {
+                ctx.events.forget(&key);
+                return Ok(None);
+            }
+            Err(e) => return Err(ApiError::from_store(info, &name, e)),
         };
-        let name = text(&existing["metadata"]["name"]);
         let now = jiff::Timestamp::now();
         let merged = merge_repeat(
-            existing,
+            &existing,
             &event,
             &now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             &now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(),
         );
-        let object_key = super::handlers::object_key(info, path.namespace.as_deref(), &name)?;
-        // `merged` carries the resourceVersion listed: the write is conditional on it.
+        // `merged` carries the resourceVersion read: the write is conditional on it.
         match store
             .update(&object_key, merged, &Preconditions::default())
             .await
@@ -139,7 +212,11 @@ pub(crate) async fn aggregate(
                 super::handlers::add_warnings(&mut resp, &warnings);
                 return Ok(Some(resp));
             }
-            Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) if attempt < ATTEMPTS => {}
+            Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => {}
+            Err(StoreError::NotFound(_)) => {
+                ctx.events.forget(&key);
+                return Ok(None);
+            }
             Err(e) => return Err(ApiError::from_store(info, &name, e)),
         }
     }

@@ -768,6 +768,9 @@ async fn create(
         &owner,
     )
     .await?;
+    if path.info.kind == Kind::Event && !query.dry_run {
+        ctx.events.remember(&stored);
+    }
     let mut resp = json_response(201, &stored);
     add_warnings(&mut resp, &warnings);
     Ok(resp)

@@ -150,6 +150,8 @@ pub(crate) struct Ctx {
     pub kubelet: node_proxy::KubeletClient,
     /// ClusterIP and node-port allocation for Services.
     pub services: ServiceAllocator,
+    /// Where repeats of a created Event are aggregated.
+    pub events: events::EventIndex,
     /// Flips to `true` when the server shuts down: watches end, connections drain.
     pub shutdown: signal::Receiver<bool>,
 }
@@ -191,6 +193,7 @@ impl ApiServer {
             watches: limits::WatchLimiter::new(config.max_watches_per_user),
             kubelet: node_proxy::KubeletClient::new(&config.data_dir, &pki.ca_cert_pem)?,
             services: ServiceAllocator::new(network),
+            events: events::EventIndex::default(),
             shutdown: stop_rx.clone(),
         });
         create_initial_namespaces(&ctx).await?;
