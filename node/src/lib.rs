@@ -7,3 +7,4 @@ pub mod probes;
 pub mod sandbox;
 pub mod status;
 pub mod streaming;
+pub mod volumes;
