@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use super::{ExecResult, ProbeTarget};
 use crate::sandbox::connect_tcp_in;
-use crate::sandbox::{Sandbox, SandboxManager};
+use crate::sandbox::{Sandbox, SandboxError, SandboxManager};
 
 /// Probes of one pod's containers: connections from the node netns, commands in the pod.
 #[derive(Clone, Debug)]
@@ -36,7 +36,11 @@ impl ProbeTarget for SandboxProbeTarget {
     async fn connect_tcp(&self, host: IpAddr, port: u16) -> std::io::Result<TcpStream> {
         connect_tcp_in(self.node_netns.as_deref(), SocketAddr::new(host, port))
             .await
-            .map_err(std::io::Error::other)
+            .map_err(|e| match e {
+                // Keep the OS error (its kind makes upstream's "connection refused" text).
+                SandboxError::Connect { source, .. } => source,
+                other => std::io::Error::other(other),
+            })
     }
 
     async fn exec(&self, command: &[String], timeout: Duration) -> std::io::Result<ExecResult> {
