@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, EmptyDirVolumeSource, ExecAction, Pod, PodSpec, Probe,
-    Service, TCPSocketAction, Volume, VolumeMount,
+    SecretVolumeSource, Service, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -141,8 +141,8 @@ impl EnvSources for Sources {
     fn config_map(&self, name: &str) -> Option<BTreeMap<String, String>> {
         (name == "cfg").then(|| BTreeMap::from([("greeting".into(), "hello".into())]))
     }
-    fn secret(&self, _name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        None
+    fn secret(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        (name == "sec").then(|| BTreeMap::from([("token".into(), b"s3cret".to_vec())]))
     }
     fn services(&self) -> Vec<Service> {
         Vec::new()
@@ -203,6 +203,14 @@ async fn volumes_configmap_and_shared_memory_emptydir_in_pod_processes() -> Resu
                     ..Default::default()
                 },
                 Volume {
+                    name: "sec".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some("sec".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Volume {
                     name: "shared".into(),
                     empty_dir: Some(EmptyDirVolumeSource {
                         medium: Some("Memory".into()),
@@ -218,6 +226,9 @@ async fn volumes_configmap_and_shared_memory_emptydir_in_pod_processes() -> Resu
     let vols = PodVolumes::setup(&pod, &fx.pod_dir(), &Sources, VolumeOptions::default())?;
     let shared = vols.path("shared").context("shared volume")?.to_path_buf();
     ensure!(is_mounted(&shared), "memory emptyDir is a tmpfs mount");
+    let sec = vols.path("sec").context("secret volume")?.to_path_buf();
+    ensure!(is_mounted(&sec), "secret volume is a tmpfs mount");
+    ensure!(std::fs::read(sec.join("token"))? == b"s3cret");
 
     // Mount targets under the temp dir: processes share the node's root filesystem.
     let root = fx.dir.path().join("mnt");
@@ -266,6 +277,7 @@ async fn volumes_configmap_and_shared_memory_emptydir_in_pod_processes() -> Resu
 
     vols.teardown()?;
     ensure!(!is_mounted(&shared), "tmpfs unmounted on teardown");
+    ensure!(!is_mounted(&sec), "secret tmpfs unmounted on teardown");
     ensure!(!fx.pod_dir().join("volumes").exists());
     mgr.remove(&sb.uid).await?;
     Ok(())
@@ -297,24 +309,25 @@ async fn probes_reach_the_pod_ip_and_exec_inside_the_pod() -> Result<()> {
     let container = Container {
         name: "app".into(),
         readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::Int(i32::from(port)),
-                host: None,
-            }),
-            period_seconds: Some(1),
-            ..Default::default()
-        }),
-        liveness_probe: Some(Probe {
             exec: Some(ExecAction {
-                // Inside the pod, with the pod's hostname: proves the command ran there.
+                // Inside the pod (its hostname) with the container's env: ready only there.
                 command: Some(vec![
                     "sh".into(),
                     "-c".into(),
                     format!(
-                        "test \"$(hostname)\" = probed && test -f {}",
+                        "test \"$(hostname)\" = probed && test \"$PROBE_ENV\" = yes && test -f {}",
                         flag.display()
                     ),
                 ]),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(1),
+            ..Default::default()
+        }),
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(port)),
+                host: None,
             }),
             period_seconds: Some(1),
             failure_threshold: Some(2),
@@ -322,32 +335,41 @@ async fn probes_reach_the_pod_ip_and_exec_inside_the_pod() -> Result<()> {
         }),
         ..Default::default()
     };
-    let target = Arc::new(SandboxProbeTarget::new(&mgr, sb.clone()));
+    let target = Arc::new(
+        SandboxProbeTarget::new(&mgr, sb.clone())
+            .for_container(Vec::new(), vec![("PROBE_ENV".into(), "yes".into())]),
+    );
     let options = ProberOptions {
         second: Duration::from_millis(100),
     };
     let mut h = Prober::spawn_with(&container, target, options);
-    tokio::time::timeout(Duration::from_secs(60), h.ready.wait_for(|r| *r))
+    let deadline = Duration::from_secs(60);
+    tokio::time::timeout(deadline, h.ready.wait_for(|r| *r))
         .await
         .context("never ready")??;
-    ensure!(
-        h.restart.borrow().is_none(),
-        "liveness passed while the flag exists"
-    );
     std::fs::remove_file(&flag)?;
-    let restart =
-        tokio::time::timeout(Duration::from_secs(60), h.restart.wait_for(Option::is_some))
-            .await
-            .context("liveness never failed")??
-            .clone()
-            .context("restart")?;
-    ensure!(restart.kind == ProbeKind::Liveness);
+    tokio::time::timeout(deadline, h.ready.wait_for(|r| !*r))
+        .await
+        .context("never unready after the flag went away")??;
     let event = h.events.recv().await.context("an Unhealthy event")?;
     ensure!(
-        event.message.starts_with("Liveness probe failed: command"),
+        event.message == "Readiness probe failed: command \"sh -c test \\\"$(hostname)\\\" = probed && test \\\"$PROBE_ENV\\\" = yes && test -f ".to_owned()
+            + &format!("{}\" exited with 1", flag.display()),
         "{}",
         event.message
     );
+    ensure!(
+        h.restart.borrow().is_none(),
+        "liveness (tcpSocket to the pod IP) passes while the listener is up"
+    );
+    // Close the listener: the tcpSocket liveness probe fails twice and asks for a restart.
+    accept.abort();
+    let restart = tokio::time::timeout(deadline, h.restart.wait_for(Option::is_some))
+        .await
+        .context("liveness never failed")??
+        .clone()
+        .context("restart")?;
+    ensure!(restart.kind == ProbeKind::Liveness);
 
     // The tcpSocket handler to a closed port says what upstream says.
     let probe = Probe {
@@ -369,7 +391,6 @@ async fn probes_reach_the_pod_ip_and_exec_inside_the_pod() -> Result<()> {
         ),
         "{err}"
     );
-    accept.abort();
     mgr.remove(&sb.uid).await?;
     Ok(())
 }

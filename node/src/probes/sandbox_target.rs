@@ -9,13 +9,15 @@ use tokio::net::TcpStream;
 
 use super::{ExecResult, ProbeTarget};
 use crate::sandbox::connect_tcp_in;
-use crate::sandbox::{Sandbox, SandboxError, SandboxManager};
+use crate::sandbox::{Mount, Sandbox, SandboxError, SandboxManager};
 
 /// Probes of one pod's containers: connections from the node netns, commands in the pod.
 #[derive(Clone, Debug)]
 pub struct SandboxProbeTarget {
     sandbox: Sandbox,
     node_netns: Option<PathBuf>,
+    mounts: Vec<Mount>,
+    env: Vec<(String, String)>,
 }
 
 impl SandboxProbeTarget {
@@ -23,7 +25,17 @@ impl SandboxProbeTarget {
         SandboxProbeTarget {
             node_netns: manager.config().node_netns.clone(),
             sandbox,
+            mounts: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Exec probes see the container's volumes and get its environment, as upstream
+    /// (pass `PodVolumes::mounts` and `env::container_env` of the probed container).
+    pub fn for_container(mut self, mounts: Vec<Mount>, env: Vec<(String, String)>) -> Self {
+        self.mounts = mounts;
+        self.env = env;
+        self
     }
 }
 
@@ -51,9 +63,10 @@ impl ProbeTarget for SandboxProbeTarget {
         };
         let mut cmd = self
             .sandbox
-            .command(program)
+            .command_with_mounts(program, &self.mounts)
             .map_err(std::io::Error::other)?;
         cmd.args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
