@@ -3,6 +3,8 @@
 pub mod env;
 pub mod images;
 pub mod logs;
+pub mod probes;
 pub mod sandbox;
 pub mod status;
 pub mod streaming;
+pub mod volumes;

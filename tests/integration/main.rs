@@ -5,5 +5,6 @@ mod controllers;
 mod durability;
 mod images;
 mod kubelet_streams;
+mod probes;
 mod sandbox;
 mod storage;

@@ -58,3 +58,85 @@ pub(crate) fn enter_on_exec(cmd: &mut tokio::process::Command, entry: Entry) {
         cmd.pre_exec(hook);
     }
 }
+
+/// A bind mount for one process: `source` on the node appears at `target` in the process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub source: std::path::PathBuf,
+    pub target: std::path::PathBuf,
+    pub read_only: bool,
+}
+
+impl super::Sandbox {
+    /// [`Sandbox::command`](super::Sandbox::command) plus `mounts`, bind-mounted in the
+    /// process's private mount namespace (volumes). A missing target is created on the node
+    /// first (a directory, or an empty file when the source is not a directory), since
+    /// processes share the node's root filesystem.
+    pub fn command_with_mounts(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        mounts: &[Mount],
+    ) -> super::Result<tokio::process::Command> {
+        let mut cmd = self.command(program)?;
+        if mounts.is_empty() {
+            return Ok(cmd);
+        }
+        let mut binds = Vec::with_capacity(mounts.len());
+        for m in mounts {
+            prepare_target(m)?;
+            let read_only = m.read_only;
+            binds.push((
+                super::cstring(&m.source)?,
+                super::cstring(&m.target)?,
+                read_only,
+            ));
+        }
+        // Runs after the hook `command` registered, which always unshared the mount namespace
+        // (it binds resolv.conf and hosts), so these mounts stay private to the process.
+        let hook = move || -> std::io::Result<()> {
+            for (source, target, read_only) in &binds {
+                mount_bind(source.as_c_str(), target.as_c_str())?;
+                if *read_only {
+                    rustix::mount::mount_remount(
+                        target.as_c_str(),
+                        rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+                        c"",
+                    )?;
+                }
+            }
+            Ok(())
+        };
+        // SAFETY: as in `enter_on_exec`: only system calls on memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(hook);
+        }
+        Ok(cmd)
+    }
+}
+
+/// Creates `m.target` like its source (directory or file) when it does not exist yet.
+fn prepare_target(m: &Mount) -> super::Result<()> {
+    use super::SandboxError;
+    if std::fs::symlink_metadata(&m.target).is_ok() {
+        return Ok(());
+    }
+    let source_is_dir = std::fs::metadata(&m.source)
+        .map_err(|e| SandboxError::io("stat mount source", &m.source, e))?
+        .is_dir();
+    if source_is_dir {
+        std::fs::create_dir_all(&m.target)
+            .map_err(|e| SandboxError::io("create mount target", &m.target, e))?;
+    } else {
+        if let Some(parent) = m.target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| SandboxError::io("create mount target", parent, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&m.target)
+            .map_err(|e| SandboxError::io("create mount target", &m.target, e))?;
+    }
+    Ok(())
+}

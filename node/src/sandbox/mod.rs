@@ -44,6 +44,7 @@ pub use netns::{
 };
 pub use spec::{DnsOption, DnsPolicy, HostAlias, PodDnsConfig, PodResources, PodSandboxSpec};
 
+pub use exec::Mount;
 use exec::{Entry, enter_on_exec};
 use fsutil::{write_atomic, write_in_place};
 use ip::{Ip, is_missing};
