@@ -36,6 +36,9 @@ impl Slot {
     }
 }
 
+/// PATH when the container sets none (what most images set).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// How long ErrImagePull shows before ImagePullBackOff.
 const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
 /// How long a CreateContainerConfigError waits before trying again (the source may appear).
@@ -126,7 +129,13 @@ pub async fn run_container(
             namespace: &entry.namespace,
         };
         let env = match container_env(&pod, &container, &sources) {
-            Ok(env) => env,
+            Ok(mut env) => {
+                // Images set PATH; host programs need one to find `sh` and friends.
+                if !env.iter().any(|(k, _)| k == "PATH") {
+                    env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+                }
+                env
+            }
             Err(e) => {
                 set(&entry, slot, |c| {
                     c.state = State::waiting("CreateContainerConfigError", Some(e.to_string()))
