@@ -473,3 +473,100 @@ async fn missing_image_shows_pull_errors_with_the_message() -> Result<()> {
     c.pods().delete("noimage", &DeleteParams::default()).await?;
     c.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_runs_prestop_then_sigterm() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let c = Cluster::start().await?;
+    let marker = c.fx.dir.path().join("prestop-ran");
+    let script = "trap 'echo got-term; exit 0' TERM; echo started; while true; do sleep 0.2; done";
+    c.create_pod(
+        "graceful",
+        json!({"terminationGracePeriodSeconds": 20,
+               "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
+                   "lifecycle": {"preStop": {"exec": {"command":
+                       ["sh", "-c", format!("echo hook > {}", marker.display())]}}}}]}),
+    )
+    .await?;
+    let pod = c
+        .wait_pod("graceful", "the pod is Running", |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .await?;
+    let root = c.log_root();
+    let p2 = pod.clone();
+    eventually("the container started its trap", || {
+        let root = root.clone();
+        let pod = p2.clone();
+        async move {
+            Ok(read_log(&root, &pod, "main")
+                .contains("started")
+                .then_some(()))
+        }
+    })
+    .await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    c.pods()
+        .delete("graceful", &DeleteParams::default())
+        .await?;
+    eventually("the pod's netns is removed after delete", || {
+        let prefix = c.fx.prefix.clone();
+        let uid = uid.clone();
+        async move { Ok((!list_netns(&prefix).iter().any(|n| n.contains(&uid))).then_some(())) }
+    })
+    .await?;
+    ensure!(
+        std::fs::read_to_string(&marker).is_ok_and(|t| t.contains("hook")),
+        "the preStop hook did not run"
+    );
+    ensure!(
+        read_log(&root, &pod, "main").contains("got-term"),
+        "the container did not get SIGTERM: {}",
+        read_log(&root, &pod, "main")
+    );
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_command_is_a_start_error_naming_it() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let c = Cluster::start().await?;
+    c.create_pod(
+        "nocmd",
+        json!({"restartPolicy": "Never",
+               "containers": [{"name": "main", "image": "busybox", "command": ["no-such-command-xyz"]}]}),
+    )
+    .await?;
+    let pod = c
+        .wait_pod(
+            "nocmd",
+            "the container is Terminated with StartError",
+            |p| {
+                container_state(p, "main")
+                    .and_then(|s| s.state)
+                    .and_then(|s| s.terminated)
+                    .is_some_and(|t| t.reason.as_deref() == Some("StartError"))
+            },
+        )
+        .await?;
+    let t = container_state(&pod, "main")
+        .and_then(|s| s.state)
+        .and_then(|s| s.terminated)
+        .context("terminated")?;
+    ensure!(
+        t.message
+            .unwrap_or_default()
+            .contains("no-such-command-xyz"),
+        "message does not name the command"
+    );
+    c.wait_pod("nocmd", "the pod Failed", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+    })
+    .await?;
+    c.pods().delete("nocmd", &DeleteParams::default()).await?;
+    c.shutdown().await
+}
