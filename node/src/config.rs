@@ -1,7 +1,8 @@
 //! The kubelet's configuration: node identity, where state and logs live, sandboxes, images, serving.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use crate::images::ImageResolver;
 use crate::sandbox::SandboxConfig;
@@ -20,6 +21,9 @@ pub struct KubeletConfig {
     pub images: ImageResolver,
     /// The kubelet HTTPS server (logs, exec, port-forward); `None` = not served.
     pub streaming: Option<StreamingConfig>,
+    /// Set by [`crate::kubelet::run`] to the address the streaming server bound (useful with
+    /// port 0): what the Node's `daemonEndpoints.kubeletEndpoint.Port` must say.
+    pub streaming_addr: Arc<OnceLock<SocketAddr>>,
     /// The node's addresses: `hostIP(s)` of every pod, `podIP(s)` of hostNetwork pods.
     pub host_ips: Vec<IpAddr>,
     /// The node's allocatable `cpu` and `memory` (quantity strings), for resourceFieldRef env

@@ -96,6 +96,7 @@ pub async fn run(
             })
             .await?;
             info!(addr = %server.local_addr(), "kubelet streaming server listening");
+            let _ = config.streaming_addr.set(server.local_addr());
             Some(server)
         }
         None => None,

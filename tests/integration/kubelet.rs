@@ -11,18 +11,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use skiff_apiserver::server::node_proxy::issue_kubelet_serving_cert;
 use skiff_node::config::{KubeletConfig, NodeAllocatable};
 use skiff_node::images::{ImageMap, ImageResolver};
 use skiff_node::sandbox::{
     CgroupLayout, IpCidr, SandboxConfig, list_netns, netns_path, run_in_netns_async,
 };
+use skiff_node::streaming::StreamingConfig;
 use tokio::sync::oneshot;
 
-use crate::apiserver::TestServer;
+use crate::apiserver::{Kubectl, TestServer};
 use crate::controllers::{eventually, register_node};
 
 const CIDR: &str = "10.244.9.0/24";
@@ -109,6 +111,7 @@ impl Fixture {
                 PathBuf::from(env!("CARGO_BIN_EXE_skiff-builtin")),
             ),
             streaming: None,
+            streaming_addr: Default::default(),
             host_ips: vec!["192.0.2.10".parse()?],
             node_allocatable: NodeAllocatable {
                 cpu: Some("2".into()),
@@ -154,6 +157,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Result<Cluster> {
+        Self::start_with(false).await
+    }
+
+    /// With `streaming`, the kubelet also serves logs/exec/port-forward on 127.0.0.1:<free>
+    /// and the Node says where.
+    async fn start_with(streaming: bool) -> Result<Cluster> {
         let fx = Fixture::new()?;
         let api_dir = tempfile::tempdir()?;
         let server = TestServer::start(api_dir.path()).await?;
@@ -167,14 +176,44 @@ impl Cluster {
             "True",
         )
         .await?;
+        let mut config = fx.config()?;
+        if streaming {
+            let issued =
+                issue_kubelet_serving_cert(api_dir.path(), &fx.node, &["127.0.0.1".to_owned()])?;
+            let mut sc = StreamingConfig::new(
+                issued.cert_pem,
+                issued.key_pem,
+                server.server.ca_pem().to_owned(),
+            );
+            sc.addr = "127.0.0.1:0".parse()?;
+            config.streaming = Some(sc);
+        }
+        let bound = config.streaming_addr.clone();
         let (stop, rx) = oneshot::channel::<()>();
         let kubelet = tokio::spawn(skiff_node::kubelet::run(
             client.clone(),
-            fx.config()?,
+            config,
             async move {
                 let _ = rx.await;
             },
         ));
+        if streaming {
+            let addr = eventually("the kubelet streaming server listens", || {
+                let bound = bound.clone();
+                async move { Ok(bound.get().copied()) }
+            })
+            .await?;
+            let nodes: Api<Node> = Api::all(client.clone());
+            nodes
+                .patch_status(
+                    &fx.node,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {
+                        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                        "daemonEndpoints": {"kubeletEndpoint": {"Port": addr.port()}}}})),
+                )
+                .await?;
+        }
         Ok(Cluster {
             client,
             stop: Some(stop),
@@ -568,5 +607,50 @@ async fn missing_command_is_a_start_error_naming_it() -> Result<()> {
     })
     .await?;
     c.pods().delete("nocmd", &DeleteParams::default()).await?;
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let c = Cluster::start_with(true).await?;
+    c.create_pod(
+        "shell",
+        json!({"terminationGracePeriodSeconds": 1,
+               "containers": [{"name": "main", "image": "busybox",
+                   "command": ["sh", "-c", "echo hello-from-shell; sleep 3600"]}]}),
+    )
+    .await?;
+    c.wait_pod("shell", "the pod is Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await?;
+    let kubeconfig = c
+        .server
+        .as_ref()
+        .context("server")?
+        .server
+        .kubeconfig_path()
+        .to_path_buf();
+    let k = Kubectl::default_binary(&kubeconfig);
+    let out = k.ok(&["exec", "shell", "--", "hostname"]).await?;
+    ensure!(out.trim() == "shell", "exec hostname gave {out:?}");
+    let out = k
+        .ok(&["exec", "shell", "--", "cat", "/etc/resolv.conf"])
+        .await?;
+    ensure!(out.contains("10.96.0.10"), "pod resolv.conf: {out}");
+    let k2 = Kubectl::default_binary(&kubeconfig);
+    let logs = eventually("kubectl logs shows the output", || {
+        let k = &k2;
+        async move {
+            let out = k.ok(&["logs", "shell"]).await?;
+            Ok(out.contains("hello-from-shell").then_some(out))
+        }
+    })
+    .await?;
+    ensure!(logs.contains("hello-from-shell"));
+    c.pods().delete("shell", &DeleteParams::default()).await?;
     c.shutdown().await
 }
