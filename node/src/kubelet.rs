@@ -89,6 +89,7 @@ pub async fn run(
             let streams = Arc::new(KubeletStreams {
                 registry: registry.clone(),
                 log_root: config.log_root(),
+                caches: Some(caches.clone()),
             });
             let mut rx = stop_rx.clone();
             let server = StreamingServer::start(sc, streams, async move {

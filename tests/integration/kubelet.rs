@@ -620,6 +620,7 @@ async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
         "shell",
         json!({"terminationGracePeriodSeconds": 1,
                "containers": [{"name": "main", "image": "busybox",
+                   "env": [{"name": "GREETING", "value": "hi-env"}],
                    "command": ["sh", "-c", "echo hello-from-shell; sleep 3600"]}]}),
     )
     .await?;
@@ -641,6 +642,10 @@ async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
         .ok(&["exec", "shell", "--", "cat", "/etc/resolv.conf"])
         .await?;
     ensure!(out.contains("10.96.0.10"), "pod resolv.conf: {out}");
+    let out = k
+        .ok(&["exec", "shell", "--", "sh", "-c", "echo $GREETING"])
+        .await?;
+    ensure!(out.trim() == "hi-env", "exec env: {out:?}");
     let k2 = Kubectl::default_binary(&kubeconfig);
     let logs = eventually("kubectl logs shows the output", || {
         let k = &k2;

@@ -37,7 +37,7 @@ impl Slot {
 }
 
 /// PATH when the container sets none (what most images set).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long ErrImagePull shows before ImagePullBackOff.
 const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
@@ -59,6 +59,18 @@ fn set(entry: &PodEntry, slot: Slot, f: impl FnOnce(&mut ContainerRecord)) {
             f(c)
         }
     });
+}
+
+/// Whether a container that exited (`ok` = exit 0) runs again under `restart_policy`. Init
+/// containers run again only after failing, and never under `Never`.
+pub fn should_restart(init: bool, restart_policy: &str, ok: bool) -> bool {
+    match (init, restart_policy) {
+        (true, "Never") => false,
+        (true, _) => !ok,
+        (false, "Always") => true,
+        (false, "OnFailure") => !ok,
+        _ => false,
+    }
 }
 
 /// Runs `container` until it should not run again (per `restart_policy`) or the pod stops.
@@ -255,14 +267,7 @@ pub async fn run_container(
             }
         };
         let ok = matches!(terminated, State::Terminated { exit_code: 0, .. });
-        let restart = !*stop.borrow()
-            && match (slot.init, restart_policy.as_str()) {
-                (true, "Never") => false,
-                (true, _) => !ok,
-                (false, "Always") => true,
-                (false, "OnFailure") => !ok,
-                _ => false,
-            };
+        let restart = !*stop.borrow() && should_restart(slot.init, &restart_policy, ok);
         if !restart {
             set(&entry, slot, |c| {
                 c.state = terminated;
@@ -291,5 +296,23 @@ pub async fn run_container(
         if sleep_or_stop(&mut stop, delay).await {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_restart;
+
+    #[test]
+    fn restart_policy_decides_per_container_kind() {
+        assert!(should_restart(false, "Always", true));
+        assert!(should_restart(false, "Always", false));
+        assert!(should_restart(false, "OnFailure", false));
+        assert!(!should_restart(false, "OnFailure", true));
+        assert!(!should_restart(false, "Never", false));
+        assert!(should_restart(true, "Always", false));
+        assert!(!should_restart(true, "Always", true));
+        assert!(should_restart(true, "OnFailure", false));
+        assert!(!should_restart(true, "Never", false));
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
+use super::sources::{Caches, NamespaceSources};
 use super::{PodEntry, PodRegistry};
+use crate::env::container_env;
 use crate::logs::container_log_dir;
 use crate::streaming::{
     BoxRead, BoxWrite, ContainerTarget, ExecChild, ExecRequest, PodStreams, PodTarget, StreamError,
@@ -17,9 +19,37 @@ use crate::streaming::{
 pub struct KubeletStreams {
     pub registry: PodRegistry,
     pub log_root: PathBuf,
+    /// For exec's environment (the container's env, as upstream's exec gets).
+    pub caches: Option<Caches>,
 }
 
 impl KubeletStreams {
+    /// The container's environment (PATH at least), as its main process got it.
+    fn exec_env(&self, target: &ContainerTarget) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let (Some(entry), Some(caches)) = (self.registry.get(&target.uid), &self.caches) {
+            let pod = entry.pod.borrow().clone();
+            let container = pod.spec.as_ref().and_then(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .find(|c| c.name == target.container)
+                    .cloned()
+            });
+            if let Some(c) = container {
+                let sources = NamespaceSources {
+                    caches,
+                    namespace: &target.namespace,
+                };
+                env = container_env(&pod, &c, &sources).unwrap_or_default();
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.insert(0, ("PATH".into(), super::container::DEFAULT_PATH.into()));
+        }
+        env
+    }
+
     fn entry(&self, namespace: &str, pod: &str) -> Result<Arc<PodEntry>, StreamError> {
         self.registry.by_name(namespace, pod).ok_or_else(|| {
             StreamError::NotFound(format!("pod {namespace}/{pod} is not on this node"))
@@ -95,8 +125,8 @@ impl PodStreams for KubeletStreams {
         let mut cmd = sandbox
             .command(program)
             .map_err(|e| StreamError::Internal(e.to_string()))?;
-        cmd.args(args)
-            .stdin(pipe(request.stdin))
+        cmd.args(args).env_clear().envs(self.exec_env(target));
+        cmd.stdin(pipe(request.stdin))
             .stdout(pipe(request.stdout))
             .stderr(pipe(request.stderr || request.tty))
             .kill_on_drop(true);

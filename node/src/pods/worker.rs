@@ -96,7 +96,14 @@ async fn run_pod(
     info!(pod = %entry.name, namespace = %entry.namespace, uid = %entry.uid, "pod worker started");
     let (stop_tx, stop_rx) = watch::channel(false);
     let writer = tokio::spawn(status_writer(ctx.clone(), entry.clone()));
-    let mut main = tokio::spawn(run_containers(ctx.clone(), entry.clone(), stop_rx));
+    let (ctx2, entry2) = (ctx.clone(), entry.clone());
+    // A pod already being deleted when its worker starts (a kubelet restart) runs nothing.
+    let deleting = entry.pod.borrow().metadata.deletion_timestamp.is_some();
+    let mut main = tokio::spawn(async move {
+        if !deleting {
+            run_containers(ctx2, entry2, stop_rx).await;
+        }
+    });
     let mut pod_rx = entry.pod.clone();
     // Wait for the pod to be deleted (deletionTimestamp or gone) or the kubelet to stop; the
     // containers may have finished before (a completed pod stays until deleted).
@@ -120,6 +127,10 @@ async fn run_pod(
     if !main_done && tokio::time::timeout(AFTER_KILL, &mut main).await.is_err() {
         warn!(pod = %entry.name, "containers did not finish after SIGKILL; abandoning them");
         main.abort();
+    }
+    // A container may have started while the pod was stopping: nothing of the pod survives.
+    if let Some(sandbox) = entry.sandbox() {
+        sandbox.kill_all();
     }
     writer.abort();
     if !kubelet_stopping {
