@@ -621,11 +621,15 @@ async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
         json!({"terminationGracePeriodSeconds": 1,
                "containers": [{"name": "main", "image": "busybox",
                    "env": [{"name": "GREETING", "value": "hi-env"}],
-                   "command": ["sh", "-c", "echo hello-from-shell; sleep 3600"]}]}),
+                   "command": ["sh", "-c", "echo hello-from-shell; sleep 3600"]},
+                   {"name": "web", "image": "skiff.dev/echo"}]}),
     )
     .await?;
-    c.wait_pod("shell", "the pod is Running", |p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    c.wait_pod("shell", "the pod is Running and Ready", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Running")
+                && s.container_statuses.iter().flatten().all(|c| c.ready)
+        })
     })
     .await?;
     let kubeconfig = c
@@ -656,6 +660,61 @@ async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
     })
     .await?;
     ensure!(logs.contains("hello-from-shell"));
+    port_forward_get(&kubeconfig, "shell", 3000).await?;
     c.pods().delete("shell", &DeleteParams::default()).await?;
     c.shutdown().await
+}
+
+/// A kubectl process killed (by its PID, through `Child`) when the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kubectl port-forward pod/<pod> :<port>`, then an HTTP GET through it must answer 200.
+async fn port_forward_get(kubeconfig: &Path, pod: &str, port: u16) -> Result<()> {
+    use std::io::BufRead;
+    let k = Kubectl::default_binary(kubeconfig);
+    let target = format!(":{port}");
+    let mut cmd = k.command(&["port-forward", &format!("pod/{pod}"), &target])?;
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = KillOnDrop(cmd.spawn()?);
+    let stdout = child.0.stdout.take().context("kubectl stdout")?;
+    // Keep draining stdout: kubectl dies of SIGPIPE when it writes to a closed pipe.
+    let (port_tx, port_rx) = oneshot::channel::<u16>();
+    std::thread::spawn(move || {
+        let mut port_tx = Some(port_tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:")
+                && let Some(p) = rest.split(' ').next().and_then(|p| p.parse().ok())
+                && let Some(tx) = port_tx.take()
+            {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    let local = port_rx
+        .await
+        .context("kubectl port-forward ended without forwarding")?;
+    let answer = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", local))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(b"GET /pf HTTP/1.1\r\nHost: pf\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .await??;
+    ensure!(
+        answer.starts_with("HTTP/1.1 200"),
+        "port-forward answer: {answer}"
+    );
+    drop(child);
+    Ok(())
 }
