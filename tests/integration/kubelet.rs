@@ -718,3 +718,49 @@ async fn port_forward_get(kubeconfig: &Path, pod: &str, port: u16) -> Result<()>
     drop(child);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pod_gets_the_node_ips_and_no_netns() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let c = Cluster::start().await?;
+    let pod = c
+        .create_pod(
+            "hostnet",
+            json!({"hostNetwork": true, "terminationGracePeriodSeconds": 1,
+                   "containers": [{"name": "main", "image": "busybox",
+                       "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                       "command": ["sh", "-c", "echo ip=$POD_IP; sleep 3600"]}]}),
+        )
+        .await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let pod = c
+        .wait_pod("hostnet", "the hostNetwork pod is Running", |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .await?;
+    let st = pod.status.clone().unwrap_or_default();
+    ensure!(
+        st.pod_ip.as_deref() == Some("192.0.2.10"),
+        "podIP {:?}",
+        st.pod_ip
+    );
+    ensure!(
+        !list_netns(&c.fx.prefix).iter().any(|n| n.contains(&uid)),
+        "a hostNetwork pod got its own netns"
+    );
+    let root = c.log_root();
+    eventually("the process sees the node IP as POD_IP", || {
+        let root = root.clone();
+        let pod = pod.clone();
+        async move {
+            Ok(read_log(&root, &pod, "main")
+                .contains("ip=192.0.2.10")
+                .then_some(()))
+        }
+    })
+    .await?;
+    c.pods().delete("hostnet", &DeleteParams::default()).await?;
+    c.shutdown().await
+}

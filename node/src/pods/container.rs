@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, HostIP, Pod, PodIP};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -61,6 +61,38 @@ fn set(entry: &PodEntry, slot: Slot, f: impl FnOnce(&mut ContainerRecord)) {
     });
 }
 
+/// `pod` with the IPs the kubelet knows (its status write may not have landed yet), so
+/// fieldRefs to `status.podIP(s)`/`status.hostIP(s)` see them, as upstream resolves them.
+pub(super) fn with_known_ips(mut pod: Pod, entry: &PodEntry) -> Pod {
+    let (pod_ips, host_ips) = match entry.record.lock() {
+        Ok(r) => (r.pod_ips.clone(), r.host_ips.clone()),
+        Err(p) => {
+            let r = p.into_inner();
+            (r.pod_ips.clone(), r.host_ips.clone())
+        }
+    };
+    let status = pod.status.get_or_insert_with(Default::default);
+    if let Some(first) = pod_ips.first() {
+        status.pod_ip = Some(first.to_string());
+        status.pod_ips = Some(
+            pod_ips
+                .iter()
+                .map(|ip| PodIP { ip: ip.to_string() })
+                .collect(),
+        );
+    }
+    if let Some(first) = host_ips.first() {
+        status.host_ip = Some(first.to_string());
+        status.host_ips = Some(
+            host_ips
+                .iter()
+                .map(|ip| HostIP { ip: ip.to_string() })
+                .collect(),
+        );
+    }
+    pod
+}
+
 /// Whether a container that exited (`ok` = exit 0) runs again under `restart_policy`. Init
 /// containers run again only after failing, and never under `Never`.
 pub fn should_restart(init: bool, restart_policy: &str, ok: bool) -> bool {
@@ -102,7 +134,7 @@ pub async fn run_container(
         if *stop.borrow() {
             return false;
         }
-        let pod = entry.pod.borrow().clone();
+        let pod = with_known_ips(entry.pod.borrow().clone(), &entry);
         let restart_policy = pod
             .spec
             .as_ref()

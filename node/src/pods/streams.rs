@@ -28,7 +28,7 @@ impl KubeletStreams {
     fn exec_env(&self, target: &ContainerTarget) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let (Some(entry), Some(caches)) = (self.registry.get(&target.uid), &self.caches) {
-            let pod = entry.pod.borrow().clone();
+            let pod = super::container::with_known_ips(entry.pod.borrow().clone(), &entry);
             let container = pod.spec.as_ref().and_then(|s| {
                 s.containers
                     .iter()
