@@ -1,8 +1,11 @@
 //! The kubelet: pod sandboxes (netns, veth, bridge, cgroup), the process runtime, probes and pod status.
 
+pub mod config;
 pub mod env;
 pub mod images;
+pub mod kubelet;
 pub mod logs;
+pub mod pods;
 pub mod probes;
 pub mod sandbox;
 pub mod status;

@@ -4,6 +4,7 @@ mod apiserver;
 mod controllers;
 mod durability;
 mod images;
+mod kubelet;
 mod kubelet_streams;
 mod probes;
 mod sandbox;
