@@ -39,6 +39,11 @@ pub struct NodeAllocatable {
 }
 
 impl KubeletConfig {
+    /// The kubelet's folder for one pod (`<root_dir>/pods/<uid>`: its volumes).
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root_dir.join("pods").join(uid)
+    }
+
     /// Where container log folders live (`<root_dir>/logs/<ns>_<pod>_<uid>/<container>/`).
     pub fn log_root(&self) -> PathBuf {
         self.root_dir.join("logs")

@@ -764,3 +764,97 @@ async fn host_network_pod_gets_the_node_ips_and_no_netns() -> Result<()> {
     c.pods().delete("hostnet", &DeleteParams::default()).await?;
     c.shutdown().await
 }
+
+/// Volumes reach the container at their mountPaths; readiness probes drive `ready` (and the
+/// pod's Ready condition); failed probes become `Unhealthy` Events; a failing liveness probe
+/// restarts its container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_and_volumes_drive_the_pod() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let c = Cluster::start().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "probe-cfg"}, "data": {"greeting": "hello-volume"}}),
+        )?,
+    )
+    .await?;
+    let mnt = c.fx.dir.path().join("mnt");
+    let (cfg, scratch) = (mnt.join("cfg"), mnt.join("scratch"));
+    let (cfg, scratch) = (cfg.display().to_string(), scratch.display().to_string());
+    c.create_pod(
+        "probed",
+        json!({"restartPolicy": "Always", "terminationGracePeriodSeconds": 1,
+               "volumes": [{"name": "cfg", "configMap": {"name": "probe-cfg"}}, {"name": "scratch", "emptyDir": {}}],
+               "containers": [
+                 {"name": "main", "image": "busybox",
+                  "command": ["sh", "-c", format!("cat {cfg}/greeting; echo; touch {scratch}/ready; sleep 3600")],
+                  "volumeMounts": [{"name": "cfg", "mountPath": cfg}, {"name": "scratch", "mountPath": scratch}],
+                  "readinessProbe": {"exec": {"command": ["sh", "-c", format!("test -f {scratch}/ready")]}, "periodSeconds": 1}},
+                 {"name": "closed", "image": "busybox", "command": ["sleep", "3600"],
+                  "readinessProbe": {"tcpSocket": {"port": 1}, "periodSeconds": 1}},
+                 {"name": "live", "image": "busybox", "command": ["sleep", "3600"],
+                  "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1}},
+               ]}),
+    )
+    .await?;
+    let pod = c
+        .wait_pod("probed", "main ready, live restarted", |p| {
+            container_state(p, "main").is_some_and(|s| s.ready)
+                && container_state(p, "live").is_some_and(|s| s.restart_count >= 1)
+        })
+        .await?;
+    ensure!(
+        !container_state(&pod, "closed").is_some_and(|s| s.ready),
+        "a container whose readiness probe hits a closed port is ready"
+    );
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .context("Ready condition")?;
+    ensure!(
+        ready.status == "False",
+        "pod Ready with an unready container"
+    );
+    ensure!(
+        read_log(&c.log_root(), &pod, "main").contains("hello-volume"),
+        "the configMap volume did not reach the container"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(c.client.clone(), "default");
+    let messages = eventually("Unhealthy and Killing events", || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&kube::api::ListParams::default().fields("involvedObject.name=probed"))
+                .await?;
+            let messages: Vec<String> = list
+                .items
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e.reason.clone().unwrap_or_default(),
+                        e.message.clone().unwrap_or_default()
+                    )
+                })
+                .collect();
+            let found = messages
+                .iter()
+                .any(|m| m.starts_with("Unhealthy Readiness probe failed"))
+                && messages
+                    .iter()
+                    .any(|m| m.starts_with("Killing Container live failed liveness probe"));
+            Ok(found.then_some(messages))
+        }
+    })
+    .await?;
+    ensure!(!messages.is_empty());
+    c.pods().delete("probed", &DeleteParams::default()).await?;
+    c.shutdown().await
+}

@@ -16,6 +16,7 @@ use super::sources::NamespaceSources;
 use super::worker::PodWorkerCtx;
 use crate::env::{container_env, expand_args};
 use crate::logs::{LogWriter, RotationPolicy, container_log_dir, instance_log_path, mark_finished};
+use crate::probes::{ProbeHandle, Prober, SandboxProbeTarget};
 use crate::sandbox::Sandbox;
 use crate::status::{ContainerRecord, PodRecord, State};
 
@@ -208,12 +209,27 @@ pub async fn run_container(
             continue;
         };
 
+        let volumes = entry.volumes.lock().ok().and_then(|v| v.clone());
+        let mounts = match volumes.as_ref().map(|v| v.mounts(&container)) {
+            None => Vec::new(),
+            Some(Ok(mounts)) => mounts,
+            Some(Err(e)) => {
+                set(&entry, slot, |c| {
+                    c.state = State::waiting("CreateContainerConfigError", Some(e.to_string()))
+                });
+                if sleep_or_stop(&mut stop, CONFIG_RETRY).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+
         let oom_before = sandbox.oom_kills().unwrap_or(0);
         let started = Instant::now();
         let started_at = Timestamp::now();
         let log_path = instance_log_path(&log_dir, restart_count.max(0) as u32);
         let spawned = sandbox
-            .command(program)
+            .command_with_mounts(program, &mounts)
             .map_err(|e| e.to_string())
             .and_then(|mut cmd| {
                 cmd.args(rest)
@@ -253,15 +269,30 @@ pub async fn run_container(
                     child.stdout.take(),
                     child.stderr.take(),
                 );
-                let ready = *readiness.borrow();
+                let probed = container.startup_probe.is_some()
+                    || container.liveness_probe.is_some()
+                    || container.readiness_probe.is_some();
+                let mut probes = probed.then(|| {
+                    let target = SandboxProbeTarget::new(&ctx.sandboxes, sandbox.clone())
+                        .for_container(mounts.clone(), env.clone());
+                    Prober::spawn(&container, Arc::new(target))
+                });
+                let (ready, started) = match &probes {
+                    Some(p) => (*p.ready.borrow(), *p.started.borrow()),
+                    None => (*readiness.borrow(), true),
+                };
                 let id = format!("skiff://{}/{}/{}", entry.uid, name, restart_count);
                 set(&entry, slot, |c| {
                     c.state = State::Running { started_at };
                     c.ready = ready;
-                    c.started = true;
+                    c.started = started;
                     c.container_id = Some(id);
                 });
-                let status = child.wait().await;
+                let status = match probes.as_mut() {
+                    None => child.wait().await,
+                    Some(p) => watch_probes(&ctx, &entry, slot, &name, &mut child, p).await,
+                };
+                drop(probes);
                 if let Ok(Err(e)) = writer.await {
                     warn!(pod = %entry.name, container = %name, error = %e, "container log");
                 }
@@ -327,6 +358,61 @@ pub async fn run_container(
         });
         if sleep_or_stop(&mut stop, delay).await {
             return false;
+        }
+    }
+}
+
+/// Waits for `child` while its probes run: readiness and startup results go to the record,
+/// failures become `Unhealthy` Events, and a failed liveness or startup probe kills the
+/// process (the restart policy then decides, as upstream).
+async fn watch_probes(
+    ctx: &PodWorkerCtx,
+    entry: &PodEntry,
+    slot: Slot,
+    name: &str,
+    child: &mut tokio::process::Child,
+    probes: &mut ProbeHandle,
+) -> std::io::Result<std::process::ExitStatus> {
+    let node = ctx.config.node_name.as_str();
+    let mut events_open = true;
+    let mut restart_open = true;
+    loop {
+        tokio::select! {
+            status = child.wait() => return status,
+            changed = probes.ready.changed() => {
+                if changed.is_ok() {
+                    let ready = *probes.ready.borrow_and_update();
+                    entry.set_ready(name, ready);
+                    set(entry, slot, |c| c.ready = ready);
+                }
+            }
+            changed = probes.started.changed() => {
+                if changed.is_ok() {
+                    let started = *probes.started.borrow_and_update();
+                    set(entry, slot, |c| c.started = started);
+                }
+            }
+            event = probes.events.recv(), if events_open => match event {
+                Some(e) => {
+                    super::events::post(&ctx.client, node, entry, Some(name), "Warning", e.reason, &e.message).await;
+                }
+                None => events_open = false,
+            },
+            changed = probes.restart.changed(), if restart_open => {
+                if changed.is_err() {
+                    restart_open = false;
+                    continue;
+                }
+                let restart = probes.restart.borrow_and_update().clone();
+                if let Some(restart) = restart {
+                    restart_open = false;
+                    info!(pod = %entry.name, container = %name, message = %restart.message, "probe failed: killing the container");
+                    super::events::post(&ctx.client, node, entry, Some(name), "Normal", "Killing", &restart.message).await;
+                    if let Err(e) = child.start_kill() {
+                        warn!(pod = %entry.name, container = %name, error = %e, "killing the container");
+                    }
+                }
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod backoff;
 mod container;
+mod events;
 pub mod sources;
 mod streams;
 pub mod worker;
@@ -34,6 +35,8 @@ pub struct PodEntry {
     pub sandbox: Mutex<Option<crate::sandbox::Sandbox>>,
     /// Container log folders by container name.
     pub log_dirs: Mutex<HashMap<String, PathBuf>>,
+    /// The pod's volumes once made (their mounts go to every container process).
+    pub volumes: Mutex<Option<Arc<crate::volumes::PodVolumes>>>,
     /// Readiness per container: the hook for readiness probes (task F); true without a probe.
     pub readiness: Mutex<HashMap<String, watch::Sender<bool>>>,
 }

@@ -11,11 +11,13 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use super::container::{Slot, run_container, sleep_or_stop};
-use super::sources::Caches;
+use super::events;
+use super::sources::{Caches, NamespaceSources};
 use super::{PodEntry, PodRegistry};
 use crate::config::KubeletConfig;
 use crate::sandbox::{PodSandboxSpec, SandboxManager};
 use crate::status::{ContainerRecord, PodRecord, pod_status};
+use crate::volumes::{PodVolumes, VolumeOptions};
 
 /// What every pod worker shares.
 pub struct PodWorkerCtx {
@@ -76,6 +78,7 @@ pub fn spawn_worker(ctx: Arc<PodWorkerCtx>, pod: Pod) -> WorkerHandle {
         sandbox: Mutex::new(None),
         log_dirs: Mutex::new(HashMap::new()),
         readiness: Mutex::new(HashMap::new()),
+        volumes: Mutex::new(None),
     });
     ctx.registry.insert(entry.clone());
     let task = tokio::spawn(run_pod(ctx, entry, gone_rx, shutdown_rx));
@@ -134,6 +137,10 @@ async fn run_pod(
     }
     writer.abort();
     if !kubelet_stopping {
+        let volumes = crate::volumes::volumes_dir(&ctx.config.pod_dir(&entry.uid));
+        if let Err(e) = crate::volumes::teardown_dir(&volumes) {
+            warn!(pod = %entry.name, error = %e, "removing pod volumes");
+        }
         match ctx.sandboxes.remove(&entry.uid).await {
             Ok(_) => {}
             Err(e) => warn!(pod = %entry.name, error = %e, "removing pod sandbox"),
@@ -169,6 +176,41 @@ async fn run_containers(
     };
     if let Ok(mut s) = entry.sandbox.lock() {
         *s = Some(sandbox.clone());
+    }
+    let pod_dir = ctx.config.pod_dir(&entry.uid);
+    let mut reported = false;
+    let volumes = loop {
+        let sources = NamespaceSources {
+            caches: &ctx.caches,
+            namespace: &entry.namespace,
+        };
+        match PodVolumes::setup(&pod, &pod_dir, &sources, VolumeOptions::default()) {
+            Ok(v) => break Arc::new(v),
+            Err(e) => {
+                // Upstream keeps the pod ContainerCreating with a FailedMount event, retrying.
+                warn!(pod = %entry.name, error = %e, "pod volumes");
+                let message = format!("MountVolume.SetUp failed: {e}");
+                entry.update(|r| r.sandbox_error = Some(message.clone()));
+                if !std::mem::replace(&mut reported, true) {
+                    events::post(
+                        &ctx.client,
+                        &ctx.config.node_name,
+                        &entry,
+                        None,
+                        "Warning",
+                        "FailedMount",
+                        &message,
+                    )
+                    .await;
+                }
+                if sleep_or_stop(&mut stop, SANDBOX_RETRY).await {
+                    return;
+                }
+            }
+        }
+    };
+    if let Ok(mut v) = entry.volumes.lock() {
+        *v = Some(volumes);
     }
     let host_ips = ctx.config.host_ips.clone();
     entry.update(|r| {
