@@ -3,6 +3,7 @@
 pub mod env;
 pub mod images;
 pub mod logs;
+pub mod registration;
 pub mod sandbox;
 pub mod status;
 pub mod streaming;

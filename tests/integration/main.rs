@@ -7,3 +7,4 @@ mod images;
 mod kubelet_streams;
 mod sandbox;
 mod storage;
+mod up;
