@@ -7,6 +7,7 @@ pub mod kubelet;
 pub mod logs;
 pub mod pods;
 pub mod probes;
+pub mod registration;
 pub mod sandbox;
 pub mod status;
 pub mod streaming;

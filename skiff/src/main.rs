@@ -5,6 +5,7 @@ mod cli;
 mod controller;
 mod manifests;
 mod server;
+mod up;
 
 use std::process::ExitCode;
 
@@ -62,7 +63,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Echo(args) => return builtins::echo(&args),
         Command::GrpcEcho(args) => return builtins::grpc_echo(&args),
         Command::Pause(_) => return builtins::pause(),
-        Command::Up(_) => ("skiff up", "the kubelet issue (#6)"),
+        Command::Up(args) => return up::run(args),
         Command::Agent(_) => (
             "skiff agent",
             "the kubelet, proxy, DNS and ingress issues (#6-#9)",

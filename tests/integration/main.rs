@@ -9,3 +9,4 @@ mod kubelet_streams;
 mod probes;
 mod sandbox;
 mod storage;
+mod up;

@@ -1,0 +1,155 @@
+//! `skiff up`: a sandboxed single-node cluster — node netns `skiff-<name>`, the control plane
+//! on the host loopback, the node components on a runtime whose threads live in the node netns.
+
+mod netns;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use skiff_node::registration::{self, NodeConfig};
+use skiff_node::sandbox::{IpCidr, SandboxConfig, SandboxManager};
+
+use crate::cli::UpArgs;
+use crate::server::ControlPlane;
+
+/// Runs `skiff up` to completion (until SIGINT/SIGTERM), on the calling thread.
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let netns_name = format!("skiff-{}", args.name);
+    // Leftovers of a crashed run with the same name go first (pod namespaces are swept by the
+    // SandboxManager below, which knows their prefix and state dir).
+    netns::remove(&netns_name);
+    netns::create(&netns_name)?;
+    let _guard = netns::Guard(netns_name.clone());
+    let root = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let node = netns::node_runtime(&netns_name)?;
+    root.block_on(run_cluster(&args, &netns_name, &node))
+}
+
+async fn run_cluster(
+    args: &UpArgs,
+    netns_name: &str,
+    node: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let data_dir = args
+        .cluster
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".skiff").join(&args.name));
+    let plane = ControlPlane::start(&args.cluster, &data_dir, [127, 0, 0, 1].into()).await?;
+    let kubeconfig = plane.server.kubeconfig_path().to_path_buf();
+    let pod_cidrs = node_pod_cidrs(&args.cluster.pod_cidr)?;
+
+    let mut sandbox_config = SandboxConfig::new(
+        format!("{netns_name}-pod-"),
+        pod_cidrs.clone(),
+        data_dir.join("sandbox"),
+    );
+    sandbox_config.node_netns = Some(netns::path(netns_name));
+    sandbox_config.cluster_domain = args.cluster.cluster_domain.clone();
+    sandbox_config.cgroup_parent = format!("/skiff-{}", args.name);
+    let sandboxes = SandboxManager::new(sandbox_config)
+        .await
+        .context("cannot prepare the pod sandboxes in the node namespace")?;
+
+    tracing::warn!(
+        "this build has no kubelet pod runtime, streaming server, service proxy, DNS or \
+         ingress yet: nothing is published on the ingress ({}/{}) or DNS ({}) ports, and pods \
+         stay Pending on the registered node",
+        args.http_port,
+        args.https_port,
+        args.dns_port
+    );
+    let mut node_config = NodeConfig::new(args.name.clone(), 10250);
+    node_config.pod_cidrs = pod_cidrs.iter().map(ToString::to_string).collect();
+    // The API server reaches the kubelet over the host loopback (see ARCHITECTURE.md).
+    node_config.internal_ips = vec![[127, 0, 0, 1].into()];
+    let mut stopping = plane.stopping.clone();
+    // The client was built on the root runtime: its connections stay in the root netns even
+    // though the registration task runs on a node-netns thread.
+    let registration = node.spawn(registration::run(
+        plane.client.clone(),
+        node_config,
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        },
+    ));
+
+    let nodes: Api<Node> = Api::all(plane.client.clone());
+    let mut stopping = plane.stopping.clone();
+    loop {
+        if *stopping.borrow() {
+            break;
+        }
+        if let Ok(Some(n)) = nodes.get_opt(&args.name).await
+            && node_ready(&n)
+        {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "skiff is ready: kubeconfig={}", kubeconfig.display())?;
+            out.flush()?;
+            if !args.cluster.manifests.is_empty() {
+                tracing::warn!(
+                    "-f manifests are not applied by this build: apply them with `kubectl apply -f`"
+                );
+            }
+            break;
+        }
+        tokio::select! {
+            _ = stopping.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    plane.wait().await;
+    match registration.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "node registration failed"),
+        Err(e) => tracing::warn!(error = %e, "node registration ended abnormally"),
+    }
+    if let Err(e) = sandboxes.teardown_all().await {
+        tracing::warn!(error = %e, "cannot tear down every pod sandbox");
+    }
+    tracing::info!("skiff up stopped");
+    Ok(())
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The node's pod CIDRs: the first /24 (IPv4) and /64 (IPv6) of each cluster pod CIDR.
+fn node_pod_cidrs(cluster: &str) -> anyhow::Result<Vec<IpCidr>> {
+    cluster
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            let cidr: IpCidr = c
+                .parse()
+                .with_context(|| format!("--pod-cidr {c:?} is not a CIDR"))?;
+            let want = if cidr.is_ipv6() { 64 } else { 24 };
+            anyhow::ensure!(
+                cidr.prefix() <= want,
+                "--pod-cidr {c} is smaller than a /{want}: give a larger range"
+            );
+            Ok(IpCidr::new(cidr.network(), want)?)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn node_cidrs_are_the_first_24_and_64() {
+        let cidrs = super::node_pod_cidrs("10.244.0.0/16,fd00:10:244::/56").unwrap();
+        let s: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+        assert_eq!(s, ["10.244.0.0/24", "fd00:10:244::/64"]);
+        assert!(super::node_pod_cidrs("10.0.0.0/28").is_err());
+    }
+}
