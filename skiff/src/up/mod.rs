@@ -9,8 +9,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
+use skiff_apiserver::server::node_proxy::issue_kubelet_serving_cert;
+use skiff_node::config::{KubeletConfig, NodeAllocatable};
+use skiff_node::images::{ImageMap, ImageResolver};
 use skiff_node::registration::{self, NodeConfig};
 use skiff_node::sandbox::{IpCidr, SandboxConfig, SandboxManager};
+use skiff_node::streaming::StreamingConfig;
 
 use crate::cli::UpArgs;
 use crate::server::ControlPlane;
@@ -50,19 +54,71 @@ async fn run_cluster(
     sandbox_config.node_netns = Some(netns::path(netns_name));
     sandbox_config.cluster_domain = args.cluster.cluster_domain.clone();
     sandbox_config.cgroup_parent = format!("/skiff-{}", args.name);
-    let sandboxes = SandboxManager::new(sandbox_config)
-        .await
-        .context("cannot prepare the pod sandboxes in the node namespace")?;
+    // One manager per state dir: this one sweeps a crashed run's leftovers and is dropped
+    // before the kubelet makes its own.
+    drop(
+        SandboxManager::new(sandbox_config.clone())
+            .await
+            .context("cannot prepare the pod sandboxes in the node namespace")?,
+    );
 
     tracing::warn!(
-        "this build has no kubelet pod runtime, streaming server, service proxy, DNS or \
-         ingress yet: nothing is published on the ingress ({}/{}) or DNS ({}) ports, and pods \
-         stay Pending on the registered node",
+        "this build has no service proxy, DNS or ingress yet: nothing is published on the \
+         ingress ({}/{}) or DNS ({}) ports",
         args.http_port,
         args.https_port,
         args.dns_port
     );
-    let mut node_config = NodeConfig::new(args.name.clone(), 10250);
+    // The kubelet runs on the root runtime: its streaming server must listen on the host
+    // loopback, where the API server reaches it; everything it does to pods names the node
+    // and pod namespaces explicitly (iproute2 `-n`, setns before exec and connect).
+    let issued = issue_kubelet_serving_cert(&data_dir, &args.name, &["127.0.0.1".to_owned()])
+        .context("cannot issue the kubelet's serving certificate")?;
+    let mut streaming = StreamingConfig::new(
+        issued.cert_pem,
+        issued.key_pem,
+        plane.server.ca_pem().to_owned(),
+    );
+    streaming.addr = ([127, 0, 0, 1], 0).into();
+    let image_map = match &args.cluster.image_map {
+        Some(path) => {
+            Some(ImageMap::load(path).with_context(|| format!("--image-map {}", path.display()))?)
+        }
+        None => None,
+    };
+    let kubelet_config = KubeletConfig {
+        node_name: args.name.clone(),
+        root_dir: data_dir.join("kubelet"),
+        sandbox: sandbox_config.clone(),
+        images: ImageResolver::new(
+            image_map,
+            std::env::current_exe().context("cannot find the skiff binary for built-in images")?,
+        ),
+        streaming: Some(streaming),
+        streaming_addr: Default::default(),
+        host_ips: Vec::new(),
+        node_allocatable: NodeAllocatable::default(),
+    };
+    let bound = kubelet_config.streaming_addr.clone();
+    let mut stopping = plane.stopping.clone();
+    let kubelet = tokio::spawn(skiff_node::kubelet::run(
+        plane.client.clone(),
+        kubelet_config,
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        },
+    ));
+    let kubelet_port = loop {
+        if let Some(addr) = bound.get() {
+            break addr.port();
+        }
+        if kubelet.is_finished() || *plane.stopping.borrow() {
+            break 0;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let mut node_config = NodeConfig::new(args.name.clone(), kubelet_port);
     node_config.pod_cidrs = pod_cidrs.iter().map(ToString::to_string).collect();
     // The API server reaches the kubelet over the host loopback (see ARCHITECTURE.md).
     node_config.internal_ips = vec![[127, 0, 0, 1].into()];
@@ -103,11 +159,20 @@ async fn run_cluster(
         }
     }
     plane.wait().await;
+    match kubelet.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the kubelet failed"),
+        Err(e) => tracing::warn!(error = %e, "the kubelet ended abnormally"),
+    }
     match registration.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "node registration failed"),
         Err(e) => tracing::warn!(error = %e, "node registration ended abnormally"),
     }
+    // The stopped kubelet leaves its sandboxes; `up` removes everything it made.
+    let sandboxes = SandboxManager::new(sandbox_config)
+        .await
+        .context("cannot reopen the pod sandboxes to remove them")?;
     if let Err(e) = sandboxes.teardown_all().await {
         tracing::warn!(error = %e, "cannot tear down every pod sandbox");
     }
