@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -26,37 +25,9 @@ use tokio::sync::oneshot;
 
 use crate::apiserver::{Kubectl, TestServer};
 use crate::controllers::{eventually, register_node};
+use crate::privileged::{ip, privileged};
 
 const CIDR: &str = "10.244.9.0/24";
-
-fn privileged() -> bool {
-    if std::env::var("SKIFF_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("SKIFF_SKIP_PRIVILEGED=1: skipping a privileged kubelet test");
-        return false;
-    }
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
-    assert_eq!(
-        uid, 0,
-        "kubelet tests need root (network namespaces, cgroups); run as root or set SKIFF_SKIP_PRIVILEGED=1"
-    );
-    true
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("run ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// One test's node namespace, names and dirs; Drop removes everything they name.
 struct Fixture {
@@ -300,7 +271,7 @@ fn read_log(root: &Path, pod: &Pod, container: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_pod_runs_answers_http_and_is_removed_on_delete() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;
@@ -379,7 +350,7 @@ async fn echo_pod_runs_answers_http_and_is_removed_on_delete() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_container_goes_into_crash_loop_backoff() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;
@@ -421,7 +392,7 @@ async fn failing_container_goes_into_crash_loop_backoff() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_run_in_order_and_env_reaches_the_process() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;
@@ -485,7 +456,7 @@ async fn init_containers_run_in_order_and_env_reaches_the_process() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_image_shows_pull_errors_with_the_message() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;
@@ -515,7 +486,7 @@ async fn missing_image_shows_pull_errors_with_the_message() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_runs_prestop_then_sigterm() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;
@@ -570,7 +541,7 @@ async fn delete_runs_prestop_then_sigterm() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_command_is_a_start_error_naming_it() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;
@@ -612,7 +583,7 @@ async fn missing_command_is_a_start_error_naming_it() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start_with(true).await?;
@@ -721,7 +692,7 @@ async fn port_forward_get(kubeconfig: &Path, pod: &str, port: u16) -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_network_pod_gets_the_node_ips_and_no_netns() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;
@@ -770,7 +741,7 @@ async fn host_network_pod_gets_the_node_ips_and_no_netns() -> Result<()> {
 /// restarts its container.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn probes_and_volumes_drive_the_pod() -> Result<()> {
-    if !privileged() {
+    if !privileged("kubelet") {
         return Ok(());
     }
     let c = Cluster::start().await?;

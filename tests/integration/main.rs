@@ -6,6 +6,7 @@ mod durability;
 mod images;
 mod kubelet;
 mod kubelet_streams;
+mod privileged;
 mod probes;
 mod sandbox;
 mod storage;

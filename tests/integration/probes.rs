@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -28,34 +27,7 @@ use skiff_node::sandbox::{
 };
 use skiff_node::volumes::{PodVolumes, VolumeOptions, teardown_dir};
 
-fn privileged() -> bool {
-    if std::env::var("SKIFF_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("SKIFF_SKIP_PRIVILEGED=1: skipping a privileged probes/volumes test");
-        return false;
-    }
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
-    assert_eq!(
-        uid, 0,
-        "probe/volume tests need root (namespaces, cgroups, tmpfs); run as root or set SKIFF_SKIP_PRIVILEGED=1"
-    );
-    true
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("run ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
+use crate::privileged::{ip, privileged};
 
 /// One test's node namespace, names and dirs; Drop removes all of them (and tmpfs mounts).
 struct Fixture {
@@ -185,7 +157,7 @@ fn is_mounted(path: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_configmap_and_shared_memory_emptydir_in_pod_processes() -> Result<()> {
-    if !privileged() {
+    if !privileged("probes/volumes") {
         return Ok(());
     }
     let fx = Fixture::new()?;
@@ -285,7 +257,7 @@ async fn volumes_configmap_and_shared_memory_emptydir_in_pod_processes() -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_reach_the_pod_ip_and_exec_inside_the_pod() -> Result<()> {
-    if !privileged() {
+    if !privileged("probes/volumes") {
         return Ok(());
     }
     let fx = Fixture::new()?;

@@ -19,35 +19,7 @@ use skiff_node::sandbox::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// Whether privileged tests run: true as root; false only with `SKIFF_SKIP_PRIVILEGED=1`.
-fn privileged() -> bool {
-    if std::env::var("SKIFF_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("SKIFF_SKIP_PRIVILEGED=1: skipping a privileged sandbox test");
-        return false;
-    }
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
-    assert_eq!(
-        uid, 0,
-        "sandbox tests need root (network namespaces, cgroups); run as root or set SKIFF_SKIP_PRIVILEGED=1"
-    );
-    true
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("run ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use crate::privileged::{ip, privileged};
 
 /// One test's node namespace, names and state dir; Drop removes everything they name.
 struct Fixture {
@@ -204,7 +176,7 @@ async fn wait_gone(pid: u32) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_pods_talk_over_the_bridge_in_both_families() -> Result<()> {
-    if !privileged() {
+    if !privileged("sandbox") {
         return Ok(());
     }
     let fx = Fixture::new()?;
@@ -314,7 +286,7 @@ async fn sandbox_pods_talk_over_the_bridge_in_both_families() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_process_sees_its_dns_files_netns_hostname_and_cgroup() -> Result<()> {
-    if !privileged() {
+    if !privileged("sandbox") {
         return Ok(());
     }
     let fx = Fixture::new()?;
@@ -440,7 +412,7 @@ async fn sandbox_process_sees_its_dns_files_netns_hostname_and_cgroup() -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Result<()> {
-    if !privileged() {
+    if !privileged("sandbox") {
         return Ok(());
     }
     let fx = Fixture::new()?;
@@ -530,7 +502,7 @@ async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()> {
-    if !privileged() {
+    if !privileged("sandbox") {
         return Ok(());
     }
     let fx = Fixture::new()?;
@@ -600,7 +572,7 @@ async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_teardown_leaves_no_namespace_cgroup_or_process() -> Result<()> {
-    if !privileged() {
+    if !privileged("sandbox") {
         return Ok(());
     }
     let fx = Fixture::new()?;
