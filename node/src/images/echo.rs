@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use super::listen::{ListenError, accept_loop, bind};
+use super::listen::{ServeError, accept_loop, serve_until_signal};
 
 /// The port when neither `--port` nor `PORT` is given.
 pub const DEFAULT_PORT: u16 = 3000;
@@ -74,45 +74,21 @@ impl EchoConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EchoError {
-    #[error(transparent)]
-    Listen(#[from] ListenError),
-    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
-    Signal(#[source] std::io::Error),
-    #[error("cannot write to stdout: {0}")]
-    Stdout(#[source] std::io::Error),
-}
+/// Why the echo server could not start.
+pub type EchoError = ServeError;
 
 /// Run the echo server until SIGTERM/SIGINT, then finish open requests and return. Prints
 /// `skiff echo listening on ADDR` on stdout once it accepts connections.
 pub async fn serve(config: EchoConfig) -> Result<(), EchoError> {
-    let signal = super::signal::shutdown_signal().map_err(EchoError::Signal)?;
-    let listener = bind(config.host, config.port)?;
-    let addr = listener.local_addr().map_err(|source| ListenError {
-        addr: SocketAddr::new(
-            config
-                .host
-                .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
-            config.port,
-        ),
-        source,
-    })?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "skiff echo listening on {addr} (HTTP/1.1 and HTTP/2 cleartext)"
-        )
-        .and_then(|()| out.flush())
-        .map_err(EchoError::Stdout)?;
-    }
-    serve_on(listener, config, async move {
-        let name = signal.wait().await;
-        tracing::info!("{name}: echo server shutting down");
-    })
-    .await;
-    Ok(())
+    let (host, port) = (config.host, config.port);
+    serve_until_signal(
+        "echo",
+        "HTTP/1.1 and HTTP/2 cleartext",
+        host,
+        port,
+        |listener, shutdown| serve_on(listener, config, shutdown),
+    )
+    .await
 }
 
 /// Serve on an existing listener until `shutdown` resolves (for embedding and tests).

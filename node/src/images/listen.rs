@@ -22,6 +22,56 @@ pub struct ListenError {
     pub source: io::Error,
 }
 
+/// Why a built-in server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signal(#[source] io::Error),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[source] io::Error),
+}
+
+/// What every built-in image does as a process: listen on `host:port`, print
+/// `skiff <name> listening on ADDR (<protocols>)` once it accepts connections, then run
+/// `serve_on(listener, shutdown)` until SIGTERM/SIGINT.
+pub(crate) async fn serve_until_signal<F, Fut>(
+    name: &str,
+    protocols: &str,
+    host: Option<IpAddr>,
+    port: u16,
+    serve_on: F,
+) -> Result<(), ServeError>
+where
+    F: FnOnce(TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use std::io::Write as _;
+    let signal = super::signal::shutdown_signal().map_err(ServeError::Signal)?;
+    let listener = bind(host, port)?;
+    let addr = listener.local_addr().map_err(|source| ListenError {
+        addr: SocketAddr::new(host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)), port),
+        source,
+    })?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "skiff {name} listening on {addr} ({protocols})")
+            .and_then(|()| out.flush())
+            .map_err(ServeError::Stdout)?;
+    }
+    let name = name.to_owned();
+    serve_on(
+        listener,
+        Box::pin(async move {
+            let signal_name = signal.wait().await;
+            tracing::info!("{signal_name}: {name} shutting down");
+        }),
+    )
+    .await;
+    Ok(())
+}
+
 /// Listen on `host:port`; with no host, on `[::]:port` accepting IPv4 too, falling back to
 /// `0.0.0.0:port` where IPv6 is unavailable. Port 0 picks a free port (see `local_addr`).
 pub fn bind(host: Option<IpAddr>, port: u16) -> Result<TcpListener, ListenError> {

@@ -17,6 +17,6 @@ mod signal;
 
 pub use builtin::Builtin;
 pub use image_map::{ImageMap, ImageMapEntry, ImageMapError, ImageTarget};
-pub use listen::{ListenError, bind};
+pub use listen::{ListenError, ServeError, bind};
 pub use resolve::{ImageError, ImageResolver, ImageSource, ResolvedImage};
 pub use signal::shutdown_signal;

@@ -1,8 +1,7 @@
 //! The grpc-echo server: routes unary calls by `:path`, answers in gRPC framing with trailers.
 
 use std::future::Future;
-use std::io::Write as _;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use super::proto::{
     ECHO_PATH, ECHO_SERVICE, EchoRequest, EchoResponse, HEALTH_CHECK_PATH, HealthCheckRequest,
     HealthCheckResponse, ServingStatus,
 };
-use crate::images::listen::{ListenError, accept_loop, bind};
+use crate::images::listen::{ServeError, accept_loop, serve_until_signal};
 
 #[derive(Clone, Debug)]
 pub struct GrpcEchoConfig {
@@ -53,43 +52,21 @@ impl GrpcEchoConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum GrpcEchoError {
-    #[error(transparent)]
-    Listen(#[from] ListenError),
-    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
-    Signal(#[source] std::io::Error),
-    #[error("cannot write to stdout: {0}")]
-    Stdout(#[source] std::io::Error),
-}
+/// Why the gRPC echo server could not start.
+pub type GrpcEchoError = ServeError;
 
 /// Run until SIGTERM/SIGINT, then let open calls finish. Prints `skiff grpc-echo listening on
 /// ADDR` on stdout once it accepts connections.
 pub async fn serve(config: GrpcEchoConfig) -> Result<(), GrpcEchoError> {
-    let signal = crate::images::signal::shutdown_signal().map_err(GrpcEchoError::Signal)?;
-    let listener = bind(config.host, config.port)?;
-    let addr = listener.local_addr().map_err(|source| ListenError {
-        addr: SocketAddr::new(
-            config.host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            config.port,
-        ),
-        source,
-    })?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "skiff grpc-echo listening on {addr} (gRPC, HTTP/2 cleartext)"
-        )
-        .and_then(|()| out.flush())
-        .map_err(GrpcEchoError::Stdout)?;
-    }
-    serve_on(listener, config, async move {
-        let name = signal.wait().await;
-        tracing::info!("{name}: grpc-echo shutting down");
-    })
-    .await;
-    Ok(())
+    let (host, port) = (config.host, config.port);
+    serve_until_signal(
+        "grpc-echo",
+        "gRPC, HTTP/2 cleartext",
+        host,
+        port,
+        |listener, shutdown| serve_on(listener, config, shutdown),
+    )
+    .await
 }
 
 /// Serve on an existing listener until `shutdown` resolves (for embedding and tests).
