@@ -6,8 +6,7 @@
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -17,60 +16,45 @@ use serde_json::json;
 use skiff_apiserver::server::node_proxy::issue_kubelet_serving_cert;
 use skiff_node::config::{KubeletConfig, NodeAllocatable};
 use skiff_node::images::{ImageMap, ImageResolver};
-use skiff_node::sandbox::{
-    CgroupLayout, IpCidr, SandboxConfig, list_netns, netns_path, run_in_netns_async,
-};
+use skiff_node::sandbox::{IpCidr, list_netns, netns_path, run_in_netns_async};
 use skiff_node::streaming::StreamingConfig;
 use tokio::sync::oneshot;
 
 use crate::apiserver::{Kubectl, TestServer};
 use crate::controllers::{eventually, register_node};
-use crate::privileged::{ip, privileged};
+use crate::privileged::{NodeFixture, privileged};
 
 const CIDR: &str = "10.244.9.0/24";
 
-/// One test's node namespace, names and dirs; Drop removes everything they name.
+/// The node fixture with the Node object's name.
 struct Fixture {
     node: String,
-    node_ns: String,
-    prefix: String,
-    cgroup_parent: String,
-    dir: tempfile::TempDir,
+    fx: NodeFixture,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = NodeFixture;
+    fn deref(&self) -> &NodeFixture {
+        &self.fx
+    }
 }
 
 impl Fixture {
     fn new() -> Result<Self> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}k{n}", std::process::id());
-        let f = Fixture {
-            node: format!("kubelet-node-{id}"),
-            node_ns: format!("sktknode-{id}"),
-            prefix: format!("sktkpod-{id}-"),
-            cgroup_parent: if CgroupLayout::detect().is_ok_and(|l| l.version() == "v2") {
-                format!("/skiff-ktest-{id}")
-            } else {
-                format!("skiff-ktest-{id}")
-            },
-            dir: tempfile::tempdir()?,
-        };
-        ip(&["netns", "add", &f.node_ns])?;
-        Ok(f)
+        let fx = NodeFixture::new("k")?;
+        Ok(Fixture {
+            node: format!("kubelet-node-{}", fx.node_ns),
+            fx,
+        })
     }
 
     fn config(&self) -> Result<KubeletConfig> {
         let cidr: IpCidr = CIDR.parse().context("cidr")?;
-        let mut sc = SandboxConfig::new(
-            self.prefix.clone(),
+        let sc = self.sandbox_config(
             vec![cidr],
-            self.dir.path().join("state"),
-        );
-        sc.node_netns = Some(netns_path(&self.node_ns));
-        sc.cgroup_parent = self.cgroup_parent.clone();
-        sc.host_resolv_conf = self.dir.path().join("host-resolv.conf");
-        sc.host_hosts_file = self.dir.path().join("host-hosts");
-        std::fs::write(&sc.host_resolv_conf, "nameserver 192.0.2.53\n")?;
-        std::fs::write(&sc.host_hosts_file, "127.0.0.1 localhost\n")?;
+            "nameserver 192.0.2.53\n",
+            "127.0.0.1 localhost\n",
+        )?;
         let map =
             ImageMap::parse("test-map.yaml", r#""busybox*": ["/bin/sh"]"#).context("image map")?;
         Ok(KubeletConfig {
@@ -89,29 +73,6 @@ impl Fixture {
                 memory: Some("4Gi".into()),
             },
         })
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Ok(layout) = CgroupLayout::detect() {
-            for leaf in layout.children(&self.cgroup_parent, "pod") {
-                let cg = layout.pod(&self.cgroup_parent, &leaf);
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !cg.pids().is_empty() && Instant::now() < deadline {
-                    cg.kill_all();
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                for p in cg.paths() {
-                    let _ = std::fs::remove_dir(p);
-                }
-            }
-            layout.remove_parent(&self.cgroup_parent);
-        }
-        for ns in list_netns(&self.prefix) {
-            let _ = ip(&["netns", "delete", &ns]);
-        }
-        let _ = ip(&["netns", "delete", &self.node_ns]);
     }
 }
 

@@ -1,8 +1,12 @@
-//! What every privileged test shares: the root check and running `ip`.
+//! What every privileged test shares: the root check, running `ip`, and a node namespace
+//! fixture that cleans up after itself.
 
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use skiff_node::sandbox::{CgroupLayout, IpCidr, SandboxConfig, list_netns, netns_path};
 
 /// Whether privileged tests run: true as root; false only with `SKIFF_SKIP_PRIVILEGED=1`;
 /// otherwise the test fails, saying `what` needs root.
@@ -34,4 +38,78 @@ pub fn ip(args: &[&str]) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One test's node network namespace (no uplink), pod netns prefix, cgroup parent and temp
+/// dir; Drop kills what runs in the cgroups and removes the cgroups and every namespace.
+#[derive(Debug)]
+pub struct NodeFixture {
+    pub node_ns: String,
+    pub prefix: String,
+    pub cgroup_parent: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl NodeFixture {
+    /// `tag` keeps the names of different test files apart (e.g. `k` for kubelet tests).
+    pub fn new(tag: &str) -> Result<Self> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{tag}{n}", std::process::id());
+        let f = NodeFixture {
+            node_ns: format!("skt{tag}node-{id}"),
+            prefix: format!("skt{tag}pod-{id}-"),
+            // Under this process's own cgroup (relative), except on pure cgroup v2, where a
+            // cgroup with processes cannot delegate controllers: there from the root.
+            cgroup_parent: if CgroupLayout::detect().is_ok_and(|l| l.version() == "v2") {
+                format!("/skiff-test-{id}")
+            } else {
+                format!("skiff-test-{id}")
+            },
+            dir: tempfile::tempdir()?,
+        };
+        ip(&["netns", "add", &f.node_ns])?;
+        Ok(f)
+    }
+
+    /// A sandbox config on this node for `cidrs`, with the host's resolv.conf and hosts files
+    /// replaced by the given texts (written in the temp dir).
+    pub fn sandbox_config(
+        &self,
+        cidrs: Vec<IpCidr>,
+        host_resolv_conf: &str,
+        host_hosts: &str,
+    ) -> Result<SandboxConfig> {
+        let mut c = SandboxConfig::new(self.prefix.clone(), cidrs, self.dir.path().join("state"));
+        c.node_netns = Some(netns_path(&self.node_ns));
+        c.cgroup_parent = self.cgroup_parent.clone();
+        c.host_resolv_conf = self.dir.path().join("host-resolv.conf");
+        c.host_hosts_file = self.dir.path().join("host-hosts");
+        std::fs::write(&c.host_resolv_conf, host_resolv_conf)?;
+        std::fs::write(&c.host_hosts_file, host_hosts)?;
+        Ok(c)
+    }
+}
+
+impl Drop for NodeFixture {
+    fn drop(&mut self) {
+        if let Ok(layout) = CgroupLayout::detect() {
+            for leaf in layout.children(&self.cgroup_parent, "pod") {
+                let cg = layout.pod(&self.cgroup_parent, &leaf);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !cg.pids().is_empty() && Instant::now() < deadline {
+                    cg.kill_all();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                for p in cg.paths() {
+                    let _ = std::fs::remove_dir(p);
+                }
+            }
+            layout.remove_parent(&self.cgroup_parent);
+        }
+        for ns in list_netns(&self.prefix) {
+            let _ = ip(&["netns", "delete", &ns]);
+        }
+        let _ = ip(&["netns", "delete", &self.node_ns]);
+    }
 }

@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{
@@ -22,50 +21,31 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_node::env::EnvSources;
 use skiff_node::probes::{ProbeKind, Prober, ProberOptions, SandboxProbeTarget};
 use skiff_node::sandbox::{
-    CgroupLayout, IpCidr, PodSandboxSpec, Sandbox, SandboxConfig, SandboxManager, list_netns,
-    netns_path, run_in_netns,
+    IpCidr, PodSandboxSpec, Sandbox, SandboxConfig, SandboxManager, run_in_netns,
 };
 use skiff_node::volumes::{PodVolumes, VolumeOptions, teardown_dir};
 
-use crate::privileged::{ip, privileged};
+use crate::privileged::{NodeFixture, privileged};
 
-/// One test's node namespace, names and dirs; Drop removes all of them (and tmpfs mounts).
-struct Fixture {
-    node_ns: String,
-    prefix: String,
-    cgroup_parent: String,
-    dir: tempfile::TempDir,
+/// The node fixture plus the pod dir whose tmpfs volumes are unmounted first on Drop.
+struct Fixture(NodeFixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = NodeFixture;
+    fn deref(&self) -> &NodeFixture {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Result<Self> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}p{n}", std::process::id());
-        let f = Fixture {
-            node_ns: format!("skpnode-{id}"),
-            prefix: format!("skppod-{id}-"),
-            cgroup_parent: if CgroupLayout::detect().is_ok_and(|l| l.version() == "v2") {
-                format!("/skiff-ptest-{id}")
-            } else {
-                format!("skiff-ptest-{id}")
-            },
-            dir: tempfile::tempdir()?,
-        };
-        ip(&["netns", "add", &f.node_ns])?;
-        Ok(f)
+        Ok(Fixture(NodeFixture::new("p")?))
     }
 
     fn config(&self) -> SandboxConfig {
         let cidrs: Vec<IpCidr> = vec!["10.244.9.0/24".parse().expect("v4 cidr")];
-        let mut c = SandboxConfig::new(self.prefix.clone(), cidrs, self.dir.path().join("state"));
-        c.node_netns = Some(netns_path(&self.node_ns));
-        c.cgroup_parent = self.cgroup_parent.clone();
-        c.host_resolv_conf = self.dir.path().join("host-resolv.conf");
-        c.host_hosts_file = self.dir.path().join("host-hosts");
-        let _ = std::fs::write(&c.host_resolv_conf, "nameserver 192.0.2.53\n");
-        let _ = std::fs::write(&c.host_hosts_file, "127.0.0.1 localhost\n");
-        c
+        self.sandbox_config(cidrs, "nameserver 192.0.2.53\n", "127.0.0.1 localhost\n")
+            .expect("sandbox config")
     }
 
     fn pod_dir(&self) -> PathBuf {
@@ -76,24 +56,6 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = teardown_dir(&skiff_node::volumes::volumes_dir(&self.pod_dir()));
-        if let Ok(layout) = CgroupLayout::detect() {
-            for leaf in layout.children(&self.cgroup_parent, "pod") {
-                let cg = layout.pod(&self.cgroup_parent, &leaf);
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !cg.pids().is_empty() && Instant::now() < deadline {
-                    cg.kill_all();
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                for p in cg.paths() {
-                    let _ = std::fs::remove_dir(p);
-                }
-            }
-            layout.remove_parent(&self.cgroup_parent);
-        }
-        for ns in list_netns(&self.prefix) {
-            let _ = ip(&["netns", "delete", &ns]);
-        }
-        let _ = ip(&["netns", "delete", &self.node_ns]);
     }
 }
 

@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -19,53 +18,23 @@ use skiff_node::sandbox::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::privileged::{ip, privileged};
+use crate::privileged::{NodeFixture, ip, privileged};
 
-/// One test's node namespace, names and state dir; Drop removes everything they name.
-struct Fixture {
-    node_ns: String,
-    prefix: String,
-    cgroup_parent: String,
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Result<Self> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}x{n}", std::process::id());
-        let f = Fixture {
-            node_ns: format!("sktnode-{id}"),
-            prefix: format!("sktpod-{id}-"),
-            // Under this process's own cgroup (relative), except on pure cgroup v2, where a
-            // cgroup with processes cannot delegate controllers: there from the root.
-            cgroup_parent: if CgroupLayout::detect().is_ok_and(|l| l.version() == "v2") {
-                format!("/skiff-test-{id}")
-            } else {
-                format!("skiff-test-{id}")
-            },
-            dir: tempfile::tempdir()?,
-        };
-        ip(&["netns", "add", &f.node_ns])?;
-        Ok(f)
-    }
-
+/// What only the sandbox tests ask of their node fixture.
+impl NodeFixture {
     fn config(&self) -> SandboxConfig {
         let cidrs: Vec<IpCidr> = vec![
             "10.244.7.0/24".parse().expect("v4 cidr"),
             "fd00:10:244:7::/64".parse().expect("v6 cidr"),
         ];
-        let mut c = SandboxConfig::new(self.prefix.clone(), cidrs, self.dir.path().join("state"));
-        c.node_netns = Some(netns_path(&self.node_ns));
-        c.cgroup_parent = self.cgroup_parent.clone();
+        let mut c = self
+            .sandbox_config(
+                cidrs,
+                "nameserver 192.0.2.53\nsearch example.test\n",
+                "127.0.0.1 localhost testnode\n",
+            )
+            .expect("sandbox config");
         c.cluster_dns = vec!["10.96.0.10".parse().expect("ip")];
-        c.host_resolv_conf = self.dir.path().join("host-resolv.conf");
-        c.host_hosts_file = self.dir.path().join("host-hosts");
-        let _ = std::fs::write(
-            &c.host_resolv_conf,
-            "nameserver 192.0.2.53\nsearch example.test\n",
-        );
-        let _ = std::fs::write(&c.host_hosts_file, "127.0.0.1 localhost testnode\n");
         c
     }
 
@@ -96,29 +65,6 @@ impl Fixture {
             .paths()
             .iter()
             .any(|p| p.parent().is_some_and(|d| d.exists()))
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Ok(layout) = CgroupLayout::detect() {
-            for leaf in layout.children(&self.cgroup_parent, "pod") {
-                let cg = layout.pod(&self.cgroup_parent, &leaf);
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !cg.pids().is_empty() && Instant::now() < deadline {
-                    cg.kill_all();
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                for p in cg.paths() {
-                    let _ = std::fs::remove_dir(p);
-                }
-            }
-            layout.remove_parent(&self.cgroup_parent);
-        }
-        for ns in list_netns(&self.prefix) {
-            let _ = ip(&["netns", "delete", &ns]);
-        }
-        let _ = ip(&["netns", "delete", &self.node_ns]);
     }
 }
 
@@ -179,7 +125,7 @@ async fn sandbox_pods_talk_over_the_bridge_in_both_families() -> Result<()> {
     if !privileged("sandbox") {
         return Ok(());
     }
-    let fx = Fixture::new()?;
+    let fx = NodeFixture::new("x")?;
     let mgr = SandboxManager::new(fx.config()).await?;
     let a = mgr.create(&pod("aaaa-0001", "a")).await?;
     let b = mgr.create(&pod("bbbb-0002", "b")).await?;
@@ -289,7 +235,7 @@ async fn sandbox_process_sees_its_dns_files_netns_hostname_and_cgroup() -> Resul
     if !privileged("sandbox") {
         return Ok(());
     }
-    let fx = Fixture::new()?;
+    let fx = NodeFixture::new("x")?;
     let mgr = SandboxManager::new(fx.config()).await?;
     let host_resolv_before = std::fs::read("/etc/resolv.conf")?;
     let mut spec = pod("cccc-0003", "web-0");
@@ -415,7 +361,7 @@ async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Res
     if !privileged("sandbox") {
         return Ok(());
     }
-    let fx = Fixture::new()?;
+    let fx = NodeFixture::new("x")?;
     let first = SandboxManager::new(fx.config()).await?;
     let a = first.create(&pod("eeee-0005", "a")).await?;
     let mut sleeper = a.command("sleep")?.arg("300").kill_on_drop(true).spawn()?;
@@ -505,7 +451,7 @@ async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()>
     if !privileged("sandbox") {
         return Ok(());
     }
-    let fx = Fixture::new()?;
+    let fx = NodeFixture::new("x")?;
     let first = SandboxManager::new(fx.config()).await?;
     let whole = first.create(&pod("1111-0001", "whole")).await?;
     let half = first.create(&pod("2222-0002", "half")).await?;
@@ -575,7 +521,7 @@ async fn sandbox_teardown_leaves_no_namespace_cgroup_or_process() -> Result<()> 
     if !privileged("sandbox") {
         return Ok(());
     }
-    let fx = Fixture::new()?;
+    let fx = NodeFixture::new("x")?;
     let mgr = SandboxManager::new(fx.config()).await?;
     let a = mgr.create(&pod("5555-0005", "a")).await?;
     mgr.create(&pod("6666-0006", "b")).await?;
