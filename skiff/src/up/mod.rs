@@ -23,7 +23,7 @@ use crate::server::ControlPlane;
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let netns_name = format!("skiff-{}", args.name);
     // Leftovers of a crashed run with the same name go first (pod namespaces are swept by the
-    // SandboxManager below, which knows their prefix and state dir).
+    // kubelet's SandboxManager, which knows their prefix and state dir).
     netns::remove(&netns_name);
     netns::create(&netns_name)?;
     let _guard = netns::Guard(netns_name.clone());
@@ -54,14 +54,6 @@ async fn run_cluster(
     sandbox_config.node_netns = Some(netns::path(netns_name));
     sandbox_config.cluster_domain = args.cluster.cluster_domain.clone();
     sandbox_config.cgroup_parent = format!("/skiff-{}", args.name);
-    // One manager per state dir: this one sweeps a crashed run's leftovers and is dropped
-    // before the kubelet makes its own.
-    drop(
-        SandboxManager::new(sandbox_config.clone())
-            .await
-            .context("cannot prepare the pod sandboxes in the node namespace")?,
-    );
-
     tracing::warn!(
         "this build has no service proxy, DNS or ingress yet: nothing is published on the \
          ingress ({}/{}) or DNS ({}) ports",
@@ -112,7 +104,15 @@ async fn run_cluster(
         if let Some(addr) = bound.get() {
             break addr.port();
         }
-        if kubelet.is_finished() || *plane.stopping.borrow() {
+        if kubelet.is_finished() {
+            // It stopped before serving: say why instead of registering a node nobody runs.
+            return match kubelet.await {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the kubelet stopped before it served")),
+                Ok(Err(e)) => Err(e).context("the kubelet could not start"),
+                Err(e) => Err(e).context("the kubelet task failed"),
+            };
+        }
+        if *plane.stopping.borrow() {
             break 0;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
