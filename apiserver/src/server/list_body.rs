@@ -115,7 +115,6 @@ fn write_item(
     members.push((Cow::Borrowed("apiVersion"), Piece::Str(api_version)));
     members.push((Cow::Borrowed("kind"), Piece::Str(kind)));
     members.sort_by(|a, b| a.0.cmp(&b.0));
-    members.dedup_by(|later, earlier| later.0 == earlier.0);
 
     let revision = item.revision.to_string();
     out.push(b'{');
