@@ -24,6 +24,7 @@ demo: bootstrap
 
 ## Criterion micro-benchmarks (the end-to-end comparisons arrive with `skiff bench`).
 bench: bootstrap
+	$(CARGO) build --release --locked -p skiff
 	$(CARGO) bench --locked -p skiff-benches
 
 ## Fuzz every target in turn, FUZZ_SECONDS each (needs nightly and cargo-fuzz).

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+#[path = "src/skiff_up.rs"]
+pub mod skiff_up;
+
 use skiff_apiserver::storage::Store;
 
 /// A way to open a store, and to reopen it over the same data (restart durability).

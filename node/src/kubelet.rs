@@ -31,8 +31,9 @@ pub enum KubeletError {
     Cache { what: &'static str, message: String },
 }
 
-/// Starts a reflector for `api` in the background and returns its store.
-fn cache<K>(api: Api<K>) -> Store<K>
+/// Starts a reflector for `api` in the background and returns its store; `changed` (if any)
+/// is marked changed after each object the watch applies or deletes.
+fn cache<K>(api: Api<K>, changed: Option<tokio::sync::watch::Sender<()>>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -49,8 +50,13 @@ where
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
-            if let Err(e) = ev {
-                warn!(error = %e, "kubelet cache watch");
+            match ev {
+                Err(e) => warn!(error = %e, "kubelet cache watch"),
+                Ok(_) => {
+                    if let Some(tx) = &changed {
+                        tx.send_replace(());
+                    }
+                }
             }
         }
     });
@@ -66,11 +72,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), KubeletError> {
     let sandboxes = Arc::new(SandboxManager::new(config.sandbox.clone()).await?);
+    let (sources_tx, volume_sources) = tokio::sync::watch::channel(());
     let caches = Caches {
-        config_maps: cache(Api::<ConfigMap>::all(client.clone())),
-        secrets: cache(Api::<Secret>::all(client.clone())),
-        services: cache(Api::<Service>::all(client.clone())),
+        config_maps: cache(
+            Api::<ConfigMap>::all(client.clone()),
+            Some(sources_tx.clone()),
+        ),
+        secrets: cache(Api::<Secret>::all(client.clone()), Some(sources_tx)),
+        services: cache(Api::<Service>::all(client.clone()), None),
         allocatable: config.node_allocatable.clone(),
+        volume_sources,
     };
     for (what, ready) in [
         ("ConfigMaps", caches.config_maps.wait_until_ready().await),

@@ -14,6 +14,12 @@ const EXTENSIONS: &[&str] = &["json", "yaml", "yml"];
 /// The files `-f` paths name: a file as given (`-` is standard input), a folder's manifest
 /// files in name order (not recursive, like kubectl without `-R`).
 pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    expand_with(paths, false)
+}
+
+/// As [`expand`]; with `recursive`, a folder's subfolders contribute too (kubectl's `-R`), each
+/// after the files beside it, in name order.
+pub fn expand_with(paths: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
@@ -35,6 +41,15 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 .collect();
             found.sort();
             files.extend(found);
+            if recursive {
+                let mut dirs: Vec<PathBuf> = std::fs::read_dir(path)
+                    .with_context(|| format!("cannot list folder {}", path.display()))?
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .collect();
+                dirs.sort();
+                files.extend(expand_with(&dirs, true)?);
+            }
         } else {
             files.push(path.clone());
         }
@@ -156,6 +171,11 @@ mod tests {
             .map(|f| f.file_name().unwrap().to_str().unwrap())
             .collect();
         assert_eq!(names, ["a.json", "b.yaml", "c.yml"]);
+        std::fs::write(dir.path().join("sub.yaml").join("d.yaml"), "").unwrap();
+        let nested = expand_with(&[dir.path().to_owned()], true).unwrap();
+        let last = nested.last().unwrap().strip_prefix(dir.path()).unwrap();
+        assert_eq!(nested.len(), 4);
+        assert_eq!(last, Path::new("sub.yaml/d.yaml"));
         let err = expand(&[dir.path().join("missing.yaml")]).unwrap_err();
         assert!(format!("{err:#}").contains("missing.yaml"));
     }

@@ -608,7 +608,7 @@ impl Drop for KillOnDrop {
 }
 
 /// `kubectl port-forward pod/<pod> :<port>`, then an HTTP GET through it must answer 200.
-async fn port_forward_get(kubeconfig: &Path, pod: &str, port: u16) -> Result<()> {
+pub(crate) async fn port_forward_get(kubeconfig: &Path, pod: &str, port: u16) -> Result<()> {
     use std::io::BufRead;
     let k = Kubectl::default_binary(kubeconfig);
     let target = format!(":{port}");
@@ -757,6 +757,28 @@ async fn probes_and_volumes_drive_the_pod() -> Result<()> {
         read_log(&c.log_root(), &pod, "main").contains("hello-volume"),
         "the configMap volume did not reach the container"
     );
+    // A changed ConfigMap reaches the running pod's volume (through the atomic `..data` swap).
+    cms.patch(
+        "probe-cfg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"greeting": "updated-volume"}})),
+    )
+    .await?;
+    let file =
+        c.fx.dir
+            .path()
+            .join("kubelet/pods")
+            .join(pod.metadata.uid.clone().unwrap_or_default())
+            .join("volumes/cfg/greeting");
+    eventually("the configMap volume shows the update", || {
+        let file = file.clone();
+        async move {
+            Ok(std::fs::read_to_string(&file)
+                .is_ok_and(|t| t == "updated-volume")
+                .then_some(()))
+        }
+    })
+    .await?;
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(c.client.clone(), "default");
     let messages = eventually("Unhealthy and Killing events", || {
@@ -788,5 +810,120 @@ async fn probes_and_volumes_drive_the_pod() -> Result<()> {
     .await?;
     ensure!(!messages.is_empty());
     c.pods().delete("probed", &DeleteParams::default()).await?;
+    c.shutdown().await
+}
+
+/// The pods users get wrong — an image that does not exist, a command that is not found, a
+/// liveness probe on a closed port, a memory limit exceeded — each show their reason in
+/// `kubectl describe pod`, and a healthy pod on the same node is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_pods_show_their_reason_in_kubectl_describe() -> Result<()> {
+    if !privileged("kubelet") {
+        return Ok(());
+    }
+    let c = Cluster::start().await?;
+    c.create_pod(
+        "healthy",
+        json!({"terminationGracePeriodSeconds": 1,
+               "containers": [{"name": "web", "image": "skiff.dev/echo",
+                   "readinessProbe": {"httpGet": {"path": "/health", "port": 3000}, "periodSeconds": 1}}]}),
+    )
+    .await?;
+    c.create_pod(
+        "badimage",
+        json!({"containers": [{"name": "main", "image": "example.invalid/app:1"}]}),
+    )
+    .await?;
+    c.create_pod(
+        "badcmd",
+        json!({"restartPolicy": "Never",
+               "containers": [{"name": "main", "image": "busybox", "command": ["no-such-command-xyz"]}]}),
+    )
+    .await?;
+    c.create_pod(
+        "closedport",
+        json!({"terminationGracePeriodSeconds": 1,
+               "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"],
+                   "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}}]}),
+    )
+    .await?;
+    // `tail` keeps every byte of a file with no newline: it grows until the limit stops it.
+    c.create_pod(
+        "oom",
+        json!({"restartPolicy": "Never",
+               "containers": [{"name": "main", "image": "busybox", "command": ["tail", "/dev/zero"],
+                   "resources": {"limits": {"memory": "32Mi"}}}]}),
+    )
+    .await?;
+
+    let terminated_reason = |p: &Pod| {
+        container_state(p, "main")
+            .and_then(|s| s.state)
+            .and_then(|s| s.terminated)
+            .and_then(|t| t.reason)
+    };
+    c.wait_pod("badimage", "ImagePullBackOff", |p| {
+        waiting_reason(p, "main").is_some_and(|(r, _)| r == "ImagePullBackOff")
+    })
+    .await?;
+    c.wait_pod("badcmd", "StartError", |p| {
+        terminated_reason(p).as_deref() == Some("StartError")
+    })
+    .await?;
+    c.wait_pod("closedport", "a liveness restart", |p| {
+        container_state(p, "main").is_some_and(|s| s.restart_count >= 1)
+    })
+    .await?;
+    c.wait_pod("oom", "OOMKilled", |p| {
+        terminated_reason(p).as_deref() == Some("OOMKilled")
+    })
+    .await?;
+
+    let kubeconfig = c
+        .server
+        .as_ref()
+        .context("server")?
+        .server
+        .kubeconfig_path()
+        .to_path_buf();
+    let k = Kubectl::default_binary(&kubeconfig);
+    let expectations: [(&str, &[&str]); 4] = [
+        (
+            "badimage",
+            &[
+                "ImagePullBackOff",
+                "Failed to pull image \"example.invalid/app:1\"",
+            ],
+        ),
+        ("badcmd", &["StartError", "no-such-command-xyz"]),
+        (
+            "closedport",
+            &["Liveness probe failed", "connection refused"],
+        ),
+        ("oom", &["OOMKilled"]),
+    ];
+    for (pod, wanted) in expectations {
+        let text = eventually(
+            &format!("kubectl describe pod {pod} names the reason"),
+            || {
+                let k = &k;
+                async move {
+                    let out = k.ok(&["describe", "pod", pod]).await?;
+                    Ok(wanted.iter().all(|w| out.contains(w)).then_some(out))
+                }
+            },
+        )
+        .await?;
+        ensure!(!text.is_empty());
+    }
+    let healthy = c.pods().get("healthy").await?;
+    let web = container_state(&healthy, "web").context("web status")?;
+    ensure!(
+        web.ready && web.restart_count == 0,
+        "the healthy pod was disturbed: {web:?}"
+    );
+    for pod in ["healthy", "badimage", "badcmd", "closedport", "oom"] {
+        c.pods().delete(pod, &DeleteParams::default()).await?;
+    }
     c.shutdown().await
 }

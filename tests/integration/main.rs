@@ -11,3 +11,4 @@ mod probes;
 mod sandbox;
 mod storage;
 mod up;
+mod up_binary;

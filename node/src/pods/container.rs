@@ -10,10 +10,10 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::PodEntry;
 use super::backoff::{Backoff, RESET_AFTER};
 use super::sources::NamespaceSources;
 use super::worker::PodWorkerCtx;
+use super::{PodEntry, events};
 use crate::env::{container_env, expand_args};
 use crate::logs::{LogWriter, RotationPolicy, container_log_dir, instance_log_path, mark_finished};
 use crate::probes::{ProbeHandle, Prober, SandboxProbeTarget};
@@ -153,10 +153,17 @@ pub async fn run_container(
                 set(&entry, slot, |c| {
                     c.state = State::waiting(e.reason(), Some(msg.clone()))
                 });
+                // Upstream's kubelet events, so `kubectl describe pod` tells the story.
+                let failed = format!("Failed to pull image {image_ref:?}: {msg}");
+                events::post_in_background(&ctx, &entry, &name, "Warning", "Failed", failed);
+                let error = format!("Error: {}", e.reason());
+                events::post_in_background(&ctx, &entry, &name, "Warning", "Failed", error);
                 if sleep_or_stop(&mut stop, PULL_ERROR_SHOWN).await {
                     return false;
                 }
                 let delay = pull.next_delay();
+                let back_off = format!("Back-off pulling image {image_ref:?}");
+                events::post_in_background(&ctx, &entry, &name, "Normal", "BackOff", back_off);
                 set(&entry, slot, |c| {
                     c.state = State::waiting(
                         "ImagePullBackOff",
@@ -252,6 +259,8 @@ pub async fn run_container(
         let terminated = match spawned {
             Err(message) => {
                 warn!(pod = %entry.name, container = %name, %message, "container did not start");
+                let error = format!("Error: {message}");
+                events::post_in_background(&ctx, &entry, &name, "Warning", "Failed", error);
                 State::Terminated {
                     exit_code: 128,
                     signal: None,
@@ -263,6 +272,8 @@ pub async fn run_container(
             }
             Ok(mut child) => {
                 info!(pod = %entry.name, container = %name, pid = ?child.id(), "container started");
+                let message = format!("Started container {name}");
+                events::post_in_background(&ctx, &entry, &name, "Normal", "Started", message);
                 let writer = LogWriter::spawn(
                     log_path.clone(),
                     RotationPolicy::default(),
@@ -350,6 +361,11 @@ pub async fn run_container(
             entry.namespace,
             entry.uid
         );
+        let back_off = format!(
+            "Back-off restarting failed container {name} in pod {}_{}({})",
+            entry.name, entry.namespace, entry.uid
+        );
+        events::post_in_background(&ctx, &entry, &name, "Warning", "BackOff", back_off);
         set(&entry, slot, |c| {
             c.last_state = Some(terminated);
             c.restart_count = restart_count;

@@ -60,3 +60,30 @@ pub async fn post(
         warn!(pod = %entry.name, reason, error = %e, "posting an event");
     }
 }
+
+/// [`post`] without waiting for it: the container's start is not held up by the API server.
+pub fn post_in_background(
+    ctx: &super::PodWorkerCtx,
+    entry: &std::sync::Arc<PodEntry>,
+    container: &str,
+    kind: &'static str,
+    reason: &'static str,
+    message: String,
+) {
+    let client = ctx.client.clone();
+    let node = ctx.config.node_name.clone();
+    let entry = entry.clone();
+    let container = container.to_owned();
+    tokio::spawn(async move {
+        post(
+            &client,
+            &node,
+            &entry,
+            Some(&container),
+            kind,
+            reason,
+            &message,
+        )
+        .await;
+    });
+}

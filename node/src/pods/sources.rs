@@ -15,6 +15,9 @@ pub struct Caches {
     pub secrets: Store<Secret>,
     pub services: Store<Service>,
     pub allocatable: NodeAllocatable,
+    /// Marked changed whenever a watched ConfigMap or Secret changes, so the pod workers
+    /// refresh their configMap/secret/projected volumes.
+    pub volume_sources: tokio::sync::watch::Receiver<()>,
 }
 
 /// [`EnvSources`] for one namespace, read from [`Caches`].

@@ -210,8 +210,15 @@ async fn run_containers(
         }
     };
     if let Ok(mut v) = entry.volumes.lock() {
-        *v = Some(volumes);
+        *v = Some(volumes.clone());
     }
+    // Kept in step while the containers run; aborted when they are all done.
+    let refresher = AbortOnDrop(tokio::spawn(refresh_volumes(
+        ctx.clone(),
+        entry.clone(),
+        volumes,
+        stop.clone(),
+    )));
     let host_ips = ctx.config.host_ips.clone();
     entry.update(|r| {
         r.sandbox_error = None;
@@ -256,6 +263,50 @@ async fn run_containers(
         .collect();
     for t in tasks {
         let _ = t.await;
+    }
+    drop(refresher);
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a burst of ConfigMap/Secret/pod changes may last before volumes are refreshed once.
+const VOLUME_REFRESH_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Rewrites the pod's configMap, secret, downwardAPI and projected volumes after a watched
+/// ConfigMap or Secret changed, or the pod itself did (labels and annotations reach
+/// downwardAPI files). Unchanged volumes are left alone by the atomic writer.
+async fn refresh_volumes(
+    ctx: Arc<PodWorkerCtx>,
+    entry: Arc<PodEntry>,
+    volumes: Arc<PodVolumes>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sources = ctx.caches.volume_sources.clone();
+    let mut pod_rx = entry.pod.clone();
+    loop {
+        tokio::select! {
+            r = sources.changed() => if r.is_err() { return },
+            r = pod_rx.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if sleep_or_stop(&mut stop, VOLUME_REFRESH_DEBOUNCE).await {
+            return;
+        }
+        sources.mark_unchanged();
+        let pod = pod_rx.borrow_and_update().clone();
+        let namespace = NamespaceSources {
+            caches: &ctx.caches,
+            namespace: &entry.namespace,
+        };
+        // Each volume that fails keeps its old files and is logged by `update`.
+        let _ = volumes.update(&pod, &namespace);
     }
 }
 

@@ -1,6 +1,7 @@
 //! `skiff up`: a sandboxed single-node cluster — node netns `skiff-<name>`, the control plane
 //! on the host loopback, the node components on a runtime whose threads live in the node netns.
 
+mod apply;
 mod netns;
 
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ use crate::server::ControlPlane;
 
 /// Runs `skiff up` to completion (until SIGINT/SIGTERM), on the calling thread.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    // A missing -f path is found before anything starts, not after the cluster is up.
+    crate::manifests::expand_with(&args.cluster.manifests, true)?;
     let netns_name = format!("skiff-{}", args.name);
     // Leftovers of a crashed run with the same name go first (pod namespaces are swept by the
     // kubelet's SandboxManager, which knows their prefix and state dir).
@@ -147,9 +150,24 @@ async fn run_cluster(
             writeln!(out, "skiff is ready: kubeconfig={}", kubeconfig.display())?;
             out.flush()?;
             if !args.cluster.manifests.is_empty() {
-                tracing::warn!(
-                    "-f manifests are not applied by this build: apply them with `kubectl apply -f`"
-                );
+                let outcome = apply::apply(&plane.client, &args.cluster.manifests)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!("{e:#}");
+                        apply::Outcome {
+                            applied: 0,
+                            failed: 1,
+                        }
+                    });
+                if outcome.failed > 0 {
+                    tracing::error!(
+                        applied = outcome.applied,
+                        failed = outcome.failed,
+                        "some -f manifests were not applied (see above); the cluster keeps running"
+                    );
+                } else {
+                    tracing::info!(applied = outcome.applied, "-f manifests applied");
+                }
             }
             break;
         }

@@ -1,0 +1,247 @@
+//! `skiff up` end to end, as a user runs it: the real binary, `-f` manifests, the real kubectl
+//! (get, exec, logs -f, port-forward), SIGTERM teardown that leaves no namespace or cgroup
+//! behind, and a restart on the same data dir that keeps every object.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use skiff_node::sandbox::list_netns;
+use skiff_tests::skiff_up::SkiffUp;
+
+use crate::apiserver::Kubectl;
+use crate::controllers::eventually;
+use crate::kubelet::port_forward_get;
+use crate::privileged::privileged;
+
+const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: e2e
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: e2e
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: echo
+          image: skiff.dev/echo
+          readinessProbe:
+            httpGet: {path: /health, port: 3000}
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ticker
+  namespace: e2e
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: busybox
+      command: ["sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"]
+"#;
+
+/// `skiff up` for this test: its image map and manifests folder from `dir`.
+fn start_up(name: &str, dir: &Path) -> Result<SkiffUp> {
+    let (map, manifests) = (dir.join("images.yaml"), dir.join("manifests"));
+    SkiffUp::start(
+        name,
+        &dir.join("data"),
+        &[
+            "--image-map".as_ref(),
+            map.as_os_str(),
+            "-f".as_ref(),
+            manifests.as_os_str(),
+        ],
+    )
+}
+
+/// Cgroup directories named `cgroup` directly under any hierarchy of this host.
+fn cgroups_named(cgroup: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut found = Vec::new();
+    if root.join(cgroup).exists() {
+        found.push(root.join(cgroup));
+    }
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let p = entry.path().join(cgroup);
+        if p.exists() {
+            found.push(p);
+        }
+    }
+    found
+}
+
+fn pod_ips(pod: &Pod) -> Vec<String> {
+    pod.status
+        .iter()
+        .flat_map(|s| s.pod_ips.iter().flatten())
+        .map(|ip| ip.ip.clone())
+        .collect()
+}
+
+async fn get_pods(k: &Kubectl) -> Result<Vec<Pod>> {
+    let out = k.ok(&["get", "pods", "-n", "e2e", "-o", "json"]).await?;
+    let list: serde_json::Value = serde_json::from_str(&out)?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    Ok(items
+        .into_iter()
+        .filter_map(|i| serde_json::from_value(i).ok())
+        .collect())
+}
+
+fn running_ready(p: &Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Running")
+            && s.container_statuses.iter().flatten().all(|c| c.ready)
+    })
+}
+
+/// Waits until the two web replicas and the ticker run Ready with dual-stack pod IPs.
+async fn wait_all_ready(k: &Kubectl) -> Result<Vec<Pod>> {
+    eventually(
+        "3 pods Running and Ready with IPv4 and IPv6 IPs",
+        || async {
+            let pods = get_pods(k).await?;
+            let done = pods.len() == 3
+                && pods
+                    .iter()
+                    .all(|p| running_ready(p) && pod_ips(p).len() == 2);
+            Ok(done.then_some(pods))
+        },
+    )
+    .await
+}
+
+/// Follows `kubectl logs -f` until it has printed `lines` lines, then ends it by PID.
+async fn follow_logs(k: &Kubectl, pod: &str, lines: usize) -> Result<Vec<String>> {
+    let mut cmd = k.command(&["logs", "-f", "-n", "e2e", pod])?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn()?;
+    let stdout = child.stdout.take().context("kubectl stdout")?;
+    let read = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .take(lines)
+            .collect::<std::io::Result<Vec<String>>>()
+    });
+    let got = tokio::time::timeout(Duration::from_secs(30), read).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(got.context("kubectl logs -f printed too little in 30 s")???)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> Result<()> {
+    if !privileged("skiff up") {
+        return Ok(());
+    }
+    let name = format!("e2e{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("manifests"))?;
+    std::fs::write(dir.path().join("manifests/app.yaml"), MANIFESTS)?;
+    std::fs::write(
+        dir.path().join("images.yaml"),
+        "\"busybox*\": [\"/bin/sh\"]\n",
+    )?;
+    let netns = format!("skiff-{name}");
+
+    let mut up = start_up(&name, dir.path())?;
+    ensure!(
+        list_netns(&netns).contains(&netns),
+        "no node namespace {netns}"
+    );
+    let k = Kubectl::default_binary(&up.kubeconfig);
+    let pods = wait_all_ready(&k).await?;
+    for p in &pods {
+        let ips = pod_ips(p);
+        ensure!(
+            ips[0].starts_with("10.244.0.") && ips[1].starts_with("fd00:10:244::"),
+            "pod IPs {ips:?} are not from the node's pod CIDRs"
+        );
+    }
+    let web: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some("ticker"))
+        .collect();
+    let web_name = web[0].metadata.name.clone().unwrap_or_default();
+    // Pod to pod across the bridge, both families: the ticker curls a web replica.
+    for ip in pod_ips(web[1]) {
+        let url = if ip.contains(':') {
+            format!("http://[{ip}]:3000/from-ticker")
+        } else {
+            format!("http://{ip}:3000/from-ticker")
+        };
+        let out = k
+            .ok(&[
+                "exec", "-n", "e2e", "ticker", "--", "curl", "-sS", "-g", &url,
+            ])
+            .await?;
+        ensure!(
+            out.contains("\"path\":\"/from-ticker\""),
+            "{url} from the ticker: {out}"
+        );
+    }
+    let out = k
+        .ok(&["exec", "-n", "e2e", &web_name, "--", "hostname"])
+        .await?;
+    ensure!(out.trim() == web_name, "exec hostname: {out:?}");
+    let lines = follow_logs(&k, "ticker", 3).await?;
+    ensure!(
+        lines.iter().all(|l| l.starts_with("tick-")),
+        "kubectl logs -f: {lines:?}"
+    );
+    port_forward_get_ns(&up.kubeconfig, &web_name).await?;
+
+    let status = up.stop()?;
+    ensure!(status.success(), "skiff up exited with {status}");
+    let left = list_netns(&netns);
+    ensure!(left.is_empty(), "namespaces left after teardown: {left:?}");
+    let cgroups = cgroups_named(&netns);
+    ensure!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+
+    // The same data dir again: the objects are kept and the pods run again.
+    let up = start_up(&name, dir.path())?;
+    let k = Kubectl::default_binary(&up.kubeconfig);
+    let again = wait_all_ready(&k).await?;
+    ensure!(
+        again
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("ticker")),
+        "the ticker pod did not survive the restart"
+    );
+    drop(up);
+    let left = list_netns(&netns);
+    ensure!(
+        left.is_empty(),
+        "namespaces left after the second teardown: {left:?}"
+    );
+    Ok(())
+}
+
+/// `kubectl port-forward` into a pod of namespace `e2e` (the kubelet tests' helper uses the
+/// default namespace, so point a kubeconfig context at `e2e`).
+async fn port_forward_get_ns(kubeconfig: &Path, pod: &str) -> Result<()> {
+    let copy = kubeconfig.with_extension("e2e");
+    std::fs::copy(kubeconfig, &copy)?;
+    Kubectl::default_binary(&copy)
+        .ok(&["config", "set-context", "--current", "--namespace", "e2e"])
+        .await?;
+    port_forward_get(&copy, pod, 3000).await
+}
