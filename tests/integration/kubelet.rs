@@ -597,6 +597,100 @@ async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
     c.shutdown().await
 }
 
+/// `kubectl exec -it` gives the process a terminal: `tty` names a /dev/pts device, the size
+/// is kubectl's terminal's (sent on the resize channel before the process starts), TERM is
+/// set, and the exit code comes back. Over websocket (kubectl 1.33) and SPDY (1.29).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_with_a_tty_gets_a_terminal_its_size_and_exit_code() -> Result<()> {
+    if !privileged("kubelet") {
+        return Ok(());
+    }
+    let c = Cluster::start_with(true).await?;
+    c.create_pod(
+        "term",
+        json!({"terminationGracePeriodSeconds": 1,
+               "containers": [{"name": "main", "image": "busybox",
+                   "command": ["sh", "-c", "sleep 3600"]}]}),
+    )
+    .await?;
+    c.wait_pod("term", "the pod is Running", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.phase.as_deref() == Some("Running"))
+    })
+    .await?;
+    let kubeconfig = c
+        .server
+        .as_ref()
+        .context("server")?
+        .server
+        .kubeconfig_path()
+        .to_path_buf();
+    for minor in [33, 29] {
+        let k = Kubectl::version(minor, &kubeconfig);
+        let (code, out) = exec_in_terminal(
+            &k,
+            "term",
+            "tty; stty size; echo TERM=$TERM; exit 7",
+            (45, 123),
+        )
+        .await?;
+        ensure!(
+            out.contains("/dev/pts/") && !out.contains("not a tty"),
+            "kubectl 1.{minor}: tty: {out:?}"
+        );
+        ensure!(out.contains("45 123"), "kubectl 1.{minor}: size: {out:?}");
+        ensure!(
+            out.contains("TERM=xterm"),
+            "kubectl 1.{minor}: TERM: {out:?}"
+        );
+        ensure!(code == Some(7), "kubectl 1.{minor}: exit {code:?}: {out:?}");
+    }
+    c.pods().delete("term", &DeleteParams::default()).await?;
+    c.shutdown().await
+}
+
+/// Runs `kubectl exec -it <pod> -- sh -c <command>` on a terminal of `rows`x`cols` made by
+/// util-linux `script` (kubectl only asks for a TTY when its stdin is one). Returns script's
+/// exit code (kubectl's, with `-e`) and everything that reached the terminal.
+async fn exec_in_terminal(
+    k: &Kubectl,
+    pod: &str,
+    command: &str,
+    (rows, cols): (u16, u16),
+) -> Result<(Option<i32>, String)> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line = format!(
+        "stty rows {rows} cols {cols} && exec {} --kubeconfig {} exec -it {pod} -- sh -c {}",
+        quote(&k.binary.to_string_lossy()),
+        quote(&k.kubeconfig.to_string_lossy()),
+        quote(command),
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        // A pipe held open to the end: at EOF on its stdin, script would type Ctrl-D into
+        // the terminal, which kubectl forwards.
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("run util-linux `script` (apt-get install util-linux)")?;
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().context("script stdout")?;
+    let run = async {
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut out).await?;
+        let status = child.wait().await?;
+        anyhow::Ok((status.code(), String::from_utf8_lossy(&out).into_owned()))
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .context("kubectl exec -it did not end within 60 s")?;
+    drop(stdin);
+    result
+}
+
 /// A kubectl process killed (by its PID, through `Child`) when the test ends.
 struct KillOnDrop(std::process::Child);
 

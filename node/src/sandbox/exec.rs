@@ -1,5 +1,7 @@
 //! The one place with `unsafe`: a `pre_exec` hook that moves a child into the pod's cgroup,
-//! a private mount namespace with the pod's DNS files, the pod's network and UTS namespaces.
+//! a private mount namespace with the pod's DNS files, the pod's network and UTS namespaces,
+//! one that gives a child a controlling terminal, and the reactor registration of a
+//! pseudo-terminal master.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -57,6 +59,32 @@ pub(crate) fn enter_on_exec(cmd: &mut tokio::process::Command, entry: Entry) {
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// Registers a hook that makes `tty` the controlling terminal of the child of `cmd`: a new
+/// session (`setsid`), then `TIOCSCTTY`. Without it a shell has no job control, and Ctrl-C
+/// typed into the terminal reaches nobody. Register it after [`enter_on_exec`]; `tty` is the
+/// slave the child's stdio were given, and closes (close-on-exec) when the child execs.
+pub(crate) fn controlling_terminal_on_exec(cmd: &mut tokio::process::Command, tty: OwnedFd) {
+    let hook = move || -> std::io::Result<()> {
+        // The forked child is never a process-group leader, so setsid cannot fail with EPERM.
+        rustix::process::setsid()?;
+        rustix::process::ioctl_tiocsctty(&tty)?;
+        Ok(())
+    };
+    // SAFETY: as in `enter_on_exec`: two system calls on an fd opened before the fork.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// Registers `fd` (non-blocking) with the tokio reactor, for readiness-driven reads and writes.
+pub(crate) fn register_with_reactor(
+    fd: OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the `AsyncFd` owns the `OwnedFd`, so the descriptor stays open and the same
+    // for the registration's whole life, which is all `register` asks.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
 }
 
 /// A bind mount for one process: `source` on the node appears at `target` in the process.

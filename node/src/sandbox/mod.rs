@@ -16,6 +16,7 @@ mod ipam;
 mod names;
 mod netns;
 mod pod;
+mod pty;
 mod quantity;
 mod spec;
 
@@ -48,6 +49,7 @@ pub use exec::Mount;
 use exec::{Entry, enter_on_exec};
 use fsutil::{write_atomic, write_in_place};
 use ip::{Ip, is_missing};
+pub use pty::{Pty, PtyError, PtyMaster};
 
 /// The default bridge name in the node namespace.
 pub const DEFAULT_BRIDGE: &str = "skiff0";
