@@ -1,1 +1,3 @@
 //! kube-proxy: Services and EndpointSlices compiled into one immutable service table, programmed through a `Dataplane`.
+
+pub mod userspace;

@@ -12,3 +12,4 @@ mod sandbox;
 mod storage;
 mod up;
 mod up_binary;
+mod userspace_proxy;

@@ -156,6 +156,12 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("manifests"))?;
     std::fs::write(dir.path().join("manifests/app.yaml"), MANIFESTS)?;
+    // A bad object is logged and skipped; the others are still applied.
+    std::fs::create_dir(dir.path().join("manifests/more"))?;
+    std::fs::write(
+        dir.path().join("manifests/more/bad.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: e2e}\nspec:\n  ports: [{port: 70000}]\n",
+    )?;
     std::fs::write(
         dir.path().join("images.yaml"),
         "\"busybox*\": [\"/bin/sh\"]\n",
@@ -169,6 +175,8 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
     );
     let k = Kubectl::default_binary(&up.kubeconfig);
     let pods = wait_all_ready(&k).await?;
+    let bad = k.run(&["get", "service", "-n", "e2e", "bad"]).await?;
+    ensure!(!bad.ok, "the invalid Service was applied");
     for p in &pods {
         let ips = pod_ips(p);
         ensure!(

@@ -1,0 +1,70 @@
+//! TCP frontends: accept on the service address, connect to a backend (another one if that
+//! fails), then copy both ways until either side closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::debug;
+
+use super::{Pool, Stats};
+
+/// How long one backend may take to accept before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Accepts until the task is aborted.
+pub(super) async fn serve(
+    listener: TcpListener,
+    pool: Arc<arc_swap::ArcSwap<Pool>>,
+    stats: Arc<Stats>,
+) {
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                debug!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let pool = pool.load_full();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let _ = client.set_nodelay(true);
+            match connect(&pool, peer).await {
+                Some(mut upstream) => {
+                    stats
+                        .connections
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = upstream.set_nodelay(true);
+                    let mut client = client;
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                None => {
+                    // No backend answered: a zero linger makes the close a reset, as a REJECT
+                    // rule would (and a non-blocking socket never waits on it).
+                    stats
+                        .rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                }
+            }
+        });
+    }
+}
+
+/// The chosen backend first, then the others in pool order, each with a timeout.
+async fn connect(pool: &Pool, peer: SocketAddr) -> Option<TcpStream> {
+    let first = pool.pick(peer.ip())?;
+    let order = std::iter::once(first).chain(pool.backends.iter().copied().filter(|b| *b != first));
+    for backend in order {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
+            Ok(Ok(s)) => return Some(s),
+            Ok(Err(e)) => debug!(%backend, error = %e, "backend connect failed"),
+            Err(_) => debug!(%backend, "backend connect timed out"),
+        }
+    }
+    None
+}
