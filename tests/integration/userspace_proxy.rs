@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use skiff_proxy::routes::{self, Cidr, ServiceRoute};
 use skiff_proxy::userspace::{Engine, L4Proto, ListenKey, Pool};
 
 use crate::privileged::{ip, privileged};
@@ -24,27 +25,8 @@ impl Node {
         ip(&["netns", "add", &name])?;
         let mut node = Node { name, rt: None };
         ip(&["-n", &node.name, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &node.name,
-            "route",
-            "add",
-            "local",
-            "10.96.0.0/12",
-            "dev",
-            "lo",
-        ])?;
-        ip(&[
-            "-n",
-            &node.name,
-            "-6",
-            "route",
-            "add",
-            "local",
-            "fd00:10:96::/112",
-            "dev",
-            "lo",
-        ])?;
+        let cidrs: Vec<Cidr> = vec!["10.96.0.0/12".parse()?, "fd00:10:96::/112".parse()?];
+        routes::install(Some(&node.name), &cidrs, ServiceRoute::Local)?;
         let file = std::fs::File::open(format!("/run/netns/{}", node.name))?;
         let fd = std::sync::Arc::new(file);
         node.rt = Some(
