@@ -55,8 +55,21 @@ struct affinity_key {
 
 struct affinity_value {
 	__u64 last_used_ns; /* bpf_ktime_get_ns() of the last connection */
-	__u32 set;          /* backend set the index refers to: another current set = stale */
+	__u32 set;          /* backend set the index refers to */
 	__u32 index;
+	__u32 addr[4];      /* the backend itself, to find it again in a newer set */
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* affinity_members: {backend set, backend} -> its index in that set. Written only for
+ * services with affinity, so a client keeps its backend across updates that keep it. */
+struct member_key {
+	__u32 set;
+	__u32 addr[4];
+	__u16 port;
+	__u16 pad;
 };
 
 /* rev_nat (LRU): {socket, backend address} -> the virtual address the socket asked for. */

@@ -56,6 +56,14 @@ struct {
 } affinity SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct member_key);
+	__type(value, __u32);
+} affinity_members SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
 	__type(key, struct revnat_key);
@@ -137,11 +145,25 @@ static __always_inline int lb_pick(struct bpf_sock_addr *ctx, struct svc_key *ke
 		ak.slot = svc.slot;
 		now = bpf_ktime_get_ns();
 		prev = bpf_map_lookup_elem(&affinity, &ak);
-		/* Only an entry for the current backend set is valid: after an update the same
-		 * index may name another backend. The client then picks afresh. */
-		if (prev && prev->set == svc.set && prev->index < svc.count &&
-		    now - prev->last_used_ns <= (__u64)svc.affinity_timeout * NSEC_PER_SEC)
-			index = prev->index;
+		if (prev && now - prev->last_used_ns <= (__u64)svc.affinity_timeout * NSEC_PER_SEC) {
+			if (prev->set == svc.set) {
+				if (prev->index < svc.count)
+					index = prev->index;
+			} else {
+				/* The backends changed since: the same index may name another
+				 * backend, so find the client's backend in the new set. Gone:
+				 * keep the fresh random pick. */
+				struct member_key mk = {};
+				__u32 *moved;
+
+				mk.set = svc.set;
+				__builtin_memcpy(mk.addr, prev->addr, sizeof(mk.addr));
+				mk.port = prev->port;
+				moved = bpf_map_lookup_elem(&affinity_members, &mk);
+				if (moved && *moved < svc.count)
+					index = *moved;
+			}
+		}
 	}
 	bk.set = svc.set;
 	bk.index = index;
@@ -155,6 +177,8 @@ static __always_inline int lb_pick(struct bpf_sock_addr *ctx, struct svc_key *ke
 		av.last_used_ns = now;
 		av.set = svc.set;
 		av.index = index;
+		__builtin_memcpy(av.addr, out->addr, sizeof(av.addr));
+		av.port = out->port;
 		bpf_map_update_elem(&affinity, &ak, &av, BPF_ANY);
 	}
 	count(svc.slot, datagram, 0);

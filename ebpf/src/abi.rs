@@ -18,7 +18,9 @@ pub(crate) type BackendValue = [u8; 20];
 /// `struct affinity_key`.
 pub(crate) type AffinityKey = [u8; 16];
 /// `struct affinity_value`.
-pub(crate) type AffinityValue = [u8; 16];
+pub(crate) type AffinityValue = [u8; 40];
+/// `struct member_key`.
+pub(crate) type MemberKey = [u8; 24];
 /// `struct revnat_key`.
 pub(crate) type RevNatKey = [u8; 32];
 /// `struct revnat_value`.
@@ -147,13 +149,27 @@ pub(crate) fn parse_affinity_key(k: &AffinityKey) -> (u64, u32) {
     )
 }
 
-/// (last used, monotonic ns; set; index).
-pub(crate) fn parse_affinity_value(v: &AffinityValue) -> (u64, u32, u32) {
+/// (last used, monotonic ns; set; index; backend).
+pub(crate) fn parse_affinity_value(v: &AffinityValue) -> (u64, u32, u32, SocketAddr) {
     (
         u64::from_ne_bytes(take(v, 0)),
         u32::from_ne_bytes(take(v, 8)),
         u32::from_ne_bytes(take(v, 12)),
+        SocketAddr::new(ip_from16(take(v, 16)), u16::from_be_bytes(take(v, 32))),
     )
+}
+
+pub(crate) fn member_key(set: u32, backend: SocketAddr) -> MemberKey {
+    let mut k = [0u8; 24];
+    k[0..4].copy_from_slice(&set.to_ne_bytes());
+    k[4..20].copy_from_slice(&addr16(backend.ip()));
+    k[20..22].copy_from_slice(&backend.port().to_be_bytes());
+    k
+}
+
+/// The set of a member key.
+pub(crate) fn member_key_set(k: &MemberKey) -> u32 {
+    u32::from_ne_bytes(take(k, 0))
 }
 
 /// (connects, datagrams, rejected).

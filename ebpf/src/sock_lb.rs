@@ -7,6 +7,7 @@
 //! table); `set` names the backend list, stored in `backends` under `{set, 0..count}`.
 //! An update never edits a live list. It
 //! 1. writes the new list under a fresh, unused `set` id (invisible: nothing points to it),
+//!    and, for a service with affinity, `affinity_members` `{set, backend} → index`,
 //! 2. replaces the `services` value in one map update, which the kernel publishes atomically
 //!    (the map is not preallocated, so a program still holding the old value reads a consistent
 //!    old copy until its RCU grace period ends),
@@ -20,6 +21,14 @@
 //!
 //! Work per update is proportional to that service's backends; an unchanged service is a
 //! no-op (the loader remembers what it programmed).
+//!
+//! # Affinity
+//!
+//! A client is a network namespace (connect() runs before a source address is chosen, and
+//! every socket of a pod has the pod's address). `affinity` remembers `{netns, slot} →
+//! {backend, set, index, last use}`; a connection within the timeout of the last one reuses the
+//! backend, found by index in the same set or through `affinity_members` after an update, so a
+//! client keeps its backend while that backend stays in the list (as kube-proxy's ClientIP).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -190,6 +199,9 @@ pub struct SockLbOptions {
     pub max_backends: u32,
     /// Affinity entries (LRU: the least recently used client is forgotten first).
     pub max_affinity: u32,
+    /// Backends of services with affinity, over all such services (an index by address that
+    /// lets a client keep its backend when the list changes around it).
+    pub max_affinity_backends: u32,
     /// Reverse translations (LRU) for recvmsg/getpeername, one per translated socket and
     /// backend. An evicted entry makes getpeername/recvfrom show the backend address.
     pub max_rev_nat: u32,
@@ -207,6 +219,7 @@ impl Default for SockLbOptions {
             max_services: 65_536,
             max_backends: 262_144,
             max_affinity: 65_536,
+            max_affinity_backends: 65_536,
             max_rev_nat: 262_144,
             max_netns: 1024,
             pin_dir: None,
@@ -232,6 +245,7 @@ pub struct SockLb {
     services: BpfHashMap<MapData, abi::SvcKey, abi::SvcValue>,
     backends: BpfHashMap<MapData, abi::BackendKey, abi::BackendValue>,
     affinity: BpfHashMap<MapData, abi::AffinityKey, abi::AffinityValue>,
+    affinity_members: BpfHashMap<MapData, abi::MemberKey, u32>,
     rev_nat: BpfHashMap<MapData, abi::RevNatKey, abi::RevNatValue>,
     counters: PerCpuArray<MapData, abi::Counters>,
     programmed: HashMap<Vip, Programmed>,
@@ -267,6 +281,7 @@ impl SockLb {
             .map_max_entries("services", options.max_services)
             .map_max_entries("backends", options.max_backends)
             .map_max_entries("affinity", options.max_affinity)
+            .map_max_entries("affinity_members", options.max_affinity_backends)
             .map_max_entries("rev_nat", options.max_rev_nat)
             .map_max_entries("counters", options.max_services);
         let pin_paths: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
@@ -300,6 +315,8 @@ impl SockLb {
             BpfHashMap::try_from(take_map(&mut bpf, "backends")?).map_err(map_err("backends"))?;
         let affinity =
             BpfHashMap::try_from(take_map(&mut bpf, "affinity")?).map_err(map_err("affinity"))?;
+        let affinity_members = BpfHashMap::try_from(take_map(&mut bpf, "affinity_members")?)
+            .map_err(map_err("affinity_members"))?;
         let rev_nat =
             BpfHashMap::try_from(take_map(&mut bpf, "rev_nat")?).map_err(map_err("rev_nat"))?;
         let counters =
@@ -310,6 +327,7 @@ impl SockLb {
             services,
             backends,
             affinity,
+            affinity_members,
             rev_nat,
             counters,
             programmed: HashMap::new(),
@@ -390,6 +408,18 @@ impl SockLb {
             self.backends
                 .remove(&key)
                 .map_err(|e| EbpfError::map("backends", e))?;
+        }
+        let mut orphans = Vec::new();
+        for key in self.affinity_members.keys() {
+            let key = key.map_err(|e| EbpfError::map("affinity_members", e))?;
+            if !self.sets_in_use.contains(&abi::member_key_set(&key)) {
+                orphans.push(key);
+            }
+        }
+        for key in orphans {
+            self.affinity_members
+                .remove(&key)
+                .map_err(|e| EbpfError::map("affinity_members", e))?;
         }
         Ok(())
     }
@@ -533,19 +563,8 @@ impl SockLb {
         };
         let set = self.alloc_set();
         // 1. the new list, under a set nothing points to yet
-        let mut written = 0u32;
-        let mut failure = None;
-        for (index, backend) in (0u32..).zip(backends) {
-            if let Err(e) = self.backends.insert(
-                abi::backend_key(set, index),
-                abi::sockaddr_value(backend.0),
-                0,
-            ) {
-                failure = Some(EbpfError::map("backends", e));
-                break;
-            }
-            written += 1;
-        }
+        let with_members = options.affinity_timeout.is_some();
+        let mut failure = self.write_set(set, backends, with_members).err();
         // 2. switch the frontend in one update
         if failure.is_none() {
             let value = SvcVal {
@@ -566,7 +585,7 @@ impl SockLb {
         }
         if let Some(e) = failure {
             // the old service is untouched: drop the partial list and give back what we took
-            self.delete_set(set, written);
+            self.delete_set(set, backends, with_members);
             if new_slot {
                 self.free_slots.push(slot);
             }
@@ -574,7 +593,7 @@ impl SockLb {
         }
         // 3. the old list, now unreachable
         if let Some(p) = &previous {
-            self.delete_set(p.set, p.backends.len() as u32);
+            self.delete_set(p.set, &p.backends, p.options.affinity_timeout.is_some());
         }
         self.programmed.insert(
             vip,
@@ -603,7 +622,7 @@ impl SockLb {
         self.programmed.remove(vip);
         // frontend first, list second: a connect in between retries, finds no service and
         // is left alone, exactly as after the removal
-        self.delete_set(p.set, p.backends.len() as u32);
+        self.delete_set(p.set, &p.backends, p.options.affinity_timeout.is_some());
         self.free_slots.push(p.slot);
         Ok(true)
     }
@@ -653,14 +672,53 @@ impl SockLb {
         set
     }
 
-    fn delete_set(&mut self, set: u32, count: u32) {
-        for index in 0..count {
-            match self.backends.remove(&abi::backend_key(set, index)) {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
+    /// Writes a backend list (and, for affinity, its by-address index) under `set`.
+    fn write_set(
+        &mut self,
+        set: u32,
+        backends: &[BackendAddr],
+        with_members: bool,
+    ) -> Result<(), EbpfError> {
+        for (index, backend) in (0u32..).zip(backends) {
+            self.backends
+                .insert(
+                    abi::backend_key(set, index),
+                    abi::sockaddr_value(backend.0),
+                    0,
+                )
+                .map_err(|e| EbpfError::map("backends", e))?;
+        }
+        if with_members {
+            for (index, backend) in (0u32..).zip(backends) {
+                self.affinity_members
+                    .insert(abi::member_key(set, backend.0), index, 0)
+                    .map_err(|e| EbpfError::map("affinity_members", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes what [`SockLb::write_set`] wrote (entries already absent are fine: this also
+    /// cleans up a partial write).
+    fn delete_set(&mut self, set: u32, backends: &[BackendAddr], with_members: bool) {
+        for index in 0..backends.len() as u32 {
+            if let Err(e) = self.backends.remove(&abi::backend_key(set, index))
+                && !is_not_found(&e)
+            {
                 // a leftover entry is unreachable (no service points to its set) and is
                 // swept by the next load's adoption; not worth failing an update for
-                Err(e) => tracing::warn!(set, index, error = %e, "deleting a stale backend entry"),
+                tracing::warn!(set, index, error = %e, "deleting a stale backend entry");
+            }
+        }
+        if with_members {
+            for backend in backends {
+                if let Err(e) = self
+                    .affinity_members
+                    .remove(&abi::member_key(set, backend.0))
+                    && !is_not_found(&e)
+                {
+                    tracing::warn!(set, %backend, error = %e, "deleting a stale affinity index entry");
+                }
             }
         }
         self.sets_in_use.remove(&set);
@@ -720,10 +778,10 @@ impl SockLb {
         for item in self.affinity.iter() {
             let (k, v) = item.map_err(|e| EbpfError::map("affinity", e))?;
             let (netns, slot) = abi::parse_affinity_key(&k);
-            let (last_used, set, index) = abi::parse_affinity_value(&v);
+            let (last_used, set, index, backend) = abi::parse_affinity_value(&v);
             let _ = writeln!(
                 out,
-                "  netns={netns} slot={slot} -> set={set} index={index} last_used_ns={last_used}"
+                "  netns={netns} slot={slot} -> {backend} (set={set} index={index}) last_used_ns={last_used}"
             );
         }
         let _ = writeln!(out, "rev_nat:");

@@ -466,6 +466,36 @@ fn session_affinity_keeps_a_client_on_one_backend() -> Result<()> {
         1,
         "affinity: one backend, got {sticky_answers:?}"
     );
+    // the client keeps its backend across updates that keep it, whatever its index
+    let chosen = sticky_answers[0].clone();
+    for round in 0..8 {
+        let list = if round % 2 == 0 {
+            [backend(B2), backend(B1)]
+        } else {
+            both
+        };
+        env.lb.upsert_service(sticky, &list, affinity)?;
+        let (reply, _) = env.a.call(move || tcp_echo(sticky.addr, "x"))??;
+        assert_eq!(
+            reply, chosen,
+            "round {round}: affinity lost across an update"
+        );
+    }
+    // ... and moves when its backend goes
+    let other = if chosen.starts_with(B1) { B2 } else { B1 };
+    env.lb.upsert_service(sticky, &[backend(other)], affinity)?;
+    let (reply, _) = env.a.call(move || tcp_echo(sticky.addr, "x"))??;
+    assert_eq!(reply, format!("{other}|x"));
+    env.lb.upsert_service(sticky, &both, affinity)?;
+    let (reply, _) = env.a.call(move || tcp_echo(sticky.addr, "x"))??;
+    assert_eq!(
+        reply,
+        format!("{other}|x"),
+        "sticks to the backend it moved to"
+    );
+    let dump = env.lb.dump()?;
+    assert!(dump.contains(&format!("-> {other} (set=")), "{dump}");
+
     let mut random_answers = answers(random)?;
     random_answers.sort();
     random_answers.dedup();
