@@ -50,6 +50,9 @@ pub enum EbpfError {
     /// Every service slot is in use.
     #[error("all {0} service slots are in use")]
     SlotsExhausted(u32),
+    /// A pin directory outside a BPF file system.
+    #[error("{0} is not on a BPF file system (mount one: `mount -t bpf bpf /sys/fs/bpf`)")]
+    NotBpffs(PathBuf),
     /// `attach` was called twice.
     #[error("already attached to {0}")]
     AlreadyAttached(PathBuf),

@@ -286,6 +286,7 @@ impl SockLb {
             .map_max_entries("counters", options.max_services);
         let pin_paths: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
             Some(dir) => {
+                check_bpffs(dir)?;
                 std::fs::create_dir_all(dir)
                     .map_err(|e| EbpfError::io(format!("creating {}", dir.display()), e))?;
                 MAPS.iter().map(|name| (*name, dir.join(name))).collect()
@@ -815,6 +816,24 @@ pub fn remove_pins(dir: impl AsRef<Path>) -> Result<(), EbpfError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EbpfError::io(format!("removing {}", dir.display()), e)),
     }
+}
+
+/// Pins only work on a BPF file system; say so plainly instead of failing with EPERM from
+/// sysfs (where `/sys/fs/bpf` is an empty directory until bpffs is mounted on it).
+fn check_bpffs(dir: &Path) -> Result<(), EbpfError> {
+    const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+    // the pin directory may not exist yet: look at its nearest existing ancestor
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let stat = rustix::fs::statfs(existing)
+        .map_err(|e| EbpfError::io(format!("statfs {}", existing.display()), e.into()))?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    if stat.f_type as u64 != BPF_FS_MAGIC {
+        return Err(EbpfError::NotBpffs(existing.to_owned()));
+    }
+    Ok(())
 }
 
 fn nr_cpus() -> Result<usize, EbpfError> {

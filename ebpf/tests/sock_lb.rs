@@ -183,6 +183,10 @@ const B1_6: &str = "[fd00:250::2]:8080";
 
 impl Env {
     fn new() -> Result<Self> {
+        Self::with(SockLbOptions::default())
+    }
+
+    fn with(options: SockLbOptions) -> Result<Self> {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let a = Netns::new(format!("sktebpf-a-{pid}-{n}"))?;
@@ -231,7 +235,7 @@ impl Env {
         }
         let servers = Servers { stop, threads };
         let started = Instant::now();
-        let mut lb = SockLb::load(SockLbOptions::default())?;
+        let mut lb = SockLb::load(options)?;
         let loaded = started.elapsed();
         let root = lb.attach_root()?;
         eprintln!(
@@ -591,5 +595,129 @@ fn invalid_services_are_refused_and_change_nothing() -> Result<()> {
         "{third:?}"
     );
     assert_eq!(lb.service_count(), 2);
+    Ok(())
+}
+
+/// A private BPF file system for pins, unmounted and removed on drop: the test never touches
+/// /sys/fs/bpf, and leaves no pinned map behind even when it fails.
+struct Bpffs {
+    dir: std::path::PathBuf,
+}
+
+impl Bpffs {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "sktebpf-bpffs-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()?;
+        if !status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            bail!("mount -t bpf failed");
+        }
+        Ok(Bpffs { dir })
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let pins = self.dir.join("skiff/test");
+        if let Err(e) = skiff_ebpf::remove_pins(&pins) {
+            eprintln!("cleanup: {e}");
+        }
+        let _ = std::fs::remove_dir(self.dir.join("skiff"));
+        match Command::new("umount").arg(&self.dir).status() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("cleanup: umount {}: {other:?}", self.dir.display()),
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn pinned_maps_survive_a_restart_with_established_connections() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let fs = Bpffs::new()?;
+    let pins = fs.dir.join("skiff/test");
+    let options = SockLbOptions {
+        pin_dir: Some(pins.clone()),
+        ..SockLbOptions::default()
+    };
+    // pins outside a BPF file system are refused with a clear error
+    let bad = SockLb::load(SockLbOptions {
+        pin_dir: Some(std::env::temp_dir().join("not-bpffs")),
+        ..SockLbOptions::default()
+    });
+    assert!(
+        matches!(bad, Err(skiff_ebpf::EbpfError::NotBpffs(_))),
+        "{bad:?}"
+    );
+
+    let mut env = Env::with(options.clone())?;
+    let v4 = vip_tcp("10.96.200.1:80");
+    let v4u = vip_udp("10.96.200.1:53");
+    let affinity = ServiceOptions {
+        affinity_timeout: Some(Duration::from_secs(60)),
+    };
+    let slot = env
+        .lb
+        .upsert_service(v4, &[backend(B1), backend(B2)], affinity)?;
+    env.lb
+        .upsert_service(v4u, &[backend(B1)], ServiceOptions::default())?;
+    // an established TCP connection and a connected UDP socket, opened before the restart
+    let (tcp, udp) = env
+        .a
+        .call(move || -> std::io::Result<(TcpStream, UdpSocket)> {
+            let tcp = TcpStream::connect_timeout(&v4.addr, Duration::from_secs(2))?;
+            let udp = UdpSocket::bind("0.0.0.0:0")?;
+            udp.connect(v4u.addr)?;
+            Ok((tcp, udp))
+        })??;
+    assert_eq!(tcp.peer_addr()?, v4.addr);
+
+    // restart: the old balancer goes away (programs detached), a new one adopts the pins
+    let old = std::mem::replace(&mut env.lb, SockLb::load(options)?);
+    drop(old);
+    assert_eq!(env.lb.service_count(), 2);
+    assert_eq!(
+        env.lb.slot_of(&v4),
+        Some(slot),
+        "same slot after the restart"
+    );
+    env.lb.attach_root()?;
+    // allowed namespaces, services and reverse translations came back with the maps
+    assert_eq!(tcp.peer_addr()?, v4.addr, "getpeername after the restart");
+    // the established connection still works
+    let mut tcp = tcp;
+    tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    tcp.write_all(b"old")?;
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply)?;
+    assert!(reply.ends_with("|old"), "{reply}");
+    udp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    udp.send(b"after")?;
+    let mut buf = [0u8; 256];
+    let (n, from) = udp.recv_from(&mut buf)?;
+    assert_eq!(from, v4u.addr, "recvfrom after the restart");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), format!("{B1}|after"));
+    let (reply, peer) = env.a.call(move || tcp_echo(v4.addr, "new"))??;
+    assert!(reply.ends_with("|new") && peer == v4.addr, "{reply} {peer}");
+    // unchanged input is a no-op; a change after adoption is a normal update
+    assert_eq!(
+        env.lb
+            .upsert_service(v4, &[backend(B1), backend(B2)], affinity)?,
+        slot
+    );
+    env.lb.upsert_service(v4, &[backend(B2)], affinity)?;
+    let dump = env.lb.dump()?;
+    assert!(dump.contains("backends: 2 entries"), "{dump}");
+    drop(env);
     Ok(())
 }
