@@ -9,10 +9,13 @@
  * anything else untouched (return 1).
  *
  * Verdicts: connect/sendmsg return 1 to let the call proceed (possibly with a rewritten address)
- * and 0 to fail it with EPERM, which is what a service without endpoints gets. recvmsg and
- * getpeername programs must return 1.
+ * and 0 to fail it. A service without endpoints fails connect()/sendmsg() at once with
+ * ECONNREFUSED (bpf_set_retval), what a client of kube-proxy sees when its REJECT rule answers
+ * with ICMP port unreachable; on kernels before 5.18 (no such helper) the error is EPERM.
+ * recvmsg and getpeername programs must return 1.
  */
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -212,6 +215,20 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct bac
 	bpf_map_update_elem(&rev_nat, &rk, &rv, BPF_ANY);
 }
 
+/*
+ * Set by the loader: 1 when the kernel has bpf_set_retval (5.18+). A constant the verifier
+ * sees (.rodata is frozen), so on older kernels the call below is dead code it never checks.
+ */
+volatile const __u8 have_set_retval = 0;
+
+/* Fails the call with "connection refused", as a rejected service does under kube-proxy. */
+static __always_inline int refuse(void)
+{
+	if (have_set_retval)
+		bpf_set_retval(-ECONNREFUSED);
+	return 0;
+}
+
 static __always_inline int supported_proto(__u32 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
@@ -238,7 +255,7 @@ static __always_inline int translate4(struct bpf_sock_addr *ctx, int datagram)
 		return 1;
 	/* an IPv4 socket cannot reach an IPv6 backend: the loader never programs that */
 	if (r == LB_REJECT || !is_v4_mapped(be.addr))
-		return 0;
+		return refuse();
 	ctx->user_ip4 = be.addr[3];
 	ctx->user_port = be.port;
 	remember(ctx, &be, &key);
@@ -268,7 +285,7 @@ static __always_inline int translate6(struct bpf_sock_addr *ctx, int datagram)
 	if (r == LB_NOT_SERVICE)
 		return 1;
 	if (r == LB_REJECT)
-		return 0;
+		return refuse();
 	ctx->user_ip6[0] = be.addr[0];
 	ctx->user_ip6[1] = be.addr[1];
 	ctx->user_ip6[2] = be.addr[2];

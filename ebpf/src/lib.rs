@@ -9,8 +9,11 @@
 //! [`SockLb::allow_netns`] (cookies from [`netns_cookie`]).
 //!
 //! What a client sees: a connect to a virtual address goes to a backend chosen at random (or
-//! its affinity backend); with zero backends connect()/sendto() fail with `EPERM`
-//! ("Operation not permitted"), at once, without a packet sent.
+//! its affinity backend), and getpeername()/recvfrom() report the virtual address. A service
+//! with zero backends fails connect() and sendto() at once, without a packet, with
+//! `ECONNREFUSED` on Linux 5.18+ (as kube-proxy's REJECT rule gives a TCP client) and `EPERM`
+//! on older kernels. A virtual address that is not programmed is left alone: the node's
+//! routes decide (skiff installs unreachable routes for the service CIDRs).
 
 mod abi;
 mod cgroup;

@@ -43,6 +43,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
+    util::KernelVersion,
 };
 
 use crate::{
@@ -284,6 +285,11 @@ impl SockLb {
             .map_max_entries("affinity_members", options.max_affinity_backends)
             .map_max_entries("rev_nat", options.max_rev_nat)
             .map_max_entries("counters", options.max_services);
+        // bpf_set_retval (5.18+) turns a refused connect's EPERM into ECONNREFUSED; older
+        // kernels never verify the call (see sock_lb.c), so the programs load everywhere.
+        let have_set_retval =
+            u8::from(KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 18, 0)));
+        loader.override_global("have_set_retval", &have_set_retval, true);
         let pin_paths: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
             Some(dir) => {
                 check_bpffs(dir)?;
@@ -775,8 +781,11 @@ impl SockLb {
             backend_entries += 1;
         }
         let _ = writeln!(out, "backends: {backend_entries} entries");
-        let _ = writeln!(out, "affinity:");
-        for item in self.affinity.iter() {
+        // LRU tables can hold hundreds of thousands of entries: list the first few, count all
+        const LISTED: usize = 64;
+        let affinity: Vec<_> = self.affinity.iter().collect();
+        let _ = writeln!(out, "affinity ({} entries):", affinity.len());
+        for item in affinity.into_iter().take(LISTED) {
             let (k, v) = item.map_err(|e| EbpfError::map("affinity", e))?;
             let (netns, slot) = abi::parse_affinity_key(&k);
             let (last_used, set, index, backend) = abi::parse_affinity_value(&v);
@@ -785,8 +794,9 @@ impl SockLb {
                 "  netns={netns} slot={slot} -> {backend} (set={set} index={index}) last_used_ns={last_used}"
             );
         }
-        let _ = writeln!(out, "rev_nat:");
-        for item in self.rev_nat.iter() {
+        let rev_nat: Vec<_> = self.rev_nat.iter().collect();
+        let _ = writeln!(out, "rev_nat ({} entries):", rev_nat.len());
+        for item in rev_nat.into_iter().take(LISTED) {
             let (k, v) = item.map_err(|e| EbpfError::map("rev_nat", e))?;
             let (cookie, backend) = abi::parse_revnat_key(&k);
             let _ = writeln!(
