@@ -1,1 +1,30 @@
 //! The kernel ABI: BPF programs in C, their loader and typed maps. Knows nothing of Services.
+//!
+//! Its vocabulary is virtual addresses ([`Vip`]), service slots ([`ServiceSlot`]) and backend
+//! addresses ([`BackendAddr`]). [`SockLb`] is socket-level load balancing
+//! (`bpf/sock_lb.c`): cgroup `connect4/6`, `sendmsg4/6` translate a virtual address to a
+//! backend once per connection (or per unconnected UDP datagram), `recvmsg4/6` and
+//! `getpeername4/6` show the virtual address back to the application. Attached at the cgroup
+//! v2 root, the programs act only on sockets whose network namespace was allowed with
+//! [`SockLb::allow_netns`] (cookies from [`netns_cookie`]).
+//!
+//! What a client sees: a connect to a virtual address goes to a backend chosen at random (or
+//! its affinity backend), and getpeername()/recvfrom() report the virtual address. A service
+//! with zero backends fails connect() and sendto() at once, without a packet, with
+//! `ECONNREFUSED` on Linux 5.18+ (as kube-proxy's REJECT rule gives a TCP client) and `EPERM`
+//! on older kernels. A virtual address that is not programmed is left alone: the node's
+//! routes decide (skiff installs unreachable routes for the service CIDRs).
+
+mod abi;
+mod cgroup;
+mod error;
+mod netns;
+mod sock_lb;
+
+pub use cgroup::cgroup_v2_root;
+pub use error::EbpfError;
+pub use netns::{current_netns_cookie, netns_cookie, netns_cookie_fd, socket_netns_cookie};
+pub use sock_lb::{
+    BackendAddr, Protocol, ServiceOptions, ServiceSlot, SlotCounters, SockLb, SockLbOptions, Vip,
+    remove_pins,
+};

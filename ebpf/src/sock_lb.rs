@@ -1,0 +1,856 @@
+//! The socket load balancer: loading and attaching `bpf/sock_lb.c`, and its maps, typed.
+//!
+//! # How a service is updated without ever being seen half-updated
+//!
+//! A service's frontend (`services` map) holds `{slot, set, count, flags, timeout}`. `slot` is
+//! stable for the life of the frontend (it indexes the per-service counters and the affinity
+//! table); `set` names the backend list, stored in `backends` under `{set, 0..count}`.
+//! An update never edits a live list. It
+//! 1. writes the new list under a fresh, unused `set` id (invisible: nothing points to it),
+//!    and, for a service with affinity, `affinity_members` `{set, backend} → index`,
+//! 2. replaces the `services` value in one map update, which the kernel publishes atomically
+//!    (the map is not preallocated, so a program still holding the old value reads a consistent
+//!    old copy until its RCU grace period ends),
+//! 3. deletes the old set's entries.
+//!
+//! A program that read the old value just before step 2 and looks up a backend after step 3
+//! misses; it then reads `services` again, which by then holds the new set (step 2 happened
+//! before step 3). So every connect sees either the complete old list or the complete new one:
+//! never zero backends, never a mix. If writing the new list fails (a full map), the partial
+//! set is deleted and the old service is left as it was.
+//!
+//! Work per update is proportional to that service's backends; an unchanged service is a
+//! no-op (the loader remembers what it programmed).
+//!
+//! # Affinity
+//!
+//! A client is a network namespace (connect() runs before a source address is chosen, and
+//! every socket of a pod has the pod's address). `affinity` remembers `{netns, slot} →
+//! {backend, set, index, last use}`; a connection within the timeout of the last one reuses the
+//! backend, found by index in the same set or through `affinity_members` after an update, so a
+//! client keeps its backend while that backend stays in the list (as kube-proxy's ClientIP).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::{self, Write as _},
+    fs::File,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
+    util::KernelVersion,
+};
+
+use crate::{
+    EbpfError,
+    abi::{self, SvcVal},
+    cgroup_v2_root,
+};
+
+/// The compiled object, embedded so the binary carries its own programs.
+static SOCK_LB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
+
+/// The programs in `sock_lb.c`, by function name.
+const PROGRAMS: [&str; 8] = [
+    "skiff_connect4",
+    "skiff_connect6",
+    "skiff_sendmsg4",
+    "skiff_sendmsg6",
+    "skiff_recvmsg4",
+    "skiff_recvmsg6",
+    "skiff_getpeername4",
+    "skiff_getpeername6",
+];
+
+/// The maps in `sock_lb.c`.
+const MAPS: [&str; 6] = [
+    "allowed_netns",
+    "services",
+    "backends",
+    "affinity",
+    "rev_nat",
+    "counters",
+];
+
+/// Transport protocol of a virtual address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP (connect).
+    Tcp,
+    /// UDP (connect and unconnected sendmsg).
+    Udp,
+}
+
+impl Protocol {
+    fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => abi::IPPROTO_TCP,
+            Protocol::Udp => abi::IPPROTO_UDP,
+        }
+    }
+
+    fn from_number(n: u8) -> Option<Self> {
+        match n {
+            abi::IPPROTO_TCP => Some(Protocol::Tcp),
+            abi::IPPROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// A virtual address: what a client connects to and the programs translate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Vip {
+    /// Address and port (IPv4 or IPv6).
+    pub addr: SocketAddr,
+    /// Protocol.
+    pub proto: Protocol,
+}
+
+impl Vip {
+    /// A TCP virtual address.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    /// A UDP virtual address.
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            proto: Protocol::Udp,
+        }
+    }
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.proto, self.addr)
+    }
+}
+
+/// A backend's real address, what a virtual address is translated to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendAddr(pub SocketAddr);
+
+impl From<SocketAddr> for BackendAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self(addr)
+    }
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Per-service behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceOptions {
+    /// Client affinity: every connection from one network namespace goes to the same backend
+    /// while it keeps connecting at least this often (rounded up to whole seconds). `None` =
+    /// a random backend per connection.
+    pub affinity_timeout: Option<Duration>,
+}
+
+/// A service's stable slot: index of its counters, unchanged by backend updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceSlot(pub u32);
+
+impl fmt::Display for ServiceSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Counters of one service slot, summed over CPUs, since the slot was assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotCounters {
+    /// connect() calls translated to a backend (TCP, and UDP sockets that connect).
+    pub connects: u64,
+    /// Unconnected UDP datagrams (sendto/sendmsg) translated.
+    pub datagrams: u64,
+    /// connect()/sendmsg() calls refused because the service had no backend.
+    pub rejected: u64,
+}
+
+/// Map sizes and pinning.
+#[derive(Debug, Clone)]
+pub struct SockLbOptions {
+    /// Frontends (virtual address + port + protocol); also the number of counter slots.
+    pub max_services: u32,
+    /// Backend entries over all services, plus room for one service's update in flight.
+    pub max_backends: u32,
+    /// Affinity entries (LRU: the least recently used client is forgotten first).
+    pub max_affinity: u32,
+    /// Backends of services with affinity, over all such services (an index by address that
+    /// lets a client keep its backend when the list changes around it).
+    pub max_affinity_backends: u32,
+    /// Reverse translations (LRU) for recvmsg/getpeername, one per translated socket and
+    /// backend. An evicted entry makes getpeername/recvfrom show the backend address.
+    pub max_rev_nat: u32,
+    /// Allowed network namespaces.
+    pub max_netns: u32,
+    /// Pin the maps under this directory (e.g. `/sys/fs/bpf/skiff/<instance>`) and reuse
+    /// them when they already exist, so a restart keeps services, affinity and the reverse
+    /// translations of established connections. `None`: maps die with this process.
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl Default for SockLbOptions {
+    fn default() -> Self {
+        Self {
+            max_services: 65_536,
+            max_backends: 262_144,
+            max_affinity: 65_536,
+            max_affinity_backends: 65_536,
+            max_rev_nat: 262_144,
+            max_netns: 1024,
+            pin_dir: None,
+        }
+    }
+}
+
+/// What the loader last programmed for one frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Programmed {
+    slot: u32,
+    set: u32,
+    backends: Vec<BackendAddr>,
+    options: ServiceOptions,
+}
+
+/// The loaded socket load balancer. Dropping it detaches the programs and, unless the maps
+/// are pinned, frees the maps.
+pub struct SockLb {
+    // Owns the programs and their links: aya detaches every link when this drops.
+    bpf: Ebpf,
+    allowed_netns: BpfHashMap<MapData, u64, u8>,
+    services: BpfHashMap<MapData, abi::SvcKey, abi::SvcValue>,
+    backends: BpfHashMap<MapData, abi::BackendKey, abi::BackendValue>,
+    affinity: BpfHashMap<MapData, abi::AffinityKey, abi::AffinityValue>,
+    affinity_members: BpfHashMap<MapData, abi::MemberKey, u32>,
+    rev_nat: BpfHashMap<MapData, abi::RevNatKey, abi::RevNatValue>,
+    counters: PerCpuArray<MapData, abi::Counters>,
+    programmed: HashMap<Vip, Programmed>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    sets_in_use: HashSet<u32>,
+    next_set: u32,
+    max_services: u32,
+    attached: Option<(PathBuf, Vec<(&'static str, CgroupSockAddrLinkId)>)>,
+}
+
+impl fmt::Debug for SockLb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SockLb")
+            .field("services", &self.programmed.len())
+            .field("attached", &self.attached.as_ref().map(|(p, _)| p))
+            .finish_non_exhaustive()
+    }
+}
+
+fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    bpf.take_map(name).ok_or(EbpfError::Missing(name))
+}
+
+impl SockLb {
+    /// Loads the programs into the kernel and creates (or, with `pin_dir`, reuses) the maps.
+    /// Nothing acts on sockets until [`SockLb::attach`].
+    pub fn load(options: SockLbOptions) -> Result<Self, EbpfError> {
+        let started = Instant::now();
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries("allowed_netns", options.max_netns)
+            .map_max_entries("services", options.max_services)
+            .map_max_entries("backends", options.max_backends)
+            .map_max_entries("affinity", options.max_affinity)
+            .map_max_entries("affinity_members", options.max_affinity_backends)
+            .map_max_entries("rev_nat", options.max_rev_nat)
+            .map_max_entries("counters", options.max_services);
+        // bpf_set_retval (5.18+) turns a refused connect's EPERM into ECONNREFUSED; older
+        // kernels never verify the call (see sock_lb.c), so the programs load everywhere.
+        let have_set_retval =
+            u8::from(KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 18, 0)));
+        loader.override_global("have_set_retval", &have_set_retval, true);
+        let pin_paths: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => {
+                check_bpffs(dir)?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| EbpfError::io(format!("creating {}", dir.display()), e))?;
+                MAPS.iter().map(|name| (*name, dir.join(name))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut bpf = loader
+            .load(SOCK_LB_OBJECT)
+            .map_err(|e| EbpfError::Load(Box::new(e)))?;
+        for name in PROGRAMS {
+            let program: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .ok_or(EbpfError::Missing(name))?
+                .try_into()
+                .map_err(|e| EbpfError::program(name, e))?;
+            program.load().map_err(|e| EbpfError::program(name, e))?;
+        }
+        let map_err = |name: &'static str| move |e| EbpfError::map(name, e);
+        let allowed_netns = BpfHashMap::try_from(take_map(&mut bpf, "allowed_netns")?)
+            .map_err(map_err("allowed_netns"))?;
+        let services =
+            BpfHashMap::try_from(take_map(&mut bpf, "services")?).map_err(map_err("services"))?;
+        let backends =
+            BpfHashMap::try_from(take_map(&mut bpf, "backends")?).map_err(map_err("backends"))?;
+        let affinity =
+            BpfHashMap::try_from(take_map(&mut bpf, "affinity")?).map_err(map_err("affinity"))?;
+        let affinity_members = BpfHashMap::try_from(take_map(&mut bpf, "affinity_members")?)
+            .map_err(map_err("affinity_members"))?;
+        let rev_nat =
+            BpfHashMap::try_from(take_map(&mut bpf, "rev_nat")?).map_err(map_err("rev_nat"))?;
+        let counters =
+            PerCpuArray::try_from(take_map(&mut bpf, "counters")?).map_err(map_err("counters"))?;
+        let mut lb = SockLb {
+            bpf,
+            allowed_netns,
+            services,
+            backends,
+            affinity,
+            affinity_members,
+            rev_nat,
+            counters,
+            programmed: HashMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            sets_in_use: HashSet::new(),
+            next_set: 1,
+            max_services: options.max_services,
+            attached: None,
+        };
+        // Pinned maps may hold a previous run's services: adopt them, so updates stay
+        // incremental and slots/sets are not handed out twice.
+        lb.adopt_existing()?;
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            services = lb.programmed.len(),
+            pinned = options.pin_dir.is_some(),
+            "socket load balancer loaded"
+        );
+        Ok(lb)
+    }
+
+    /// Rebuilds `programmed` from the maps, and deletes backend sets nothing points to (a
+    /// previous process died between steps 1 and 3 of an update).
+    fn adopt_existing(&mut self) -> Result<(), EbpfError> {
+        let mut entries = Vec::new();
+        for item in self.services.iter() {
+            entries.push(item.map_err(|e| EbpfError::map("services", e))?);
+        }
+        let mut used_slots = HashSet::new();
+        for (key, value) in entries {
+            let (ip, port, proto) = abi::parse_svc_key(&key);
+            let Some(proto) = Protocol::from_number(proto) else {
+                continue;
+            };
+            let v = SvcVal::decode(&value);
+            let mut backends = Vec::with_capacity(usize::from(v.count));
+            for index in 0..u32::from(v.count) {
+                let b = self
+                    .backends
+                    .get(&abi::backend_key(v.set, index), 0)
+                    .map_err(|e| EbpfError::map("backends", e))?;
+                backends.push(BackendAddr(abi::parse_sockaddr_value(&b)));
+            }
+            let options = ServiceOptions {
+                affinity_timeout: (v.flags & abi::SVC_F_AFFINITY != 0)
+                    .then(|| Duration::from_secs(u64::from(v.affinity_timeout))),
+            };
+            used_slots.insert(v.slot);
+            self.sets_in_use.insert(v.set);
+            self.next_set = self.next_set.max(v.set.wrapping_add(1));
+            self.programmed.insert(
+                Vip {
+                    addr: SocketAddr::new(ip, port),
+                    proto,
+                },
+                Programmed {
+                    slot: v.slot,
+                    set: v.set,
+                    backends,
+                    options,
+                },
+            );
+        }
+        self.next_slot = used_slots.iter().max().map_or(0, |m| m + 1);
+        self.free_slots = (0..self.next_slot)
+            .filter(|s| !used_slots.contains(s))
+            .rev()
+            .collect();
+        let mut orphans = Vec::new();
+        for key in self.backends.keys() {
+            let key = key.map_err(|e| EbpfError::map("backends", e))?;
+            if !self.sets_in_use.contains(&abi::parse_backend_key(&key).0) {
+                orphans.push(key);
+            }
+        }
+        for key in orphans {
+            self.backends
+                .remove(&key)
+                .map_err(|e| EbpfError::map("backends", e))?;
+        }
+        let mut orphans = Vec::new();
+        for key in self.affinity_members.keys() {
+            let key = key.map_err(|e| EbpfError::map("affinity_members", e))?;
+            if !self.sets_in_use.contains(&abi::member_key_set(&key)) {
+                orphans.push(key);
+            }
+        }
+        for key in orphans {
+            self.affinity_members
+                .remove(&key)
+                .map_err(|e| EbpfError::map("affinity_members", e))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches every program to the cgroup v2 directory `cgroup` (the hierarchy's root for a
+    /// node: it then sees every socket of the machine, and acts only on allowed namespaces).
+    /// Other programs on the same hooks keep running (BPF links never replace each other).
+    pub fn attach(&mut self, cgroup: impl AsRef<Path>) -> Result<(), EbpfError> {
+        let cgroup = cgroup.as_ref();
+        if let Some((path, _)) = &self.attached {
+            return Err(EbpfError::AlreadyAttached(path.clone()));
+        }
+        let started = Instant::now();
+        let dir = File::open(cgroup)
+            .map_err(|e| EbpfError::io(format!("opening {}", cgroup.display()), e))?;
+        let mut links = Vec::with_capacity(PROGRAMS.len());
+        for name in PROGRAMS {
+            let result = self.program(name).and_then(|p| {
+                // On 5.7+ kernels aya attaches with a BPF link, which the kernel always runs
+                // alongside other programs on the hook (links are multi-attach by nature and
+                // refuse BPF_F_ALLOW_MULTI): Single is the mode that asks for no flag.
+                p.attach(&dir, CgroupAttachMode::Single)
+                    .map_err(|e| EbpfError::program(name, e))
+            });
+            match result {
+                Ok(link) => links.push((name, link)),
+                Err(e) => {
+                    // all or nothing: a half-attached balancer would translate connect but
+                    // not getpeername, say
+                    self.detach_links(links);
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            cgroup = %cgroup.display(),
+            "socket load balancer attached"
+        );
+        self.attached = Some((cgroup.to_owned(), links));
+        Ok(())
+    }
+
+    /// [`SockLb::attach`] at the cgroup v2 root ([`cgroup_v2_root`]).
+    pub fn attach_root(&mut self) -> Result<PathBuf, EbpfError> {
+        let root = cgroup_v2_root()?;
+        self.attach(&root)?;
+        Ok(root)
+    }
+
+    /// Detaches the programs (also done on drop). Maps and their contents stay.
+    pub fn detach(&mut self) {
+        if let Some((_, links)) = self.attached.take() {
+            self.detach_links(links);
+        }
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, CgroupSockAddrLinkId)>) {
+        for (name, link) in links {
+            if let Err(e) = self
+                .program(name)
+                .and_then(|p| p.detach(link).map_err(|e| EbpfError::program(name, e)))
+            {
+                tracing::warn!(program = name, error = %e, "detaching");
+            }
+        }
+    }
+
+    fn program(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, EbpfError> {
+        self.bpf
+            .program_mut(name)
+            .ok_or(EbpfError::Missing(name))?
+            .try_into()
+            .map_err(|e| EbpfError::program(name, e))
+    }
+
+    /// Lets the programs act on sockets of the network namespace with this cookie.
+    pub fn allow_netns(&mut self, cookie: u64) -> Result<(), EbpfError> {
+        self.allowed_netns
+            .insert(cookie, 1u8, 0)
+            .map_err(|e| EbpfError::map("allowed_netns", e))
+    }
+
+    /// Stops acting on that namespace's sockets (absent: no-op).
+    pub fn forbid_netns(&mut self, cookie: u64) -> Result<(), EbpfError> {
+        match self.allowed_netns.remove(&cookie) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(EbpfError::map("allowed_netns", e)),
+        }
+    }
+
+    /// The slot of a programmed virtual address.
+    pub fn slot_of(&self, vip: &Vip) -> Option<ServiceSlot> {
+        self.programmed.get(vip).map(|p| ServiceSlot(p.slot))
+    }
+
+    /// Number of programmed virtual addresses.
+    pub fn service_count(&self) -> usize {
+        self.programmed.len()
+    }
+
+    /// Programs `vip` to balance over `backends` (empty: connects fail with EPERM, as
+    /// kube-proxy rejects services without endpoints). Atomic per service (see the module
+    /// doc); a no-op when nothing changed. Backends must be of the VIP's family.
+    pub fn upsert_service(
+        &mut self,
+        vip: Vip,
+        backends: &[BackendAddr],
+        options: ServiceOptions,
+    ) -> Result<ServiceSlot, EbpfError> {
+        let invalid = |reason: String| EbpfError::InvalidService {
+            vip: vip.to_string(),
+            reason,
+        };
+        let count = u16::try_from(backends.len())
+            .map_err(|_| invalid(format!("{} backends, at most {}", backends.len(), u16::MAX)))?;
+        let v4 = abi::is_v4(vip.addr.ip());
+        if let Some(b) = backends.iter().find(|b| abi::is_v4(b.0.ip()) != v4) {
+            return Err(invalid(format!(
+                "backend {b} is not of the virtual address's family"
+            )));
+        }
+        let affinity_timeout = match options.affinity_timeout {
+            // whole seconds, rounded up, at least 1: kube's timeoutSeconds is whole anyway
+            Some(t) => u32::try_from(t.as_secs() + u64::from(t.subsec_nanos() > 0))
+                .unwrap_or(u32::MAX)
+                .max(1),
+            None => 0,
+        };
+        let previous = self.programmed.get(&vip).cloned();
+        if let Some(p) = &previous
+            && p.backends == backends
+            && p.options == options
+        {
+            return Ok(ServiceSlot(p.slot));
+        }
+        let (slot, new_slot) = match &previous {
+            Some(p) => (p.slot, false),
+            None => (self.alloc_slot()?, true),
+        };
+        let set = self.alloc_set();
+        // 1. the new list, under a set nothing points to yet
+        let with_members = options.affinity_timeout.is_some();
+        let mut failure = self.write_set(set, backends, with_members).err();
+        // 2. switch the frontend in one update
+        if failure.is_none() {
+            let value = SvcVal {
+                slot,
+                set,
+                count,
+                flags: if options.affinity_timeout.is_some() {
+                    abi::SVC_F_AFFINITY
+                } else {
+                    0
+                },
+                affinity_timeout,
+            };
+            let key = abi::svc_key(vip.addr.ip(), vip.addr.port(), vip.proto.number());
+            if let Err(e) = self.services.insert(key, value.encode(), 0) {
+                failure = Some(EbpfError::map("services", e));
+            }
+        }
+        if let Some(e) = failure {
+            // the old service is untouched: drop the partial list and give back what we took
+            self.delete_set(set, backends, with_members);
+            if new_slot {
+                self.free_slots.push(slot);
+            }
+            return Err(e);
+        }
+        // 3. the old list, now unreachable
+        if let Some(p) = &previous {
+            self.delete_set(p.set, &p.backends, p.options.affinity_timeout.is_some());
+        }
+        self.programmed.insert(
+            vip,
+            Programmed {
+                slot,
+                set,
+                backends: backends.to_vec(),
+                options,
+            },
+        );
+        Ok(ServiceSlot(slot))
+    }
+
+    /// Removes a virtual address: connects to it are no longer translated. Returns whether it
+    /// was programmed.
+    pub fn remove_service(&mut self, vip: &Vip) -> Result<bool, EbpfError> {
+        let Some(p) = self.programmed.get(vip).cloned() else {
+            return Ok(false);
+        };
+        let key = abi::svc_key(vip.addr.ip(), vip.addr.port(), vip.proto.number());
+        match self.services.remove(&key) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(EbpfError::map("services", e)),
+        }
+        self.programmed.remove(vip);
+        // frontend first, list second: a connect in between retries, finds no service and
+        // is left alone, exactly as after the removal
+        self.delete_set(p.set, &p.backends, p.options.affinity_timeout.is_some());
+        self.free_slots.push(p.slot);
+        Ok(true)
+    }
+
+    /// Counters of a slot, summed over CPUs.
+    pub fn counters(&self, slot: ServiceSlot) -> Result<SlotCounters, EbpfError> {
+        let values = self
+            .counters
+            .get(&slot.0, 0)
+            .map_err(|e| EbpfError::map("counters", e))?;
+        Ok(values.iter().fold(SlotCounters::default(), |acc, v| {
+            let (connects, datagrams, rejected) = abi::parse_counters(v);
+            SlotCounters {
+                connects: acc.connects + connects,
+                datagrams: acc.datagrams + datagrams,
+                rejected: acc.rejected + rejected,
+            }
+        }))
+    }
+
+    fn alloc_slot(&mut self) -> Result<u32, EbpfError> {
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None if self.next_slot < self.max_services => {
+                self.next_slot += 1;
+                self.next_slot - 1
+            }
+            None => return Err(EbpfError::SlotsExhausted(self.max_services)),
+        };
+        // a reused slot starts its counters from zero
+        let zeros = PerCpuValues::try_from(vec![[0u8; 24]; nr_cpus()?])
+            .map_err(|e| EbpfError::io("per-CPU counter values", e))?;
+        if let Err(e) = self.counters.set(slot, zeros, 0) {
+            self.free_slots.push(slot);
+            return Err(EbpfError::map("counters", e));
+        }
+        Ok(slot)
+    }
+
+    fn alloc_set(&mut self) -> u32 {
+        // u32 ids and at most max_services in use: this finds a free one at once in practice
+        while !self.sets_in_use.insert(self.next_set) {
+            self.next_set = self.next_set.wrapping_add(1);
+        }
+        let set = self.next_set;
+        self.next_set = self.next_set.wrapping_add(1);
+        set
+    }
+
+    /// Writes a backend list (and, for affinity, its by-address index) under `set`.
+    fn write_set(
+        &mut self,
+        set: u32,
+        backends: &[BackendAddr],
+        with_members: bool,
+    ) -> Result<(), EbpfError> {
+        for (index, backend) in (0u32..).zip(backends) {
+            self.backends
+                .insert(
+                    abi::backend_key(set, index),
+                    abi::sockaddr_value(backend.0),
+                    0,
+                )
+                .map_err(|e| EbpfError::map("backends", e))?;
+        }
+        if with_members {
+            for (index, backend) in (0u32..).zip(backends) {
+                self.affinity_members
+                    .insert(abi::member_key(set, backend.0), index, 0)
+                    .map_err(|e| EbpfError::map("affinity_members", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes what [`SockLb::write_set`] wrote (entries already absent are fine: this also
+    /// cleans up a partial write).
+    fn delete_set(&mut self, set: u32, backends: &[BackendAddr], with_members: bool) {
+        for index in 0..backends.len() as u32 {
+            if let Err(e) = self.backends.remove(&abi::backend_key(set, index))
+                && !is_not_found(&e)
+            {
+                // a leftover entry is unreachable (no service points to its set) and is
+                // swept by the next load's adoption; not worth failing an update for
+                tracing::warn!(set, index, error = %e, "deleting a stale backend entry");
+            }
+        }
+        if with_members {
+            for backend in backends {
+                if let Err(e) = self
+                    .affinity_members
+                    .remove(&abi::member_key(set, backend.0))
+                    && !is_not_found(&e)
+                {
+                    tracing::warn!(set, %backend, error = %e, "deleting a stale affinity index entry");
+                }
+            }
+        }
+        self.sets_in_use.remove(&set);
+    }
+
+    /// The maps' contents as text, read back from the kernel (for `skiff proxy dump`).
+    pub fn dump(&self) -> Result<String, EbpfError> {
+        let mut out = String::new();
+        let mut cookies = Vec::new();
+        for k in self.allowed_netns.keys() {
+            cookies.push(k.map_err(|e| EbpfError::map("allowed_netns", e))?);
+        }
+        cookies.sort_unstable();
+        let _ = writeln!(out, "allowed_netns ({}): {cookies:?}", cookies.len());
+        let mut services = Vec::new();
+        for item in self.services.iter() {
+            let (k, v) = item.map_err(|e| EbpfError::map("services", e))?;
+            let (ip, port, proto) = abi::parse_svc_key(&k);
+            let proto =
+                Protocol::from_number(proto).map_or_else(|| proto.to_string(), |p| p.to_string());
+            services.push((proto, SocketAddr::new(ip, port), SvcVal::decode(&v)));
+        }
+        services.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let _ = writeln!(out, "services ({}):", services.len());
+        for (proto, addr, v) in &services {
+            let counters = self.counters(ServiceSlot(v.slot)).unwrap_or_default();
+            let _ = write!(
+                out,
+                "  {proto} {addr} slot={} set={} backends={}",
+                v.slot, v.set, v.count
+            );
+            if v.flags & abi::SVC_F_AFFINITY != 0 {
+                let _ = write!(out, " affinity={}s", v.affinity_timeout);
+            }
+            let _ = write!(
+                out,
+                " connects={} datagrams={} rejected={} ->",
+                counters.connects, counters.datagrams, counters.rejected
+            );
+            for index in 0..u32::from(v.count) {
+                match self.backends.get(&abi::backend_key(v.set, index), 0) {
+                    Ok(b) => {
+                        let _ = write!(out, " {}", abi::parse_sockaddr_value(&b));
+                    }
+                    Err(_) => out.push_str(" <missing>"),
+                }
+            }
+            out.push('\n');
+        }
+        let mut backend_entries = 0usize;
+        for k in self.backends.keys() {
+            k.map_err(|e| EbpfError::map("backends", e))?;
+            backend_entries += 1;
+        }
+        let _ = writeln!(out, "backends: {backend_entries} entries");
+        // LRU tables can hold hundreds of thousands of entries: list the first few, count all
+        const LISTED: usize = 64;
+        let affinity: Vec<_> = self.affinity.iter().collect();
+        let _ = writeln!(out, "affinity ({} entries):", affinity.len());
+        for item in affinity.into_iter().take(LISTED) {
+            let (k, v) = item.map_err(|e| EbpfError::map("affinity", e))?;
+            let (netns, slot) = abi::parse_affinity_key(&k);
+            let (last_used, set, index, backend) = abi::parse_affinity_value(&v);
+            let _ = writeln!(
+                out,
+                "  netns={netns} slot={slot} -> {backend} (set={set} index={index}) last_used_ns={last_used}"
+            );
+        }
+        let rev_nat: Vec<_> = self.rev_nat.iter().collect();
+        let _ = writeln!(out, "rev_nat ({} entries):", rev_nat.len());
+        for item in rev_nat.into_iter().take(LISTED) {
+            let (k, v) = item.map_err(|e| EbpfError::map("rev_nat", e))?;
+            let (cookie, backend) = abi::parse_revnat_key(&k);
+            let _ = writeln!(
+                out,
+                "  socket={cookie} {backend} -> {}",
+                abi::parse_sockaddr_value(&v)
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Removes a pin directory made by [`SockLbOptions::pin_dir`] (its map pins, then the
+/// directory). The maps live on while a loaded [`SockLb`] still uses them. Absent: no-op.
+pub fn remove_pins(dir: impl AsRef<Path>) -> Result<(), EbpfError> {
+    let dir = dir.as_ref();
+    for name in MAPS {
+        let pin = dir.join(name);
+        match std::fs::remove_file(&pin) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EbpfError::io(format!("removing {}", pin.display()), e)),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EbpfError::io(format!("removing {}", dir.display()), e)),
+    }
+}
+
+/// Pins only work on a BPF file system; say so plainly instead of failing with EPERM from
+/// sysfs (where `/sys/fs/bpf` is an empty directory until bpffs is mounted on it).
+fn check_bpffs(dir: &Path) -> Result<(), EbpfError> {
+    const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+    // the pin directory may not exist yet: look at its nearest existing ancestor
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let stat = rustix::fs::statfs(existing)
+        .map_err(|e| EbpfError::io(format!("statfs {}", existing.display()), e.into()))?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    if stat.f_type as u64 != BPF_FS_MAGIC {
+        return Err(EbpfError::NotBpffs(existing.to_owned()));
+    }
+    Ok(())
+}
+
+fn nr_cpus() -> Result<usize, EbpfError> {
+    aya::util::nr_cpus().map_err(|(what, e)| EbpfError::io(what, e))
+}
+
+fn is_not_found(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::KeyNotFound)
+        || matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
+}
