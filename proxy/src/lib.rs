@@ -17,3 +17,11 @@ pub use table::{
     Backend, Backends, Frontend, FrontendKind, HealthCheck, NodeInfo, PortKey, ServicePortEntry,
     ServicePortId, ServiceTable,
 };
+pub mod health;
+pub mod metrics;
+pub mod state;
+pub mod watch;
+
+pub use metrics::Metrics;
+pub use state::Proxy;
+pub use watch::{Config, run, run_with};

@@ -212,7 +212,6 @@ impl Reporter<'_> {
             field: field.into(),
             message: message.into(),
         };
-        tracing::warn!(%problem, "skipped by the service proxy");
         self.problems.push(problem);
     }
 }
@@ -317,9 +316,10 @@ impl ServiceInfo {
                 },
             };
             let name = p.name.clone().unwrap_or_default();
-            if ports.iter().any(|q| {
-                q.name == name && q.protocol == protocol || q.port == port && q.protocol == protocol
-            }) {
+            if ports
+                .iter()
+                .any(|q| q.protocol == protocol && (q.name == name || q.port == port))
+            {
                 r.report(
                     format!("spec.ports[{i}]"),
                     format!("duplicate port {name:?} {port}/{protocol}: dropped"),

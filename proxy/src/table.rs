@@ -332,7 +332,6 @@ impl ServiceTable {
                                     p.protocol,
                                 ),
                             };
-                            tracing::warn!(%problem, "frontend conflict");
                             problems.push(problem);
                         }
                         _ => {
@@ -634,7 +633,7 @@ fn cluster_endpoints<'c, 'a>(
         let same_node: Vec<_> = ready
             .iter()
             .copied()
-            .filter(|c| c.local || c.ep.node_hints.iter().any(|n| *n == node.name))
+            .filter(|c| c.local || c.ep.node_hints.contains(&node.name))
             .collect();
         if !same_node.is_empty() {
             return same_node;
