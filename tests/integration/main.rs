@@ -8,6 +8,7 @@ mod kubelet;
 mod kubelet_streams;
 mod privileged;
 mod probes;
+mod proxy;
 mod sandbox;
 mod storage;
 mod up;

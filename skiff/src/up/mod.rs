@@ -38,7 +38,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn run_cluster(
     args: &UpArgs,
     netns_name: &str,
-    node: &tokio::runtime::Runtime,
+    _node: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let data_dir = args
         .cluster
@@ -126,9 +126,9 @@ async fn run_cluster(
     // The API server reaches the kubelet over the host loopback (see ARCHITECTURE.md).
     node_config.internal_ips = vec![[127, 0, 0, 1].into()];
     let mut stopping = plane.stopping.clone();
-    // The client was built on the root runtime: its connections stay in the root netns even
-    // though the registration task runs on a node-netns thread.
-    let registration = node.spawn(registration::run(
+    // On the root runtime: a kube client makes its connections from the thread that awaits the
+    // request, and the API listens on the host loopback, which the node netns cannot reach.
+    let registration = tokio::spawn(registration::run(
         plane.client.clone(),
         node_config,
         async move {

@@ -1,0 +1,110 @@
+//! Service table compile and diff (skiff-proxy's control-plane cost, no data plane):
+//!
+//! 1. `compile/{1000,10000}`: N ClusterIP Services × 10 ready endpoints, from k8s-openapi objects
+//!    to a `ServiceTable` (validation, policies, ids).
+//! 2. `one_endpoint_change/10000`: the recompile with the previous table (ids kept, unchanged
+//!    entries shared) plus `TableDiff::between`, after one endpoint of one Service changed:
+//!    what the watch loop does per change.
+//!
+//! `cargo bench -p skiff-benches --bench proxy_table -- --quick`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+use skiff_proxy::{NodeInfo, ServiceTable, TableDiff};
+
+const ENDPOINTS: usize = 10;
+
+fn ip(base: u32, i: usize) -> String {
+    let v = base + i as u32;
+    format!(
+        "{}.{}.{}.{}",
+        v >> 24,
+        (v >> 16) & 255,
+        (v >> 8) & 255,
+        v & 255
+    )
+}
+
+fn service(i: usize) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+        "spec": {"clusterIP": ip(0x0a60_0000, i + 1),
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap()
+}
+
+fn slice(i: usize, shift: usize) -> EndpointSlice {
+    let endpoints: Vec<_> = (0..ENDPOINTS)
+        .map(|e| {
+            json!({"addresses": [ip(0x0af4_0000, i * ENDPOINTS + e + shift)],
+                   "conditions": {"ready": true}, "nodeName": format!("node-{}", e % 3)})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("svc-{i}-1"), "namespace": "bench",
+                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .unwrap()
+}
+
+fn objects(n: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
+    (
+        (0..n).map(service).collect(),
+        (0..n).map(|i| slice(i, 0)).collect(),
+    )
+}
+
+fn node() -> NodeInfo {
+    NodeInfo {
+        name: "node-0".into(),
+        zone: None,
+        addresses: vec!["192.168.0.10".parse().unwrap()],
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let node = node();
+    let mut group = c.benchmark_group("compile");
+    group.sample_size(10);
+    for n in [1_000, 10_000] {
+        let (services, slices) = objects(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| black_box(ServiceTable::build(&node, &services, &slices, None)))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("one_endpoint_change");
+    group.sample_size(10);
+    let n = 10_000;
+    let (services, mut slices) = objects(n);
+    let before = ServiceTable::build(&node, &services, &slices, None);
+    // One endpoint of one Service replaced by another address.
+    slices[n / 2] = slice(n / 2, n * ENDPOINTS);
+    group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+        b.iter(|| {
+            let after = ServiceTable::build(&node, &services, &slices, Some(&before));
+            let diff = TableDiff::between(&before, &after);
+            assert_eq!(diff.changed.len(), 1);
+            black_box(diff)
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}
