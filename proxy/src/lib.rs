@@ -7,6 +7,7 @@
 
 pub mod dataplane;
 pub mod diff;
+pub mod ebpf;
 pub mod model;
 pub mod table;
 
@@ -19,6 +20,7 @@ pub use table::{
 };
 pub mod health;
 pub mod metrics;
+pub mod program;
 pub mod routes;
 pub mod state;
 pub mod userspace;

@@ -7,6 +7,7 @@
 //! every service address local there and keeps traffic to an unknown one inside the node
 //! (refused: no listener).
 
+mod dataplane;
 mod pick;
 mod tcp;
 mod udp;
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+
+pub use dataplane::UserspaceDataplane;
 
 /// The transport of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
