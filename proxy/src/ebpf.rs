@@ -82,7 +82,9 @@ impl EbpfDataplane {
         };
         let backends: Vec<BackendAddr> = f.backends.iter().copied().map(BackendAddr).collect();
         let options = ServiceOptions {
-            affinity_timeout: f.affinity_timeout.map(|s| Duration::from_secs(u64::from(s))),
+            affinity_timeout: f
+                .affinity_timeout
+                .map(|s| Duration::from_secs(u64::from(s))),
         };
         self.lock_lb()
             .upsert_service(v, &backends, options)
@@ -129,7 +131,10 @@ impl Dataplane for EbpfDataplane {
                 continue;
             }
             if let (true, Some(proto)) = (f.kind.is_external(), l4(f.protocol)) {
-                let key = ListenKey { addr: f.addr, proto };
+                let key = ListenKey {
+                    addr: f.addr,
+                    proto,
+                };
                 let pool = Pool::new(f.backends.clone(), f.affinity_timeout.is_some());
                 if let Err(e) = self.north_south.upsert(key, pool).await {
                     tracing::warn!(error = %e, "external frontend not served");

@@ -61,8 +61,7 @@ pub fn plan(
 ) -> Plan {
     let mut plan = Plan::default();
     if diff.full {
-        let desired: Vec<FrontendProgram> =
-            table.ports().flat_map(|e| frontends(e)).collect();
+        let desired: Vec<FrontendProgram> = table.ports().flat_map(|e| frontends(e)).collect();
         let keep: BTreeSet<(SocketAddr, Protocol)> =
             desired.iter().map(FrontendProgram::key).collect();
         plan.remove = programmed
@@ -87,8 +86,7 @@ pub fn plan(
     // Whatever is programmed again below must not be removed after all.
     let mut upsert: Vec<FrontendProgram> = diff.added.iter().flat_map(|e| frontends(e)).collect();
     upsert.extend(diff.changed.iter().flat_map(|c| frontends(&c.new)));
-    let again: BTreeSet<(SocketAddr, Protocol)> =
-        upsert.iter().map(FrontendProgram::key).collect();
+    let again: BTreeSet<(SocketAddr, Protocol)> = upsert.iter().map(FrontendProgram::key).collect();
     plan.remove.retain(|k| !again.contains(k));
     plan.remove.sort();
     plan.remove.dedup();
@@ -152,7 +150,11 @@ endpoints:
         let mut addrs: Vec<String> = p.upsert.iter().map(|f| f.addr.to_string()).collect();
         addrs.sort();
         assert_eq!(addrs, ["10.96.0.20:80", "192.0.2.1:30080"]);
-        assert!(p.upsert.iter().all(|f| f.backends == ["10.244.0.5:8080".parse().unwrap()]));
+        assert!(
+            p.upsert
+                .iter()
+                .all(|f| f.backends == ["10.244.0.5:8080".parse().unwrap()])
+        );
     }
 
     #[test]

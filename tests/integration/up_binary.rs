@@ -45,6 +45,17 @@ spec:
             periodSeconds: 1
 ---
 apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: e2e
+spec:
+  ipFamilyPolicy: PreferDualStack
+  selector: {app: web}
+  ports:
+    - {name: http, port: 80, targetPort: 3000}
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: ticker
@@ -204,6 +215,44 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
         ensure!(
             out.contains("\"path\":\"/from-ticker\""),
             "{url} from the ticker: {out}"
+        );
+    }
+    // Pod to Service: the ClusterIPs of both families reach the replicas.
+    let ips = k
+        .ok(&[
+            "get",
+            "service",
+            "-n",
+            "e2e",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIPs[*]}",
+        ])
+        .await?;
+    let cluster_ips: Vec<&str> = ips.split_whitespace().collect();
+    ensure!(cluster_ips.len() == 2, "clusterIPs {ips:?}");
+    for ip in cluster_ips {
+        let url = if ip.contains(':') {
+            format!("http://[{ip}]/via-service")
+        } else {
+            format!("http://{ip}/via-service")
+        };
+        let out = eventually(&format!("{url} answers from the ticker"), || {
+            let k = &k;
+            let url = url.clone();
+            async move {
+                let run = k
+                    .run(&[
+                        "exec", "-n", "e2e", "ticker", "--", "curl", "-sS", "-g", "-m", "5", &url,
+                    ])
+                    .await?;
+                Ok((run.ok && run.stdout.contains("/via-service")).then_some(run.stdout))
+            }
+        })
+        .await?;
+        ensure!(
+            out.contains("\"pod\":") || out.contains("via-service"),
+            "{out}"
         );
     }
     let out = k

@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,17 @@ pub struct SandboxConfig {
     pub host_hosts_file: PathBuf,
     /// The bridge in the node namespace.
     pub bridge: String,
+    /// Told about every pod network namespace (e.g. a data plane that acts only on its node's
+    /// namespaces, and must know one before the pod's first process runs).
+    pub netns_observer: Option<Arc<dyn NetnsObserver>>,
+}
+
+/// Learns of pod network namespaces: `created` before any container process runs in one (also
+/// for a sandbox adopted after a restart), `removed` once its processes are gone, before the
+/// namespace is deleted. Calls must be quick; they run on the sandbox manager's path.
+pub trait NetnsObserver: Send + Sync + std::fmt::Debug {
+    fn created(&self, netns: &Path);
+    fn removed(&self, netns: &Path);
 }
 
 impl SandboxConfig {
@@ -101,6 +113,7 @@ impl SandboxConfig {
             host_resolv_conf: "/etc/resolv.conf".into(),
             host_hosts_file: "/etc/hosts".into(),
             bridge: DEFAULT_BRIDGE.into(),
+            netns_observer: None,
         }
     }
 }
@@ -285,6 +298,7 @@ impl SandboxManager {
         if let Some(rec) = self.read_record(&spec.uid) {
             if rec.complete && self.alive(&rec).await {
                 info!(pod = %spec.pod_name(), uid = %spec.uid, ips = ?rec.ips, "pod sandbox adopted");
+                self.observe_created(&rec);
                 return Ok(self.sandbox(&rec));
             }
             warn!(pod = %spec.pod_name(), uid = %spec.uid, "pod sandbox incomplete or broken; making it again");
@@ -327,6 +341,7 @@ impl SandboxManager {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "pod sandbox created"
                 );
+                self.observe_created(&rec);
                 Ok(self.sandbox(&rec))
             }
             Err(e) => {
@@ -336,6 +351,12 @@ impl SandboxManager {
                 }
                 Err(e)
             }
+        }
+    }
+
+    fn observe_created(&self, rec: &Record) {
+        if let (Some(ns), Some(o)) = (&rec.netns, &self.config.netns_observer) {
+            o.created(&netns_path(ns));
         }
     }
 
@@ -687,6 +708,9 @@ impl SandboxManager {
                 Err(e) if is_missing(&e) => {}
                 Err(e) => return Err(e),
             }
+        }
+        if let (Some(ns), Some(o)) = (&rec.netns, &self.config.netns_observer) {
+            o.removed(&netns_path(ns));
         }
         if let Some(ns) = &rec.netns
             && netns_path(ns).exists()

@@ -3,6 +3,7 @@
 
 mod apply;
 mod netns;
+mod proxy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +39,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn run_cluster(
     args: &UpArgs,
     netns_name: &str,
-    _node: &tokio::runtime::Runtime,
+    node: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let data_dir = args
         .cluster
@@ -57,8 +58,38 @@ async fn run_cluster(
     sandbox_config.node_netns = Some(netns::path(netns_name));
     sandbox_config.cluster_domain = args.cluster.cluster_domain.clone();
     sandbox_config.cgroup_parent = format!("/skiff-{}", args.name);
+    let service_cidrs = proxy::cidrs("service-cidr", &args.cluster.service_cidr)?;
+    let lb_pool = proxy::cidrs("lb-pool", &args.cluster.lb_pool)?;
+    let dataplane = proxy::start(
+        args.cluster.proxy_mode,
+        netns_name,
+        &netns::path(netns_name),
+        &service_cidrs,
+        &lb_pool,
+        node.handle().clone(),
+    )?;
+    sandbox_config.netns_observer = dataplane.observer.clone();
+    let proxy_state = skiff_proxy::Proxy::new(skiff_proxy::NodeInfo {
+        name: args.name.clone(),
+        zone: None,
+        // NodePorts listen on the node's own addresses: its bridge gateways.
+        addresses: pod_cidrs.iter().filter_map(IpCidr::gateway).collect(),
+    });
+    let mut stopping = plane.stopping.clone();
+    // On the root runtime, as everything that talks to the API; the data plane makes its
+    // sockets on the node runtime.
+    let proxy_task = tokio::spawn(skiff_proxy::run_with(
+        plane.client.clone(),
+        proxy_state.clone(),
+        dataplane.dataplane.clone(),
+        skiff_proxy::Config::default(),
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        },
+    ));
+    let proxy_synced = proxy_state.subscribe();
     tracing::warn!(
-        "this build has no service proxy, DNS or ingress yet: nothing is published on the \
+        "this build has no DNS or ingress yet: nothing is published on the \
          ingress ({}/{}) or DNS ({}) ports",
         args.http_port,
         args.https_port,
@@ -142,7 +173,9 @@ async fn run_cluster(
         if *stopping.borrow() {
             break;
         }
-        if let Ok(Some(n)) = nodes.get_opt(&args.name).await
+        // Ready once the node is and the proxy programmed its first table.
+        if *proxy_synced.borrow() > 0
+            && let Ok(Some(n)) = nodes.get_opt(&args.name).await
             && node_ready(&n)
         {
             use std::io::Write as _;
@@ -177,6 +210,12 @@ async fn run_cluster(
         }
     }
     plane.wait().await;
+    if let Err(e) = proxy_task.await {
+        tracing::warn!(error = %e, "the service proxy ended abnormally");
+    }
+    if let Err(e) = dataplane.dataplane.shutdown().await {
+        tracing::warn!(error = %e, "stopping the data plane");
+    }
     match kubelet.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "the kubelet failed"),
@@ -194,6 +233,8 @@ async fn run_cluster(
     if let Err(e) = sandboxes.teardown_all().await {
         tracing::warn!(error = %e, "cannot tear down every pod sandbox");
     }
+    // The socket load balancer's links go with its last handle (nothing is pinned).
+    drop(dataplane);
     tracing::info!("skiff up stopped");
     Ok(())
 }
