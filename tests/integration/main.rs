@@ -9,6 +9,7 @@ mod kubelet_streams;
 mod privileged;
 mod probes;
 mod proxy;
+mod proxy_battery;
 mod sandbox;
 mod storage;
 mod up;

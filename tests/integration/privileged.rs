@@ -113,3 +113,25 @@ impl Drop for NodeFixture {
         let _ = ip(&["netns", "delete", &self.node_ns]);
     }
 }
+
+/// A runtime whose threads (workers and blocking) all live in netns `name`, as `skiff up`'s
+/// node runtime: every socket made on it is in that namespace.
+pub fn netns_runtime(name: &str) -> Result<tokio::runtime::Runtime> {
+    let file = std::fs::File::open(netns_path(name)).context("open the netns")?;
+    let fd = std::sync::Arc::new(file);
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            if rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&*fd),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .is_err()
+            {
+                // Never run node code in the host's namespace.
+                std::process::abort();
+            }
+        })
+        .build()?)
+}

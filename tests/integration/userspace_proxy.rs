@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 use skiff_proxy::routes::{self, Cidr, ServiceRoute};
 use skiff_proxy::userspace::{Engine, L4Proto, ListenKey, Pool};
 
-use crate::privileged::{ip, privileged};
+use crate::privileged::{ip, netns_runtime, privileged};
 
 /// A node namespace with the service CIDRs routed to itself (as the userspace data plane
 /// sets up), and a runtime whose threads live in it. Drop removes the namespace.
@@ -27,24 +27,7 @@ impl Node {
         ip(&["-n", &node.name, "link", "set", "lo", "up"])?;
         let cidrs: Vec<Cidr> = vec!["10.96.0.0/12".parse()?, "fd00:10:96::/112".parse()?];
         routes::install(Some(&node.name), &cidrs, ServiceRoute::Local)?;
-        let file = std::fs::File::open(format!("/run/netns/{}", node.name))?;
-        let fd = std::sync::Arc::new(file);
-        node.rt = Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .on_thread_start(move || {
-                    if rustix::thread::move_into_link_name_space(
-                        std::os::fd::AsFd::as_fd(&*fd),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    )
-                    .is_err()
-                    {
-                        std::process::abort();
-                    }
-                })
-                .build()?,
-        );
+        node.rt = Some(netns_runtime(&node.name)?);
         Ok(node)
     }
 
