@@ -331,7 +331,23 @@ impl SandboxManager {
             ips: Vec::new(),
             complete: false,
         };
-        match self.build(spec, &mut rec, &resolv, &mut ipam).await {
+        // Only the record and the addresses are made under the lock; the namespaces, links and
+        // cgroup of different pods are independent, so sandboxes are built concurrently.
+        let reserved = self.write_record(&rec).and_then(|()| {
+            if !spec.host_network {
+                rec.ips = ipam.allocate(&spec.uid)?;
+                self.write_record(&rec)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = reserved {
+            if let Err(e2) = self.destroy(&rec, &mut ipam).await {
+                warn!(uid = %spec.uid, error = %e2, "cleanup after failed creation failed");
+            }
+            return Err(e);
+        }
+        drop(ipam);
+        match self.build(spec, &mut rec, &resolv).await {
             Ok(()) => {
                 info!(
                     pod = %spec.pod_name(),
@@ -346,6 +362,7 @@ impl SandboxManager {
             }
             Err(e) => {
                 warn!(pod = %spec.pod_name(), uid = %spec.uid, error = %e, "pod sandbox creation failed; cleaning up");
+                let mut ipam = self.ipam.lock().await;
                 if let Err(e2) = self.destroy(&rec, &mut ipam).await {
                     warn!(uid = %spec.uid, error = %e2, "cleanup after failed creation failed");
                 }
@@ -360,18 +377,7 @@ impl SandboxManager {
         }
     }
 
-    async fn build(
-        &self,
-        spec: &PodSandboxSpec,
-        rec: &mut Record,
-        resolv: &str,
-        ipam: &mut Ipam,
-    ) -> Result<()> {
-        self.write_record(rec)?;
-        if !spec.host_network {
-            rec.ips = ipam.allocate(&spec.uid)?;
-            self.write_record(rec)?;
-        }
+    async fn build(&self, spec: &PodSandboxSpec, rec: &mut Record, resolv: &str) -> Result<()> {
         self.pod_cgroup(&spec.uid).create(&spec.resources)?;
         if !spec.host_network {
             self.setup_network(rec).await?;
@@ -639,62 +645,29 @@ impl SandboxManager {
             Err(e) if is_missing(&e) => {}
             Err(e) => return Err(e),
         }
+        // One `ip` process per namespace: the veth into the pod, on the bridge, with hairpin (a
+        // pod reaching itself through a service IP comes back out of its own port).
+        let bridge = &self.config.bridge;
         self.ip
-            .node(&[
-                "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            .node_batch(&[
+                format!("link add {veth} type veth peer name eth0 netns {ns}"),
+                format!("link set {veth} master {bridge}"),
+                format!("link set dev {veth} type bridge_slave hairpin on"),
+                format!("link set {veth} up"),
             ])
             .await?;
-        self.ip
-            .node(&["link", "set", veth, "master", &self.config.bridge])
-            .await?;
-        // Hairpin: a pod reaching itself through a service IP comes back out of its own port.
-        self.ip
-            .node(&[
-                "link",
-                "set",
-                "dev",
-                veth,
-                "type",
-                "bridge_slave",
-                "hairpin",
-                "on",
-            ])
-            .await?;
-        self.ip.node(&["link", "set", veth, "up"]).await?;
-        self.ip.pod(ns, &["link", "set", "lo", "up"]).await?;
+        let mut pod = vec!["link set lo up".to_owned()];
         for (ip, cidr) in rec.ips.iter().zip(&self.config.pod_cidrs) {
-            let addr = format!("{ip}/{}", cidr.prefix());
-            if cidr.is_ipv6() {
-                self.ip
-                    .pod(ns, &["-6", "addr", "add", &addr, "dev", "eth0", "nodad"])
-                    .await?;
-            } else {
-                self.ip
-                    .pod(ns, &["addr", "add", &addr, "dev", "eth0"])
-                    .await?;
-            }
+            // No duplicate address detection: IPAM already made the address unique.
+            let nodad = if cidr.is_ipv6() { " nodad" } else { "" };
+            pod.push(format!("addr add {ip}/{} dev eth0{nodad}", cidr.prefix()));
         }
-        self.ip.pod(ns, &["link", "set", "eth0", "up"]).await?;
-        for cidr in &self.config.pod_cidrs {
-            if let Some(gw) = cidr.gateway() {
-                let family = if cidr.is_ipv6() { "-6" } else { "-4" };
-                self.ip
-                    .pod(
-                        ns,
-                        &[
-                            family,
-                            "route",
-                            "replace",
-                            "default",
-                            "via",
-                            &gw.to_string(),
-                            "dev",
-                            "eth0",
-                        ],
-                    )
-                    .await?;
-            }
+        pod.push("link set eth0 up".to_owned());
+        for gw in self.config.pod_cidrs.iter().filter_map(IpCidr::gateway) {
+            // The family follows the gateway's address.
+            pod.push(format!("route replace default via {gw} dev eth0"));
         }
+        self.ip.pod_batch(ns, &pod).await?;
         Ok(())
     }
 
