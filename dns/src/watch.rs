@@ -23,10 +23,11 @@ use crate::metrics::Metrics;
 use crate::model::{Key, Model, PodInfo, ServiceInfo, SliceInfo};
 use crate::snapshot::{PodRecords, Snapshot, ZoneSettings};
 
+// Boxed: a Pod event is kilobytes, and these sit in the merged stream's buffers.
 enum Change {
-    Service(Event<Service>),
-    Slice(Event<EndpointSlice>),
-    Pod(Event<Pod>),
+    Service(Box<Event<Service>>),
+    Slice(Box<Event<EndpointSlice>>),
+    Pod(Box<Event<Pod>>),
 }
 
 /// One kind's part of the model, with a relist in progress.
@@ -97,7 +98,7 @@ fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
 
 fn stream<K>(
     client: &kube::Client,
-    wrap: fn(Event<K>) -> Change,
+    wrap: fn(Box<Event<K>>) -> Change,
 ) -> impl Stream<Item = Change> + Send + 'static
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
@@ -112,7 +113,7 @@ where
         .default_backoff()
         .filter_map(move |r| {
             std::future::ready(match r {
-                Ok(ev) => Some(wrap(ev)),
+                Ok(ev) => Some(wrap(Box::new(ev))),
                 Err(e) => {
                     // The backoff re-lists; the snapshot keeps serving what it has meanwhile.
                     tracing::warn!(error = %e, "DNS watch error");
@@ -188,16 +189,18 @@ pub(crate) async fn watch(
             Change::Service(ev) => apply(
                 &mut services,
                 &mut m.services,
-                ev,
+                *ev,
                 ServiceInfo::from_service,
                 |s| meta_key(&s.metadata),
             ),
-            Change::Slice(ev) => {
-                apply(&mut slices, &mut m.slices, ev, SliceInfo::from_slice, |s| {
-                    meta_key(&s.metadata)
-                })
-            }
-            Change::Pod(ev) => apply(&mut pods, &mut m.pods, ev, PodInfo::from_pod, |p| {
+            Change::Slice(ev) => apply(
+                &mut slices,
+                &mut m.slices,
+                *ev,
+                SliceInfo::from_slice,
+                |s| meta_key(&s.metadata),
+            ),
+            Change::Pod(ev) => apply(&mut pods, &mut m.pods, *ev, PodInfo::from_pod, |p| {
                 meta_key(&p.metadata)
             }),
         };

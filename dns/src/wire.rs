@@ -124,6 +124,8 @@ impl Request<'_> {
 
 /// What a packet turned out to be.
 #[derive(Debug)]
+// Not boxed: a `Request` lives on the stack for one query; boxing would allocate per query.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed<'a> {
     Query(Request<'a>),
     /// Answer with this rcode and no question (FORMERR, NOTIMP): the header was readable.
@@ -207,8 +209,8 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
     // The other sections: skipped record by record, looking for the one OPT.
     let mut edns = None;
     let mut pos = question_end;
-    for section in 1..4 {
-        for _ in 0..counts[section] {
+    for (section, &count) in counts.iter().enumerate().skip(1) {
+        for _ in 0..count {
             let Some(after_name) = skip_name(packet, pos) else {
                 return error(Rcode::FormErr);
             };
