@@ -63,7 +63,7 @@ async fn dns_follows_services_and_endpoint_slices() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(30), synced.wait()).await?;
 
     let m = ask(addr, "web.default.svc.cluster.local.", RecordType::A).await?;
-    assert_eq!(addresses(&m), [web_ip.clone()]);
+    assert_eq!(addresses(&m), [web_ip]);
     let m = ask(
         addr,
         "_http._tcp.web.default.svc.cluster.local.",
