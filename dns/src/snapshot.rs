@@ -106,9 +106,11 @@ impl Snapshot {
     /// Builds the whole index from the model.
     pub fn build(settings: &ZoneSettings, model: &Model) -> Snapshot {
         let zone: &[u8] = &settings.zone;
+        let services = model.services.len();
         let mut b = Builder {
             zone,
-            nodes: HashMap::new(),
+            records: Vec::with_capacity(16 + services * 4),
+            ents: Vec::with_capacity(16 + services * 2),
         };
         let serial = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -182,20 +184,7 @@ impl Snapshot {
             }
         }
 
-        let nodes = b
-            .nodes
-            .into_iter()
-            .map(|(name, sets)| {
-                let rrsets = sets
-                    .into_iter()
-                    .map(|(rtype, rdatas)| RrSet {
-                        rtype,
-                        rdatas: rdatas.into_iter().map(Vec::into_boxed_slice).collect(),
-                    })
-                    .collect();
-                (name.into_boxed_slice(), Node { rrsets })
-            })
-            .collect();
+        let nodes = b.finish();
         Snapshot {
             settings: settings.clone(),
             nodes,
@@ -307,38 +296,65 @@ fn soa_rdata(zone: &[u8], serial: u32, ttl: u32) -> Vec<u8> {
     out
 }
 
+/// Records are gathered flat, then sorted and grouped once: a rebuild of 10k Services is a few
+/// big allocations and one sort, not a tree of small maps per name.
 struct Builder<'z> {
     zone: &'z [u8],
-    nodes: HashMap<Vec<u8>, BTreeMap<u16, BTreeSet<Vec<u8>>>>,
+    records: Vec<(Vec<u8>, u16, Vec<u8>)>,
+    ents: Vec<Vec<u8>>,
 }
 
 impl Builder<'_> {
-    /// Makes `name` and every ancestor up to the zone apex exist.
+    /// Makes `name` (and every ancestor up to the zone apex) exist.
     fn ent(&mut self, name: Vec<u8>) {
-        let mut cur: &[u8] = &name;
+        self.ents.push(name);
+    }
+
+    fn add(&mut self, name: Vec<u8>, rtype: u16, rdata: Vec<u8>) {
+        self.records.push((name, rtype, rdata));
+    }
+
+    /// The index: RRsets grouped per name (sorted, without duplicates), then every ancestor of
+    /// every name inside the zone made to exist.
+    fn finish(mut self) -> HashMap<Box<[u8]>, Node> {
+        self.records.sort_unstable();
+        self.records.dedup();
+        let mut nodes: HashMap<Box<[u8]>, Node> =
+            HashMap::with_capacity(self.records.len() + self.ents.len());
+        let mut records = std::mem::take(&mut self.records).into_iter().peekable();
+        while let Some((name, rtype, rdata)) = records.next() {
+            let mut rdatas = vec![rdata.into_boxed_slice()];
+            while let Some((_, _, more)) = records.next_if(|(n, t, _)| *n == name && *t == rtype) {
+                rdatas.push(more.into_boxed_slice());
+            }
+            self.ensure_ancestors(&mut nodes, &name);
+            nodes
+                .entry(name.into_boxed_slice())
+                .or_default()
+                .rrsets
+                .push(RrSet { rtype, rdatas });
+        }
+        for name in std::mem::take(&mut self.ents) {
+            self.ensure_ancestors(&mut nodes, &name);
+            nodes.entry(name.into_boxed_slice()).or_default();
+        }
+        nodes
+    }
+
+    /// Inserts the missing ancestors of `name` below the apex, stopping at the first present
+    /// one (its own ancestors were ensured when it was inserted).
+    fn ensure_ancestors(&self, nodes: &mut HashMap<Box<[u8]>, Node>, name: &[u8]) {
+        let mut cur = name;
         while names::suffix_offset(cur, self.zone).is_some_and(|o| o > 0) {
             let Some(parent) = names::parent(cur) else {
                 break;
             };
-            if self.nodes.contains_key(parent) {
+            if nodes.contains_key(parent) {
                 break;
             }
-            self.nodes.insert(parent.to_vec(), BTreeMap::new());
+            nodes.insert(parent.into(), Node::default());
             cur = parent;
         }
-        self.nodes.entry(name).or_default();
-    }
-
-    fn add(&mut self, name: Vec<u8>, rtype: u16, rdata: Vec<u8>) {
-        if !self.nodes.contains_key(&name) {
-            self.ent(name.clone());
-        }
-        self.nodes
-            .entry(name)
-            .or_default()
-            .entry(rtype)
-            .or_default()
-            .insert(rdata);
     }
 
     fn address(&mut self, name: &[u8], ip: IpAddr) {
