@@ -28,7 +28,7 @@ bench: bootstrap
 	$(CARGO) bench --locked -p skiff-benches
 
 ## Fuzz every target in turn, FUZZ_SECONDS each (needs nightly and cargo-fuzz).
-FUZZ_TARGETS ?= manifest router patch
+FUZZ_TARGETS ?= manifest router patch dns_packet
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p corpus/$$t && \

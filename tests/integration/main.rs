@@ -2,6 +2,7 @@
 
 mod apiserver;
 mod controllers;
+mod dns;
 mod durability;
 mod images;
 mod kubelet;
