@@ -2,6 +2,7 @@
 //! on the host loopback, the node components on a runtime whose threads live in the node netns.
 
 mod apply;
+mod dns;
 mod netns;
 mod proxy;
 
@@ -15,6 +16,7 @@ use skiff_apiserver::server::node_proxy::issue_kubelet_serving_cert;
 use skiff_node::config::{KubeletConfig, NodeAllocatable};
 use skiff_node::images::{ImageMap, ImageResolver};
 use skiff_node::registration::{self, NodeConfig};
+use skiff_dns::Synced;
 use skiff_node::sandbox::{IpCidr, SandboxConfig, SandboxManager};
 use skiff_node::streaming::StreamingConfig;
 
@@ -88,12 +90,22 @@ async fn run_cluster(
         },
     ));
     let proxy_synced = proxy_state.subscribe();
+    let gateways: Vec<std::net::IpAddr> = pod_cidrs.iter().filter_map(IpCidr::gateway).collect();
+    let dns = dns::start(
+        &args.cluster,
+        args.dns_port,
+        &args.name,
+        &gateways,
+        node,
+        &plane.client,
+        &plane.stopping,
+    )
+    .await?;
+    tracing::info!(addr = %dns.host_addr, "cluster DNS on the host loopback");
     tracing::warn!(
-        "this build has no DNS or ingress yet: nothing is published on the \
-         ingress ({}/{}) or DNS ({}) ports",
+        "this build has no ingress yet: nothing is published on the ingress ports ({}/{})",
         args.http_port,
         args.https_port,
-        args.dns_port
     );
     // The kubelet runs on the root runtime: its streaming server must listen on the host
     // loopback, where the API server reaches it; everything it does to pods names the node
@@ -175,6 +187,7 @@ async fn run_cluster(
         }
         // Ready once the node is and the proxy programmed its first table.
         if *proxy_synced.borrow() > 0
+            && dns.synced.iter().all(Synced::is_synced)
             && let Ok(Some(n)) = nodes.get_opt(&args.name).await
             && node_ready(&n)
         {
@@ -210,6 +223,13 @@ async fn run_cluster(
         }
     }
     plane.wait().await;
+    for task in dns.tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cluster DNS failed"),
+            Err(e) => tracing::warn!(error = %e, "cluster DNS ended abnormally"),
+        }
+    }
     if let Err(e) = proxy_task.await {
         tracing::warn!(error = %e, "the service proxy ended abnormally");
     }
