@@ -17,8 +17,10 @@ pub use table::{
     Backend, Backends, Frontend, FrontendKind, HealthCheck, NodeInfo, PortKey, ServicePortEntry,
     ServicePortId, ServiceTable,
 };
+pub mod compiler;
 pub mod health;
 pub mod metrics;
+mod pmap;
 pub mod routes;
 pub mod state;
 pub mod userspace;

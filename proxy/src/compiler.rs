@@ -1,0 +1,650 @@
+//! The incremental service table compiler: remembers every Service and EndpointSlice it was
+//! given and what each Service compiled to, and on [`Compiler::build`] recompiles only the
+//! Services whose inputs changed, producing the next [`ServiceTable`] and the [`TableDiff`]
+//! from the previous one directly (no walk over unchanged entries).
+//!
+//! The result is the table [`ServiceTable::build`] would compile from the same objects with the
+//! previous table (`build` itself runs on this compiler, starting from nothing): the same
+//! entries, ids, health checks and problems.
+//!
+//! What a Service's entries depend on, and so what makes it recompile:
+//! - its own Service object (cut down to a `ServiceInfo`; an update that changes nothing the
+//!   proxy reads, e.g. a status or annotation change, compiles nothing);
+//! - its EndpointSlices (indexed by Service, so a slice change touches its Service only);
+//! - who owns each frontend it asks for: a conflict goes to the older Service. Claims are
+//!   indexed by address/port/protocol; when the owner of a claim changes, every claimant is
+//!   recompiled (its frontends or its problem naming the owner change), otherwise nobody else;
+//! - the same for `healthCheckNodePort`;
+//! - the node ([`Compiler::set_node`] recompiles everything).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use crate::diff::{TableDiff, change};
+use crate::model::{Problem, ServiceInfo, ServiceKey, SliceInfo, key_of};
+use crate::table::{
+    Claim, CompiledService, HealthCheck, NodeInfo, PortKey, ServicePortEntry, ServicePortId,
+    ServiceTable, compile_service, entry_backends, offers,
+};
+
+/// Who wins a conflict: the older Service (no timestamp counts as newest), then the smaller key.
+/// The first element of a claim's set owns it.
+type Priority = (bool, Option<Time>, ServiceKey);
+
+fn priority(svc: &ServiceInfo) -> Priority {
+    (svc.created.is_none(), svc.created.clone(), svc.key.clone())
+}
+
+/// `(uid, resourceVersion)`: the same pair means the same object contents, so a resync that
+/// hands over an unchanged object skips even re-validating it.
+type Identity = (String, String);
+
+fn identity(meta: &ObjectMeta) -> Option<Identity> {
+    Some((meta.uid.clone()?, meta.resource_version.clone()?))
+}
+
+/// One Service object as last given.
+#[derive(Debug)]
+struct ServiceInput {
+    identity: Option<Identity>,
+    /// `None`: nothing to program (ExternalName, headless, another proxy's, or invalid).
+    info: Option<ServiceInfo>,
+    /// Validation problems of the object.
+    problems: Vec<Problem>,
+}
+
+/// One EndpointSlice object as last given.
+#[derive(Debug)]
+struct SliceInput {
+    identity: Option<Identity>,
+    info: Option<Arc<SliceInfo>>,
+    problems: Vec<Problem>,
+}
+
+/// What one Service contributed to the current table and the claim indexes.
+#[derive(Debug, Default)]
+struct Compiled {
+    /// Under which priority its claims are staked (`None`: it claims nothing).
+    priority: Option<Priority>,
+    /// Distinct frontend claims (address, port, protocol).
+    claims: Vec<Claim>,
+    health_check: Option<u16>,
+    /// The health-check port it owns in the table.
+    health_check_won: Option<u16>,
+    /// Its entries in the table.
+    keys: Vec<PortKey>,
+    /// Its frontend / health-check conflict problems.
+    problems: Vec<Problem>,
+}
+
+/// Ids: each new entry gets the lowest id not used by the previous table; ids freed by one
+/// build become usable from the next one (a diff never removes and adds one id at once).
+#[derive(Debug, Default)]
+struct Ids {
+    /// Unused ids below `next`.
+    free: BTreeSet<u32>,
+    /// Every id from here up is unused.
+    next: u32,
+    /// Freed by the build in progress.
+    released: Vec<u32>,
+}
+
+impl Ids {
+    fn new() -> Ids {
+        Ids {
+            next: 1,
+            ..Ids::default()
+        }
+    }
+
+    fn of(table: &ServiceTable) -> Ids {
+        let mut ids = Ids::new();
+        for (id, _) in table.by_id.iter() {
+            // In ascending order: everything skipped over is free.
+            ids.free.extend(ids.next..id.0);
+            ids.next = id.0 + 1;
+        }
+        ids
+    }
+
+    fn allocate(&mut self) -> ServicePortId {
+        match self.free.pop_first() {
+            Some(id) => ServicePortId(id),
+            None => {
+                let id = self.next;
+                self.next += 1;
+                ServicePortId(id)
+            }
+        }
+    }
+
+    fn release(&mut self, id: ServicePortId) {
+        self.released.push(id.0);
+    }
+
+    fn commit(&mut self) {
+        self.free.extend(self.released.drain(..));
+    }
+}
+
+/// The incremental compiler (see the module documentation). Feed it objects as they change,
+/// then [`Compiler::build`].
+#[derive(Debug)]
+pub struct Compiler {
+    node: NodeInfo,
+    services: HashMap<ServiceKey, ServiceInput>,
+    /// By the slice's own namespace/name.
+    slices: HashMap<ServiceKey, SliceInput>,
+    /// Service → its slices by name (the order backends are merged in).
+    slices_of: HashMap<ServiceKey, BTreeMap<String, Arc<SliceInfo>>>,
+    compiled: HashMap<ServiceKey, Compiled>,
+    /// Frontend claims: address/port/protocol → claimants, owner first.
+    claims: HashMap<Claim, BTreeSet<Priority>>,
+    /// healthCheckNodePort → claimants, owner first.
+    health_check_claims: HashMap<u16, BTreeSet<Priority>>,
+    /// Every current problem with how many sources report it (the table lists each once).
+    problems: BTreeMap<Problem, usize>,
+    problems_changed: bool,
+    /// Services whose inputs changed since the last build.
+    dirty: HashSet<ServiceKey>,
+    ids: Ids,
+    /// The last table built.
+    table: ServiceTable,
+}
+
+impl Compiler {
+    /// A compiler with nothing in it (its first build gives an empty table and an empty diff).
+    pub fn new(node: NodeInfo) -> Compiler {
+        Compiler {
+            table: ServiceTable::empty(node.clone()),
+            node,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slices_of: HashMap::new(),
+            compiled: HashMap::new(),
+            claims: HashMap::new(),
+            health_check_claims: HashMap::new(),
+            problems: BTreeMap::new(),
+            problems_changed: false,
+            dirty: HashSet::new(),
+            ids: Ids::new(),
+        }
+    }
+
+    /// A compiler whose next build is relative to `previous` (ids kept, unchanged entries
+    /// shared) although it has seen none of the objects behind it: every entry of `previous`
+    /// is dropped unless the objects given before the build produce it again.
+    pub(crate) fn starting_from(node: NodeInfo, previous: Option<&ServiceTable>) -> Compiler {
+        let mut c = Compiler::new(node);
+        let Some(previous) = previous else {
+            return c;
+        };
+        c.table = previous.clone();
+        c.table.node = c.node.clone();
+        // Recomputed from the Services given; rebuilt at the end of the build.
+        c.table.health_checks = Arc::default();
+        c.problems_changed = true;
+        c.ids = Ids::of(previous);
+        for e in previous.ports() {
+            let key = &e.key.service;
+            c.compiled
+                .entry(key.clone())
+                .or_default()
+                .keys
+                .push(e.key.clone());
+            c.dirty.insert(key.clone());
+        }
+        c
+    }
+
+    /// The last table built.
+    pub fn table(&self) -> &ServiceTable {
+        &self.table
+    }
+
+    /// Changes the node (its addresses carry NodePorts, its name and zone pick local and close
+    /// endpoints): everything is recompiled on the next build.
+    pub fn set_node(&mut self, node: NodeInfo) {
+        if node == self.node {
+            return;
+        }
+        self.node = node;
+        self.table.node = self.node.clone();
+        self.dirty.extend(self.services.keys().cloned());
+        self.dirty.extend(self.compiled.keys().cloned());
+    }
+
+    /// A Service was added or changed.
+    pub fn upsert_service(&mut self, svc: &Service) {
+        let key = key_of(&svc.metadata);
+        let identity = identity(&svc.metadata);
+        if identity.is_some()
+            && self
+                .services
+                .get(&key)
+                .is_some_and(|old| old.identity == identity)
+        {
+            return;
+        }
+        let mut problems = Vec::new();
+        let info = ServiceInfo::from_service(svc, &mut problems);
+        self.set_service(key, identity, info, problems);
+    }
+
+    /// A Service was deleted.
+    pub fn remove_service(&mut self, namespace: &str, name: &str) {
+        let key = ServiceKey::new(namespace, name);
+        if let Some(old) = self.services.remove(&key) {
+            self.forget_problems(&old.problems);
+            self.dirty.insert(key);
+        }
+    }
+
+    /// Makes the Services exactly `services` (a relist): unchanged ones cost a lookup.
+    pub fn replace_services<'a>(&mut self, services: impl IntoIterator<Item = &'a Service>) {
+        let mut seen = HashSet::new();
+        for s in services {
+            seen.insert(key_of(&s.metadata));
+            self.upsert_service(s);
+        }
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.remove_service(&k.namespace, &k.name);
+        }
+    }
+
+    /// An EndpointSlice was added or changed.
+    pub fn upsert_slice(&mut self, slice: &EndpointSlice) {
+        let key = key_of(&slice.metadata);
+        let identity = identity(&slice.metadata);
+        if identity.is_some()
+            && self
+                .slices
+                .get(&key)
+                .is_some_and(|old| old.identity == identity)
+        {
+            return;
+        }
+        let mut problems = Vec::new();
+        let info = SliceInfo::from_slice(slice, &mut problems);
+        self.set_slice(key, identity, info, problems);
+    }
+
+    /// An EndpointSlice was deleted.
+    pub fn remove_slice(&mut self, namespace: &str, name: &str) {
+        let key = ServiceKey::new(namespace, name);
+        if let Some(old) = self.slices.remove(&key) {
+            self.forget_problems(&old.problems);
+            self.unlink_slice(&key, old.info.as_deref());
+        }
+    }
+
+    /// Makes the EndpointSlices exactly `slices` (a relist).
+    pub fn replace_slices<'a>(&mut self, slices: impl IntoIterator<Item = &'a EndpointSlice>) {
+        let mut seen = HashSet::new();
+        for s in slices {
+            seen.insert(key_of(&s.metadata));
+            self.upsert_slice(s);
+        }
+        let gone: Vec<ServiceKey> = self
+            .slices
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.remove_slice(&k.namespace, &k.name);
+        }
+    }
+
+    /// A Service already cut down (keyed by its `key`).
+    pub(crate) fn set_service_info(&mut self, info: ServiceInfo) {
+        self.set_service(info.key.clone(), None, Some(info), Vec::new());
+    }
+
+    /// A slice already cut down (keyed by its Service's namespace and its own name).
+    pub(crate) fn set_slice_info(&mut self, info: SliceInfo) {
+        let key = ServiceKey::new(info.service.namespace.clone(), info.name.clone());
+        self.set_slice(key, None, Some(info), Vec::new());
+    }
+
+    /// Problems from elsewhere, listed in the table for as long as this compiler lives.
+    pub(crate) fn add_problems(&mut self, problems: Vec<Problem>) {
+        self.note_problems(&problems);
+    }
+
+    fn set_service(
+        &mut self,
+        key: ServiceKey,
+        identity: Option<Identity>,
+        info: Option<ServiceInfo>,
+        problems: Vec<Problem>,
+    ) {
+        if let Some(old) = self.services.get_mut(&key)
+            && old.info == info
+            && old.problems == problems
+        {
+            old.identity = identity;
+            return;
+        }
+        self.note_problems(&problems);
+        let new = ServiceInput {
+            identity,
+            info,
+            problems,
+        };
+        if let Some(old) = self.services.insert(key.clone(), new) {
+            self.forget_problems(&old.problems);
+        }
+        self.dirty.insert(key);
+    }
+
+    fn set_slice(
+        &mut self,
+        key: ServiceKey,
+        identity: Option<Identity>,
+        info: Option<SliceInfo>,
+        problems: Vec<Problem>,
+    ) {
+        if let Some(old) = self.slices.get_mut(&key)
+            && old.info.as_deref() == info.as_ref()
+            && old.problems == problems
+        {
+            old.identity = identity;
+            return;
+        }
+        self.note_problems(&problems);
+        let info = info.map(Arc::new);
+        if let Some(info) = &info {
+            self.slices_of
+                .entry(info.service.clone())
+                .or_default()
+                .insert(key.name.clone(), Arc::clone(info));
+            self.dirty.insert(info.service.clone());
+        }
+        let new = SliceInput {
+            identity,
+            info: info.clone(),
+            problems,
+        };
+        if let Some(old) = self.slices.insert(key.clone(), new) {
+            self.forget_problems(&old.problems);
+            // Moved to another Service (its label changed): take it off the old one's list.
+            if let Some(old_info) = old.info.as_deref()
+                && info.as_ref().is_none_or(|i| i.service != old_info.service)
+            {
+                self.unlink_slice(&key, Some(old_info));
+            }
+        }
+    }
+
+    fn unlink_slice(&mut self, key: &ServiceKey, info: Option<&SliceInfo>) {
+        let Some(info) = info else { return };
+        if let Some(list) = self.slices_of.get_mut(&info.service) {
+            list.remove(&key.name);
+            if list.is_empty() {
+                self.slices_of.remove(&info.service);
+            }
+        }
+        self.dirty.insert(info.service.clone());
+    }
+
+    fn note_problems(&mut self, problems: &[Problem]) {
+        for p in problems {
+            *self.problems.entry(p.clone()).or_default() += 1;
+            self.problems_changed = true;
+        }
+    }
+
+    fn forget_problems(&mut self, problems: &[Problem]) {
+        for p in problems {
+            if let Some(n) = self.problems.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    self.problems.remove(p);
+                }
+            }
+            self.problems_changed = true;
+        }
+    }
+
+    /// Recompiles what changed since the last build; returns the new table and what changed
+    /// from the previous one (`removed`, `added` and `changed` in key order, as
+    /// [`TableDiff::between`] gives them).
+    pub fn build(&mut self) -> (ServiceTable, TableDiff) {
+        let changed: Vec<ServiceKey> = self.dirty.drain().collect();
+
+        // 1. Claims of the Services whose inputs changed; whoever's ownership of a claim
+        //    changes is recompiled too.
+        let mut recompile: HashSet<ServiceKey> = changed.iter().cloned().collect();
+        for key in &changed {
+            let info = self.services.get(key).and_then(|s| s.info.as_ref());
+            let new_priority = info.map(priority);
+            let mut new_claims: Vec<Claim> = info
+                .map(|svc| offers(&self.node, svc).iter().map(|o| o.claim()).collect())
+                .unwrap_or_default();
+            new_claims.sort();
+            new_claims.dedup();
+            let new_hc = info.and_then(|svc| svc.health_check_node_port);
+            let entry = self.compiled.entry(key.clone()).or_default();
+            if entry.priority == new_priority
+                && entry.claims == new_claims
+                && entry.health_check == new_hc
+            {
+                continue;
+            }
+            let old_priority = std::mem::replace(&mut entry.priority, new_priority.clone());
+            let old_claims = std::mem::replace(&mut entry.claims, new_claims.clone());
+            let old_hc = std::mem::replace(&mut entry.health_check, new_hc);
+            if let Some(p) = &old_priority {
+                for c in &old_claims {
+                    withdraw(&mut self.claims, c, p, &mut recompile);
+                }
+                if let Some(hc) = old_hc {
+                    withdraw(&mut self.health_check_claims, &hc, p, &mut recompile);
+                }
+            }
+            if let Some(p) = &new_priority {
+                for c in new_claims {
+                    stake(&mut self.claims, c, p, &mut recompile);
+                }
+                if let Some(hc) = new_hc {
+                    stake(&mut self.health_check_claims, hc, p, &mut recompile);
+                }
+            }
+        }
+
+        // 2. Recompile, and patch the table entry by entry.
+        let mut diff = TableDiff::default();
+        let mut health_checks: BTreeMap<u16, Option<HealthCheck>> = BTreeMap::new();
+        for key in &recompile {
+            if let Some(hc) = self
+                .compiled
+                .get_mut(key)
+                .and_then(|c| c.health_check_won.take())
+            {
+                health_checks.insert(hc, None);
+            }
+        }
+        let mut added: Vec<ServicePortEntry> = Vec::new();
+        for key in &recompile {
+            self.recompile(key, &mut diff, &mut health_checks, &mut added);
+        }
+        added.sort_by(|a, b| a.key.cmp(&b.key));
+        for mut entry in added {
+            entry.id = self.ids.allocate();
+            let entry = Arc::new(entry);
+            self.insert_entry(&entry);
+            diff.added.push(entry);
+        }
+        self.ids.commit();
+
+        for (port, hc) in health_checks {
+            if self.table.health_checks.get(&port) != hc.as_ref() {
+                let map = Arc::make_mut(&mut self.table.health_checks);
+                match hc {
+                    Some(hc) => map.insert(port, hc),
+                    None => map.remove(&port),
+                };
+                diff.health_checks_changed = true;
+            }
+        }
+        if std::mem::take(&mut self.problems_changed) {
+            let problems: Vec<Problem> = self.problems.keys().cloned().collect();
+            if *self.table.problems != problems {
+                self.table.problems = Arc::new(problems);
+            }
+        }
+        diff.removed.sort_by(|a, b| a.key.cmp(&b.key));
+        diff.changed.sort_by(|a, b| a.new.key.cmp(&b.new.key));
+        (self.table.clone(), diff)
+    }
+
+    /// Compiles one Service and replaces its entries, problems and health check.
+    fn recompile(
+        &mut self,
+        key: &ServiceKey,
+        diff: &mut TableDiff,
+        health_checks: &mut BTreeMap<u16, Option<HealthCheck>>,
+        added: &mut Vec<ServicePortEntry>,
+    ) {
+        let info = self.services.get(key).and_then(|s| s.info.as_ref());
+        let mut result = CompiledService {
+            entries: Vec::new(),
+            problems: Vec::new(),
+            local_ready: 0,
+        };
+        let mut won = None;
+        if let Some(svc) = info {
+            let slices: Vec<&SliceInfo> = self
+                .slices_of
+                .get(key)
+                .into_iter()
+                .flat_map(|m| m.values().map(AsRef::as_ref))
+                .collect();
+            let claims = &self.claims;
+            result = compile_service(&self.node, svc, &slices, &offers(&self.node, svc), |c| {
+                claims.get(c).and_then(|s| s.first()).map(|p| &p.2)
+            });
+            if let Some(hc) = svc.health_check_node_port {
+                let owner = self
+                    .health_check_claims
+                    .get(&hc)
+                    .and_then(|s| s.first())
+                    .map(|p| &p.2);
+                match owner {
+                    Some(owner) if owner != key => result.problems.push(Problem {
+                        object: format!("Service {key}"),
+                        field: "spec.healthCheckNodePort".into(),
+                        message: format!("{hc} is already used by Service {owner}: dropped"),
+                    }),
+                    _ => {
+                        won = Some(hc);
+                        health_checks.insert(
+                            hc,
+                            Some(HealthCheck {
+                                service: key.clone(),
+                                local_endpoints: result.local_ready,
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+        let exists = info.is_some();
+
+        let mut compiled = self.compiled.remove(key).unwrap_or_default();
+        compiled.health_check_won = won;
+        if compiled.problems != result.problems {
+            self.forget_problems(&compiled.problems);
+            self.note_problems(&result.problems);
+            compiled.problems = result.problems;
+        }
+        let old_keys = std::mem::take(&mut compiled.keys);
+        let mut new_keys = Vec::with_capacity(result.entries.len());
+        for mut entry in result.entries {
+            new_keys.push(entry.key.clone());
+            let Some(old) = self.table.ports.get(&entry.key).cloned() else {
+                added.push(entry);
+                continue;
+            };
+            entry.id = old.id;
+            if *old != entry {
+                let entry = Arc::new(entry);
+                self.insert_entry(&entry);
+                self.table.backends -= entry_backends(&old);
+                diff.changed.push(change(&old, &entry));
+            }
+        }
+        for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+            if let Some(old) = self.table.ports.remove(k) {
+                self.table.by_id.remove(&old.id);
+                self.table.backends -= entry_backends(&old);
+                self.ids.release(old.id);
+                diff.removed.push(old);
+            }
+        }
+        match (old_keys.is_empty(), new_keys.is_empty()) {
+            (true, false) => self.table.services += 1,
+            (false, true) => self.table.services -= 1,
+            _ => {}
+        }
+        compiled.keys = new_keys;
+        // A Service gone for good leaves nothing behind (its claims went in step 1).
+        if exists || compiled.priority.is_some() || !compiled.keys.is_empty() {
+            self.compiled.insert(key.clone(), compiled);
+        }
+    }
+
+    /// Puts an entry (new, or replacing the one with its key and id) into the table.
+    fn insert_entry(&mut self, entry: &Arc<ServicePortEntry>) {
+        self.table.backends += entry_backends(entry);
+        self.table
+            .ports
+            .insert(Arc::new(entry.key.clone()), Arc::clone(entry));
+        self.table.by_id.insert(entry.id, Arc::clone(entry));
+    }
+}
+
+/// `who` no longer claims `claim`; if it owned it, every remaining claimant is affected.
+fn withdraw<C: Hash + Eq>(
+    claims: &mut HashMap<C, BTreeSet<Priority>>,
+    claim: &C,
+    who: &Priority,
+    affected: &mut HashSet<ServiceKey>,
+) {
+    let Some(set) = claims.get_mut(claim) else {
+        return;
+    };
+    let owned = set.first() == Some(who);
+    set.remove(who);
+    if set.is_empty() {
+        claims.remove(claim);
+    } else if owned {
+        affected.extend(set.iter().map(|p| p.2.clone()));
+    }
+}
+
+/// `who` claims `claim`; if that makes it the owner, every claimant is affected.
+fn stake<C: Hash + Eq>(
+    claims: &mut HashMap<C, BTreeSet<Priority>>,
+    claim: C,
+    who: &Priority,
+    affected: &mut HashSet<ServiceKey>,
+) {
+    let set = claims.entry(claim).or_default();
+    set.insert(who.clone());
+    if set.first() == Some(who) && set.len() > 1 {
+        affected.extend(set.iter().map(|p| p.2.clone()));
+    }
+}
