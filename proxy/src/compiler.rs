@@ -648,3 +648,280 @@ fn stake<C: Hash + Eq>(
         affected.extend(set.iter().map(|p| p.2.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServiceKey;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    /// A small deterministic generator (no test dependency needed).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len() as u64) as usize]
+        }
+
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            name: "node-a".into(),
+            zone: Some("z1".into()),
+            addresses: vec!["192.168.0.10".parse().unwrap(), "fd00::10".parse().unwrap()],
+        }
+    }
+
+    /// A Service drawn from small pools, so that addresses, node ports and health-check ports
+    /// collide often, with a creation time from a small pool (ties broken by name).
+    fn service(r: &mut Lcg, name: &str, version: u64) -> Service {
+        let ty = *r.pick(&["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]);
+        let mut ports = vec![json!({"name": "http", "port": *r.pick(&[80, 81]),
+                                    "nodePort": *r.pick(&[30000, 30001, 30002])})];
+        if r.chance(40) {
+            ports.push(json!({"name": "dns", "port": 53, "protocol": "UDP",
+                              "nodePort": *r.pick(&[30000, 30003])}));
+        }
+        let mut cluster_ips = vec![format!("10.96.0.{}", r.below(6) + 1)];
+        if r.chance(30) {
+            cluster_ips.push(format!("fd00:96::{}", r.below(3) + 1));
+        }
+        if r.chance(10) {
+            cluster_ips = vec!["None".into()];
+        }
+        let mut spec = json!({
+            "type": ty,
+            "clusterIP": cluster_ips[0],
+            "clusterIPs": cluster_ips,
+            "ports": ports,
+        });
+        if r.chance(40) {
+            spec["externalIPs"] = json!([*r.pick(&["1.1.1.1", "1.1.1.2", "fd00:1::1"])]);
+        }
+        if r.chance(40) {
+            spec["externalTrafficPolicy"] = json!("Local");
+            spec["healthCheckNodePort"] = json!(*r.pick(&[32000, 32001]));
+        }
+        if r.chance(20) {
+            spec["internalTrafficPolicy"] = json!("Local");
+        }
+        if r.chance(20) {
+            spec["sessionAffinity"] = json!("ClientIP");
+        }
+        if r.chance(20) {
+            spec["trafficDistribution"] = json!("PreferClose");
+        }
+        let mut metadata = json!({"name": name, "namespace": "ns",
+                                  "uid": format!("uid-{name}"),
+                                  "resourceVersion": version.to_string()});
+        if let Some(t) = r.pick(&[
+            None,
+            Some("2024-01-01T00:00:00Z"),
+            Some("2024-01-02T00:00:00Z"),
+        ]) {
+            metadata["creationTimestamp"] = json!(t);
+        }
+        let lb = json!({"ingress": [{"ip": *r.pick(&["2.2.2.2", "2.2.2.3"])}]});
+        serde_json::from_value(json!({
+            "metadata": metadata, "spec": spec,
+            "status": {"loadBalancer": lb},
+        }))
+        .unwrap()
+    }
+
+    fn slice(r: &mut Lcg, name: &str, services: &[String], version: u64) -> EndpointSlice {
+        let family = r.chance(80);
+        let endpoints: Vec<_> = (0..r.below(4))
+            .map(|_| {
+                let ip = if family {
+                    format!("10.244.0.{}", r.below(6) + 1)
+                } else {
+                    format!("fd00:244::{}", r.below(6) + 1)
+                };
+                json!({"addresses": [ip],
+                       "conditions": {"ready": r.chance(70), "serving": r.chance(80),
+                                      "terminating": r.chance(30)},
+                       "nodeName": *r.pick(&["node-a", "node-b"]),
+                       "zone": *r.pick(&["z1", "z2"])})
+            })
+            .collect();
+        let mut ports = vec![json!({"name": "http", "port": 8080, "protocol": "TCP"})];
+        if r.chance(50) {
+            ports.push(json!({"name": "dns", "port": 5353, "protocol": "UDP"}));
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns",
+                         "uid": format!("uid-{name}"), "resourceVersion": version.to_string(),
+                         "labels": {"kubernetes.io/service-name": r.pick(services)}},
+            "addressType": if family { "IPv4" } else { "IPv6" },
+            "ports": ports,
+            "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    fn reference(
+        services: &BTreeMap<String, Service>,
+        slices: &BTreeMap<String, EndpointSlice>,
+        previous: &ServiceTable,
+    ) -> ServiceTable {
+        let mut problems = Vec::new();
+        let services = services
+            .values()
+            .filter_map(|s| ServiceInfo::from_service(s, &mut problems))
+            .collect();
+        let slices: Vec<SliceInfo> = slices
+            .values()
+            .filter_map(|s| SliceInfo::from_slice(s, &mut problems))
+            .collect();
+        ServiceTable::reference_build_from(&node(), services, &slices, problems, Some(previous))
+    }
+
+    type Keys = Vec<PortKey>;
+
+    fn keys(diff: &TableDiff) -> (Keys, Keys, Keys) {
+        (
+            diff.removed.iter().map(|e| e.key.clone()).collect(),
+            diff.added.iter().map(|e| e.key.clone()).collect(),
+            diff.changed.iter().map(|c| c.new.key.clone()).collect(),
+        )
+    }
+
+    /// Random changes, a few objects at a time, with many conflicts: after every build the
+    /// incremental table equals the whole-table reference compile from the same objects and
+    /// the same previous table (dump: entries, ids, frontends, backends, health checks,
+    /// problems), its counters are right, and its diff equals `TableDiff::between`.
+    #[test]
+    fn incremental_builds_equal_the_whole_compile() {
+        let mut r = Lcg(7);
+        let names: Vec<String> = (0..12).map(|i| format!("s{i:02}")).collect();
+        let slice_names: Vec<String> = (0..16).map(|i| format!("e{i:02}")).collect();
+        let mut services: BTreeMap<String, Service> = BTreeMap::new();
+        let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
+        let mut compiler = Compiler::new(node());
+        let mut version = 0;
+        let (mut frontend_conflicts, mut hc_conflicts, mut health_checks) = (0, 0, 0);
+        for step in 0..1500 {
+            if step % 100 == 99 {
+                // A relist with nothing changed compiles nothing.
+                compiler.replace_services(services.values());
+                compiler.replace_slices(slices.values());
+                assert!(compiler.dirty.is_empty());
+            }
+            for _ in 0..=r.below(3) {
+                version += 1;
+                if r.chance(50) {
+                    let name = r.pick(&names).clone();
+                    if r.chance(20) {
+                        services.remove(&name);
+                        compiler.remove_service("ns", &name);
+                    } else {
+                        let svc = service(&mut r, &name, version);
+                        compiler.upsert_service(&svc);
+                        services.insert(name, svc);
+                    }
+                } else {
+                    let name = r.pick(&slice_names).clone();
+                    if r.chance(20) {
+                        slices.remove(&name);
+                        compiler.remove_slice("ns", &name);
+                    } else {
+                        let s = slice(&mut r, &name, &names, version);
+                        compiler.upsert_slice(&s);
+                        slices.insert(name, s);
+                    }
+                }
+            }
+            let previous = compiler.table().clone();
+            let (table, diff) = compiler.build();
+            let expected = reference(&services, &slices, &previous);
+            assert_eq!(table.dump(), expected.dump(), "step {step}");
+            let mut owners: Vec<&ServiceKey> = expected.ports().map(|e| &e.key.service).collect();
+            owners.dedup();
+            assert_eq!(table.service_count(), owners.len(), "step {step}");
+            let backends: usize = expected.ports().map(|e| entry_backends(e)).sum();
+            assert_eq!(table.backend_count(), backends, "step {step}");
+            for e in table.ports() {
+                assert_eq!(table.get_by_id(e.id).map(|x| &x.key), Some(&e.key));
+            }
+            assert_eq!(table.by_id.iter().len(), table.ports().len());
+            let problems = table.problems();
+            frontend_conflicts += problems.iter().any(|p| {
+                p.message.contains("already used") && p.field != "spec.healthCheckNodePort"
+            }) as usize;
+            hc_conflicts += problems
+                .iter()
+                .any(|p| p.field == "spec.healthCheckNodePort")
+                as usize;
+            health_checks += !table.health_checks().is_empty() as usize;
+            let between = TableDiff::between(&previous, &table);
+            assert_eq!(keys(&diff), keys(&between), "step {step}");
+            assert_eq!(diff.health_checks_changed, between.health_checks_changed);
+            // Entries the diff does not name are shared with the previous table.
+            for e in table.ports() {
+                if let Some(old) = previous.get(&e.key)
+                    && !diff.changed.iter().any(|c| c.new.key == e.key)
+                {
+                    assert!(Arc::ptr_eq(old, e), "step {step}: {} copied", e.key);
+                }
+            }
+        }
+        // The sequence exercised what it is meant to.
+        assert!(frontend_conflicts > 100 && hc_conflicts > 100 && health_checks > 100);
+    }
+
+    /// One endpoint change among many Services recompiles one Service: one changed entry,
+    /// and everything else shared.
+    #[test]
+    fn one_slice_change_recompiles_one_service() {
+        let mut compiler = Compiler::new(node());
+        let mut r = Lcg(1);
+        let names: Vec<String> = (0..300).map(|i| format!("svc-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let svc: Service = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1),
+                         "ports": [{"name": "http", "port": 80}]},
+            }))
+            .unwrap();
+            compiler.upsert_service(&svc);
+            compiler.upsert_slice(&slice(&mut r, &format!("{name}-1"), &[name.clone()], 1));
+        }
+        let (before, _) = compiler.build();
+        let mut s = slice(&mut r, "svc-7-1", &["svc-7".to_owned()], 2);
+        s.endpoints = vec![
+            serde_json::from_value(
+                json!({"addresses": ["10.1.2.3"], "conditions": {"ready": true}}),
+            )
+            .unwrap(),
+        ];
+        compiler.upsert_slice(&s);
+        assert_eq!(compiler.dirty.len(), 1);
+        let (after, diff) = compiler.build();
+        assert_eq!(diff.changed.len(), 1);
+        assert!(diff.added.is_empty() && diff.removed.is_empty());
+        assert_eq!(diff.changed[0].new.key.service.name, "svc-7");
+        let shared = after
+            .ports()
+            .filter(|e| before.get(&e.key).is_some_and(|o| Arc::ptr_eq(o, e)))
+            .count();
+        assert_eq!(shared, 299);
+        // Nothing changed: an empty diff, the same table.
+        let (again, diff) = compiler.build();
+        assert!(diff.is_empty());
+        assert_eq!(again.dump(), after.dump());
+    }
+}

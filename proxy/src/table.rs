@@ -696,3 +696,207 @@ pub(crate) fn entry_backends(e: &ServicePortEntry) -> usize {
         all.len()
     }
 }
+
+/// The whole-table compile as it was before the incremental compiler, kept as the reference
+/// the compiler's tests compare against.
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::*;
+
+    impl ServiceTable {
+        pub(crate) fn reference_build_from(
+            node: &NodeInfo,
+            mut services: Vec<ServiceInfo>,
+            slices: &[SliceInfo],
+            mut problems: Vec<Problem>,
+            previous: Option<&ServiceTable>,
+        ) -> ServiceTable {
+            let mut slices_of: HashMap<&ServiceKey, Vec<&SliceInfo>> = HashMap::new();
+            for s in slices {
+                slices_of.entry(&s.service).or_default().push(s);
+            }
+            for list in slices_of.values_mut() {
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            // Conflicts go to the older Service (then the smaller name), as the brief for
+            // externalIPs says; a Service without a timestamp counts as the newest.
+            services.sort_by(|a, b| {
+                (a.created.is_none(), &a.created, &a.key).cmp(&(
+                    b.created.is_none(),
+                    &b.created,
+                    &b.key,
+                ))
+            });
+
+            let mut claimed: HashMap<(IpAddr, u16, Protocol), ServiceKey> = HashMap::new();
+            let mut claimed_hc: HashMap<u16, ServiceKey> = HashMap::new();
+            let mut ports: BTreeMap<PortKey, ServicePortEntry> = BTreeMap::new();
+            let mut health_checks = BTreeMap::new();
+            let no_slices = Vec::new();
+
+            for svc in &services {
+                let object = format!("Service {}", svc.key);
+                let svc_slices = slices_of.get(&svc.key).unwrap_or(&no_slices);
+                let mut local_ready: HashSet<IpAddr> = HashSet::new();
+                for p in &svc.ports {
+                    let mut frontends = Vec::new();
+                    let mut offer = |kind: FrontendKind, ip: IpAddr, port: u16, field: &str| {
+                        if !svc.has_family(IpFamily::of(&ip)) {
+                            return; // another family's proxier would not see this Service
+                        }
+                        match claimed.get(&(ip, port, p.protocol)) {
+                            Some(owner) if owner != &svc.key => {
+                                let problem = Problem {
+                                    object: object.clone(),
+                                    field: field.to_owned(),
+                                    message: format!(
+                                        "{} {} is already used by Service {owner}: dropped",
+                                        SockAddr(ip, port),
+                                        p.protocol,
+                                    ),
+                                };
+                                problems.push(problem);
+                            }
+                            _ => {
+                                claimed.insert((ip, port, p.protocol), svc.key.clone());
+                                frontends.push(Frontend { kind, ip, port });
+                            }
+                        }
+                    };
+                    for ip in &svc.cluster_ips {
+                        offer(FrontendKind::ClusterIp, *ip, p.port, "spec.clusterIPs");
+                    }
+                    if let Some(np) = p.node_port {
+                        for ip in &node.addresses {
+                            offer(FrontendKind::NodePort, *ip, np, "spec.ports.nodePort");
+                        }
+                    }
+                    for ip in &svc.lb_ips {
+                        offer(
+                            FrontendKind::LoadBalancer,
+                            *ip,
+                            p.port,
+                            "status.loadBalancer.ingress",
+                        );
+                    }
+                    for ip in &svc.external_ips {
+                        offer(FrontendKind::ExternalIp, *ip, p.port, "spec.externalIPs");
+                    }
+                    frontends.sort();
+                    frontends.dedup();
+
+                    let candidates = candidates(node, svc_slices, &p.name, p.protocol);
+                    let cluster = cluster_endpoints(&candidates, svc, node);
+                    let local = local_endpoints(&candidates);
+                    for c in &candidates {
+                        if c.local && c.ep.ready {
+                            local_ready.insert(c.ip);
+                        }
+                    }
+                    let pick = |use_local: bool| {
+                        Backends::from_endpoints(if use_local { &local } else { &cluster })
+                    };
+                    let key = PortKey {
+                        service: svc.key.clone(),
+                        port_name: p.name.clone(),
+                        protocol: p.protocol,
+                    };
+                    ports.insert(
+                        key.clone(),
+                        ServicePortEntry {
+                            id: ServicePortId(0),
+                            key,
+                            port: p.port,
+                            node_port: p.node_port,
+                            frontends,
+                            internal: pick(svc.internal_local),
+                            external: pick(svc.external_local),
+                            affinity_timeout: svc.affinity_timeout,
+                            internal_local: svc.internal_local,
+                            external_local: svc.external_local,
+                        },
+                    );
+                }
+                if let Some(hc) = svc.health_check_node_port {
+                    match claimed_hc.get(&hc) {
+                        Some(owner) => problems.push(Problem {
+                            object,
+                            field: "spec.healthCheckNodePort".into(),
+                            message: format!("{hc} is already used by Service {owner}: dropped"),
+                        }),
+                        None => {
+                            claimed_hc.insert(hc, svc.key.clone());
+                            health_checks.insert(
+                                hc,
+                                HealthCheck {
+                                    service: svc.key.clone(),
+                                    local_endpoints: local_ready.len(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+
+            let (ports, by_id) = assign_ids(ports, previous);
+            problems.sort();
+            problems.dedup();
+            let mut table = ServiceTable {
+                node: node.clone(),
+                health_checks: Arc::new(health_checks),
+                problems: Arc::new(problems),
+                ..ServiceTable::default()
+            };
+            for (key, e) in ports {
+                table.ports.insert(Arc::new(key), e);
+            }
+            for (id, key) in by_id {
+                if let Some(e) = table.ports.get(&key).cloned() {
+                    table.by_id.insert(id, e);
+                }
+            }
+            table
+        }
+    }
+
+    type Assigned = (
+        BTreeMap<PortKey, Arc<ServicePortEntry>>,
+        HashMap<ServicePortId, PortKey>,
+    );
+
+    /// Gives every entry its id (the previous table's for a known key, else the lowest free one
+    /// not used by `previous`), and reuses the previous `Arc` of every unchanged entry so that a
+    /// diff can skip it by pointer.
+    fn assign_ids(
+        ports: BTreeMap<PortKey, ServicePortEntry>,
+        previous: Option<&ServiceTable>,
+    ) -> Assigned {
+        let prev_ids: HashSet<ServicePortId> = previous
+            .map(|p| p.by_id.iter().map(|(id, _)| *id).collect())
+            .unwrap_or_default();
+        let mut next = 1u32;
+        let mut out = BTreeMap::new();
+        let mut by_id = HashMap::with_capacity(ports.len());
+        for (key, mut entry) in ports {
+            let old = previous.and_then(|p| p.ports.get(&key));
+            entry.id = match old {
+                Some(old) => old.id,
+                None => {
+                    while prev_ids.contains(&ServicePortId(next)) {
+                        next += 1;
+                    }
+                    let id = ServicePortId(next);
+                    next += 1;
+                    id
+                }
+            };
+            let arc = match old {
+                Some(old) if **old == entry => Arc::clone(old),
+                _ => Arc::new(entry),
+            };
+            by_id.insert(arc.id, key.clone());
+            out.insert(key, arc);
+        }
+        (out, by_id)
+    }
+}
