@@ -140,13 +140,16 @@ pub struct Compiler {
     services: HashMap<ServiceKey, ServiceInput>,
     /// By the slice's own namespace/name.
     slices: HashMap<ServiceKey, SliceInput>,
-    /// Service → its slices by name (the order backends are merged in).
-    slices_of: HashMap<ServiceKey, BTreeMap<String, Arc<SliceInfo>>>,
+    /// Service → its slices sorted by name (the order backends are merged in); a `Vec`, as a
+    /// Service has one slice per 100 endpoints.
+    slices_of: HashMap<ServiceKey, Vec<Arc<SliceInfo>>>,
     compiled: HashMap<ServiceKey, Compiled>,
-    /// Frontend claims: address/port/protocol → claimants, owner first.
-    claims: HashMap<Claim, BTreeSet<Priority>>,
-    /// healthCheckNodePort → claimants, owner first.
-    health_check_claims: HashMap<u16, BTreeSet<Priority>>,
+    /// Frontend claims: address/port/protocol → claimants, sorted, owner first (a sorted
+    /// `Vec`: almost every claim has one claimant, and a `BTreeSet` node per claim would be
+    /// a large allocation each).
+    claims: HashMap<Claim, Vec<Priority>>,
+    /// healthCheckNodePort → claimants, sorted, owner first.
+    health_check_claims: HashMap<u16, Vec<Priority>>,
     /// Every current problem with how many sources report it (the table lists each once).
     problems: BTreeMap<Problem, usize>,
     problems_changed: bool,
@@ -366,10 +369,11 @@ impl Compiler {
         self.note_problems(&problems);
         let info = info.map(Arc::new);
         if let Some(info) = &info {
-            self.slices_of
-                .entry(info.service.clone())
-                .or_default()
-                .insert(key.name.clone(), Arc::clone(info));
+            let list = self.slices_of.entry(info.service.clone()).or_default();
+            match list.binary_search_by(|s| s.name.cmp(&info.name)) {
+                Ok(i) => list[i] = Arc::clone(info),
+                Err(i) => list.insert(i, Arc::clone(info)),
+            }
             self.dirty.insert(info.service.clone());
         }
         let new = SliceInput {
@@ -391,7 +395,7 @@ impl Compiler {
     fn unlink_slice(&mut self, key: &ServiceKey, info: Option<&SliceInfo>) {
         let Some(info) = info else { return };
         if let Some(list) = self.slices_of.get_mut(&info.service) {
-            list.remove(&key.name);
+            list.retain(|s| s.name != key.name);
             if list.is_empty() {
                 self.slices_of.remove(&info.service);
             }
@@ -422,11 +426,11 @@ impl Compiler {
     /// from the previous one (`removed`, `added` and `changed` in key order, as
     /// [`TableDiff::between`] gives them).
     pub fn build(&mut self) -> (ServiceTable, TableDiff) {
-        let changed: Vec<ServiceKey> = self.dirty.drain().collect();
+        let changed = std::mem::take(&mut self.dirty);
 
         // 1. Claims of the Services whose inputs changed; whoever's ownership of a claim
         //    changes is recompiled too.
-        let mut recompile: HashSet<ServiceKey> = changed.iter().cloned().collect();
+        let mut affected: Vec<ServiceKey> = Vec::new();
         for key in &changed {
             let info = self.services.get(key).and_then(|s| s.info.as_ref());
             let new_priority = info.map(priority);
@@ -448,21 +452,24 @@ impl Compiler {
             let old_hc = std::mem::replace(&mut entry.health_check, new_hc);
             if let Some(p) = &old_priority {
                 for c in &old_claims {
-                    withdraw(&mut self.claims, c, p, &mut recompile);
+                    withdraw(&mut self.claims, c, p, &mut affected);
                 }
                 if let Some(hc) = old_hc {
-                    withdraw(&mut self.health_check_claims, &hc, p, &mut recompile);
+                    withdraw(&mut self.health_check_claims, &hc, p, &mut affected);
                 }
             }
             if let Some(p) = &new_priority {
                 for c in new_claims {
-                    stake(&mut self.claims, c, p, &mut recompile);
+                    stake(&mut self.claims, c, p, &mut affected);
                 }
                 if let Some(hc) = new_hc {
-                    stake(&mut self.health_check_claims, hc, p, &mut recompile);
+                    stake(&mut self.health_check_claims, hc, p, &mut affected);
                 }
             }
         }
+
+        let mut recompile = changed;
+        recompile.extend(affected);
 
         // 2. Recompile, and patch the table entry by entry.
         let mut diff = TableDiff::default();
@@ -530,7 +537,7 @@ impl Compiler {
                 .slices_of
                 .get(key)
                 .into_iter()
-                .flat_map(|m| m.values().map(AsRef::as_ref))
+                .flat_map(|list| list.iter().map(AsRef::as_ref))
                 .collect();
             let claims = &self.claims;
             result = compile_service(&self.node, svc, &slices, &offers(&self.node, svc), |c| {
@@ -618,16 +625,18 @@ impl Compiler {
 
 /// `who` no longer claims `claim`; if it owned it, every remaining claimant is affected.
 fn withdraw<C: Hash + Eq>(
-    claims: &mut HashMap<C, BTreeSet<Priority>>,
+    claims: &mut HashMap<C, Vec<Priority>>,
     claim: &C,
     who: &Priority,
-    affected: &mut HashSet<ServiceKey>,
+    affected: &mut Vec<ServiceKey>,
 ) {
     let Some(set) = claims.get_mut(claim) else {
         return;
     };
     let owned = set.first() == Some(who);
-    set.remove(who);
+    if let Ok(i) = set.binary_search(who) {
+        set.remove(i);
+    }
     if set.is_empty() {
         claims.remove(claim);
     } else if owned {
@@ -637,13 +646,15 @@ fn withdraw<C: Hash + Eq>(
 
 /// `who` claims `claim`; if that makes it the owner, every claimant is affected.
 fn stake<C: Hash + Eq>(
-    claims: &mut HashMap<C, BTreeSet<Priority>>,
+    claims: &mut HashMap<C, Vec<Priority>>,
     claim: C,
     who: &Priority,
-    affected: &mut HashSet<ServiceKey>,
+    affected: &mut Vec<ServiceKey>,
 ) {
     let set = claims.entry(claim).or_default();
-    set.insert(who.clone());
+    if let Err(i) = set.binary_search(who) {
+        set.insert(i, who.clone());
+    }
     if set.first() == Some(who) && set.len() > 1 {
         affected.extend(set.iter().map(|p| p.2.clone()));
     }
@@ -923,5 +934,77 @@ mod tests {
         let (again, diff) = compiler.build();
         assert!(diff.is_empty());
         assert_eq!(again.dump(), after.dump());
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use serde_json::json;
+    use std::time::Instant;
+
+    /// `cargo test --release -p skiff-proxy --lib -- --ignored --nocapture whole_compile_cost`:
+    /// the whole compile against the reference, interleaved so that machine load hits both.
+    #[test]
+    #[ignore]
+    fn whole_compile_cost() {
+        let n = 10_000;
+        let mut problems = Vec::new();
+        let services: Vec<Service> = (0..n)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+                    "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1),
+                             "ports": [{"name": "http", "port": 80}]},
+                }))
+                .unwrap()
+            })
+            .collect();
+        let slices: Vec<EndpointSlice> = (0..n)
+            .map(|i| {
+                let eps: Vec<_> = (0..10)
+                    .map(|e| json!({"addresses": [format!("10.{}.{}.{}", 100 + i / 25000, (i / 100) % 250, (i % 100) * 2 + e % 2 + 1)], "conditions": {"ready": true}, "nodeName": format!("node-{}", e % 3)}))
+                    .collect();
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("svc-{i}-1"), "namespace": "bench",
+                                 "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                    "endpoints": eps,
+                }))
+                .unwrap()
+            })
+            .collect();
+        let node = NodeInfo::default();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let infos: Vec<ServiceInfo> = services
+                .iter()
+                .filter_map(|s| ServiceInfo::from_service(s, &mut problems))
+                .collect();
+            let sl: Vec<SliceInfo> = slices
+                .iter()
+                .filter_map(|s| SliceInfo::from_slice(s, &mut problems))
+                .collect();
+            let parse = t.elapsed();
+            let old = ServiceTable::reference_build_from(&node, infos, &sl, Vec::new(), None);
+            let reference = t.elapsed();
+            let t = Instant::now();
+            let mut c = Compiler::new(node.clone());
+            for s in &services {
+                c.upsert_service(s);
+            }
+            for s in &slices {
+                c.upsert_slice(s);
+            }
+            let fed = t.elapsed();
+            let (new, _) = c.build();
+            let built = t.elapsed();
+            drop(c);
+            let incremental = t.elapsed();
+            eprintln!("fed {fed:?} built {built:?}");
+            assert_eq!(old.ports().len(), new.ports().len());
+            eprintln!("parse {parse:?} reference {reference:?} compiler {incremental:?}");
+        }
     }
 }
