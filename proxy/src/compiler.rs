@@ -661,6 +661,7 @@ fn stake<C: Hash + Eq>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // fixed test inputs
 mod tests {
     use super::*;
     use crate::model::ServiceKey;
@@ -909,7 +910,12 @@ mod tests {
             }))
             .unwrap();
             compiler.upsert_service(&svc);
-            compiler.upsert_slice(&slice(&mut r, &format!("{name}-1"), &[name.clone()], 1));
+            compiler.upsert_slice(&slice(
+                &mut r,
+                &format!("{name}-1"),
+                std::slice::from_ref(name),
+                1,
+            ));
         }
         let (before, _) = compiler.build();
         let mut s = slice(&mut r, "svc-7-1", &["svc-7".to_owned()], 2);
@@ -938,6 +944,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // fixed test inputs
 mod timing {
     use super::*;
     use serde_json::json;

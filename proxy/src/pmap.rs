@@ -206,7 +206,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let key = ((x >> 33) % 3000) as u32;
-            if (x >> 20) % 3 == 0 {
+            if (x >> 20).is_multiple_of(3) {
                 assert_eq!(map.remove(&key), reference.remove(&key));
             } else {
                 assert_eq!(map.insert(key, step), reference.insert(key, step));
