@@ -1,14 +1,16 @@
 //! What changed between two service tables, so a data plane updates only that.
 //!
-//! Entries that did not change share their `Arc` between tables (see `table::assign_ids`), so
-//! the comparison skips them by pointer; the work a data plane does is proportional to
+//! The watch loop gets its diff from [`crate::compiler::Compiler::build`], which records what it
+//! touched; [`TableDiff::between`] compares any two tables (tests, tools). Entries that did not
+//! change share their `Arc` between tables, and whole chunks of them are shared, so
+//! `between` skips them by pointer; the work a data plane does is proportional to
 //! `added + removed + changed`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::table::{Backend, Frontend, ServicePortEntry, ServiceTable};
+use crate::table::{Backend, Frontend, PortKey, ServicePortEntry, ServiceTable};
 
 /// One service port present in both tables with different contents (same key, same id).
 #[derive(Debug, Clone)]
@@ -54,15 +56,26 @@ impl TableDiff {
         }
     }
 
-    /// What turns `old` into `new`. Both walk in key order, so this is one merge pass.
+    /// What turns `old` into `new`. Both walk in key order, so this is one merge pass; the
+    /// chunks of entries two tables share (an incremental build leaves every chunk it did not
+    /// touch shared) are skipped whole, so comparing a table with its successor costs about
+    /// what changed, not the table's size.
     pub fn between(old: &ServiceTable, new: &ServiceTable) -> TableDiff {
         let mut diff = TableDiff {
             health_checks_changed: old.health_checks() != new.health_checks(),
             ..TableDiff::default()
         };
-        let mut a = old.ports().peekable();
-        let mut b = new.ports().peekable();
+        let mut a = Walk::new(old.ports.chunks());
+        let mut b = Walk::new(new.ports.chunks());
         loop {
+            while a.at_chunk_start()
+                && b.at_chunk_start()
+                && let (Some(x), Some(y)) = (a.chunk(), b.chunk())
+                && Arc::ptr_eq(x, y)
+            {
+                a.skip_chunk();
+                b.skip_chunk();
+            }
             match (a.peek(), b.peek()) {
                 (None, None) => break,
                 (Some(x), None) => {
@@ -105,6 +118,49 @@ impl TableDiff {
     }
 }
 
+type Chunk = Arc<Vec<(Arc<PortKey>, Arc<ServicePortEntry>)>>;
+
+/// A position in a table's entry chunks.
+struct Walk<'a> {
+    chunks: &'a [Chunk],
+    chunk: usize,
+    entry: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(chunks: &'a [Chunk]) -> Self {
+        Walk {
+            chunks,
+            chunk: 0,
+            entry: 0,
+        }
+    }
+
+    fn at_chunk_start(&self) -> bool {
+        self.entry == 0
+    }
+
+    fn chunk(&self) -> Option<&'a Chunk> {
+        self.chunks.get(self.chunk)
+    }
+
+    fn skip_chunk(&mut self) {
+        self.chunk += 1;
+        self.entry = 0;
+    }
+
+    fn peek(&self) -> Option<&'a Arc<ServicePortEntry>> {
+        self.chunk().and_then(|c| c.get(self.entry)).map(|(_, e)| e)
+    }
+
+    fn next(&mut self) {
+        self.entry += 1;
+        if self.chunk().is_none_or(|c| self.entry >= c.len()) {
+            self.skip_chunk();
+        }
+    }
+}
+
 fn addresses(e: &ServicePortEntry) -> HashSet<(IpAddr, u16)> {
     e.internal
         .iter()
@@ -113,7 +169,7 @@ fn addresses(e: &ServicePortEntry) -> HashSet<(IpAddr, u16)> {
         .collect()
 }
 
-fn change(old: &Arc<ServicePortEntry>, new: &Arc<ServicePortEntry>) -> PortChange {
+pub(crate) fn change(old: &Arc<ServicePortEntry>, new: &Arc<ServicePortEntry>) -> PortChange {
     let old_f: HashSet<&Frontend> = old.frontends.iter().collect();
     let new_f: HashSet<&Frontend> = new.frontends.iter().collect();
     let old_b = addresses(old);

@@ -1,9 +1,10 @@
 //! kube-proxy: Services and EndpointSlices compiled into one immutable service table, programmed through a `Dataplane`.
 //!
 //! Flow: `watch::run` keeps reflector stores of Services and EndpointSlices → after a short
-//! debounce, `ServiceTable::build` compiles them whole (`model` validates each object) →
-//! `TableDiff::between` the programmed table and the new one → `Dataplane::apply` → the new
-//! table is swapped into `Proxy` (an `ArcSwap`) for `dump`, metrics and the health checks.
+//! debounce, its `Compiler` recompiles only the Services whose objects changed (`model`
+//! validates each object) and returns the next table with its diff → `Dataplane::apply`
+//! (`program` turns table and diff into per-frontend work) → the new table is swapped into
+//! `Proxy` (an `ArcSwap`) for `dump`, metrics and the health checks.
 
 pub mod dataplane;
 pub mod diff;
@@ -18,8 +19,10 @@ pub use table::{
     Backend, Backends, Frontend, FrontendKind, HealthCheck, NodeInfo, PortKey, ServicePortEntry,
     ServicePortId, ServiceTable,
 };
+pub mod compiler;
 pub mod health;
 pub mod metrics;
+mod pmap;
 pub mod program;
 pub mod routes;
 pub mod state;

@@ -193,7 +193,9 @@ fn parse_endpoint_ip(text: &str) -> Option<IpAddr> {
     (!bad).then_some(ip)
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceKey {
+pub(crate) fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> ServiceKey {
     ServiceKey::new(
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::compiler::Compiler;
 use crate::model::{EndpointInfo, IpFamily, Problem, Protocol, ServiceInfo, ServiceKey, SliceInfo};
+use crate::pmap::PMap;
 
 /// Label with a node's zone (also read from EndpointSlice `zone`).
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
@@ -234,13 +236,24 @@ pub struct HealthCheck {
 }
 
 /// The whole compiled state. Built once, never mutated: share it as `Arc<ServiceTable>`.
+///
+/// The collections are persistent (chunks behind `Arc`s, see `pmap`): cloning a table is a few
+/// pointer copies, and the next table after one change shares everything but the chunks that
+/// change touched, so [`crate::compiler::Compiler`] produces it in time proportional to the
+/// change, not to the number of Services.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTable {
-    node: NodeInfo,
-    ports: BTreeMap<PortKey, Arc<ServicePortEntry>>,
-    by_id: HashMap<ServicePortId, PortKey>,
-    health_checks: BTreeMap<u16, HealthCheck>,
-    problems: Vec<Problem>,
+    pub(crate) node: NodeInfo,
+    pub(crate) ports: PMap<Arc<PortKey>, Arc<ServicePortEntry>>,
+    pub(crate) by_id: PMap<ServicePortId, Arc<ServicePortEntry>>,
+    pub(crate) health_checks: Arc<BTreeMap<u16, HealthCheck>>,
+    /// Sorted, no duplicates.
+    pub(crate) problems: Arc<Vec<Problem>>,
+    /// Distinct Services with at least one entry (kept up to date by the compiler, so that
+    /// publishing a table does not walk it).
+    pub(crate) services: usize,
+    /// Sum of [`entry_backends`] over the entries.
+    pub(crate) backends: usize,
 }
 
 /// An endpoint with the port a service port resolves to, before policy filtering.
@@ -262,169 +275,42 @@ impl ServiceTable {
 
     /// Compiles Services and EndpointSlices as the API serves them. `previous` (the table
     /// currently programmed) keeps ids stable and lets unchanged entries share their `Arc`.
+    ///
+    /// This compiles everything; the watch loop keeps a [`Compiler`] instead, which recompiles
+    /// only what changed and gives the same table.
     pub fn build<'a>(
         node: &NodeInfo,
         services: impl IntoIterator<Item = &'a Service>,
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
         previous: Option<&ServiceTable>,
     ) -> ServiceTable {
-        let mut problems = Vec::new();
-        let services: Vec<ServiceInfo> = services
-            .into_iter()
-            .filter_map(|s| ServiceInfo::from_service(s, &mut problems))
-            .collect();
-        let slices: Vec<SliceInfo> = slices
-            .into_iter()
-            .filter_map(|s| SliceInfo::from_slice(s, &mut problems))
-            .collect();
-        Self::build_from(node, services, &slices, problems, previous)
+        let mut compiler = Compiler::starting_from(node.clone(), previous);
+        for s in services {
+            compiler.upsert_service(s);
+        }
+        for s in slices {
+            compiler.upsert_slice(s);
+        }
+        compiler.build().0
     }
 
     /// [`ServiceTable::build`] from objects already cut down (and their problems so far).
     pub fn build_from(
         node: &NodeInfo,
-        mut services: Vec<ServiceInfo>,
+        services: Vec<ServiceInfo>,
         slices: &[SliceInfo],
-        mut problems: Vec<Problem>,
+        problems: Vec<Problem>,
         previous: Option<&ServiceTable>,
     ) -> ServiceTable {
-        let mut slices_of: HashMap<&ServiceKey, Vec<&SliceInfo>> = HashMap::new();
+        let mut compiler = Compiler::starting_from(node.clone(), previous);
+        compiler.add_problems(problems);
+        for s in services {
+            compiler.set_service_info(s);
+        }
         for s in slices {
-            slices_of.entry(&s.service).or_default().push(s);
+            compiler.set_slice_info(s.clone());
         }
-        for list in slices_of.values_mut() {
-            list.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-        // Conflicts go to the older Service (then the smaller name), as the brief for
-        // externalIPs says; a Service without a timestamp counts as the newest.
-        services.sort_by(|a, b| {
-            (a.created.is_none(), &a.created, &a.key).cmp(&(
-                b.created.is_none(),
-                &b.created,
-                &b.key,
-            ))
-        });
-
-        let mut claimed: HashMap<(IpAddr, u16, Protocol), ServiceKey> = HashMap::new();
-        let mut claimed_hc: HashMap<u16, ServiceKey> = HashMap::new();
-        let mut ports: BTreeMap<PortKey, ServicePortEntry> = BTreeMap::new();
-        let mut health_checks = BTreeMap::new();
-        let no_slices = Vec::new();
-
-        for svc in &services {
-            let object = format!("Service {}", svc.key);
-            let svc_slices = slices_of.get(&svc.key).unwrap_or(&no_slices);
-            let mut local_ready: HashSet<IpAddr> = HashSet::new();
-            for p in &svc.ports {
-                let mut frontends = Vec::new();
-                let mut offer = |kind: FrontendKind, ip: IpAddr, port: u16, field: &str| {
-                    if !svc.has_family(IpFamily::of(&ip)) {
-                        return; // another family's proxier would not see this Service
-                    }
-                    match claimed.get(&(ip, port, p.protocol)) {
-                        Some(owner) if owner != &svc.key => {
-                            let problem = Problem {
-                                object: object.clone(),
-                                field: field.to_owned(),
-                                message: format!(
-                                    "{} {} is already used by Service {owner}: dropped",
-                                    SockAddr(ip, port),
-                                    p.protocol,
-                                ),
-                            };
-                            problems.push(problem);
-                        }
-                        _ => {
-                            claimed.insert((ip, port, p.protocol), svc.key.clone());
-                            frontends.push(Frontend { kind, ip, port });
-                        }
-                    }
-                };
-                for ip in &svc.cluster_ips {
-                    offer(FrontendKind::ClusterIp, *ip, p.port, "spec.clusterIPs");
-                }
-                if let Some(np) = p.node_port {
-                    for ip in &node.addresses {
-                        offer(FrontendKind::NodePort, *ip, np, "spec.ports.nodePort");
-                    }
-                }
-                for ip in &svc.lb_ips {
-                    offer(
-                        FrontendKind::LoadBalancer,
-                        *ip,
-                        p.port,
-                        "status.loadBalancer.ingress",
-                    );
-                }
-                for ip in &svc.external_ips {
-                    offer(FrontendKind::ExternalIp, *ip, p.port, "spec.externalIPs");
-                }
-                frontends.sort();
-                frontends.dedup();
-
-                let candidates = candidates(node, svc_slices, &p.name, p.protocol);
-                let cluster = cluster_endpoints(&candidates, svc, node);
-                let local = local_endpoints(&candidates);
-                for c in &candidates {
-                    if c.local && c.ep.ready {
-                        local_ready.insert(c.ip);
-                    }
-                }
-                let pick = |use_local: bool| {
-                    Backends::from_endpoints(if use_local { &local } else { &cluster })
-                };
-                let key = PortKey {
-                    service: svc.key.clone(),
-                    port_name: p.name.clone(),
-                    protocol: p.protocol,
-                };
-                ports.insert(
-                    key.clone(),
-                    ServicePortEntry {
-                        id: ServicePortId(0),
-                        key,
-                        port: p.port,
-                        node_port: p.node_port,
-                        frontends,
-                        internal: pick(svc.internal_local),
-                        external: pick(svc.external_local),
-                        affinity_timeout: svc.affinity_timeout,
-                        internal_local: svc.internal_local,
-                        external_local: svc.external_local,
-                    },
-                );
-            }
-            if let Some(hc) = svc.health_check_node_port {
-                match claimed_hc.get(&hc) {
-                    Some(owner) => problems.push(Problem {
-                        object,
-                        field: "spec.healthCheckNodePort".into(),
-                        message: format!("{hc} is already used by Service {owner}: dropped"),
-                    }),
-                    None => {
-                        claimed_hc.insert(hc, svc.key.clone());
-                        health_checks.insert(
-                            hc,
-                            HealthCheck {
-                                service: svc.key.clone(),
-                                local_endpoints: local_ready.len(),
-                            },
-                        );
-                    }
-                }
-            }
-        }
-
-        let (ports, by_id) = assign_ids(ports, previous);
-        problems.sort();
-        problems.dedup();
-        ServiceTable {
-            node: node.clone(),
-            ports,
-            by_id,
-            health_checks,
-            problems,
-        }
+        compiler.build().0
     }
 
     pub fn node(&self) -> &NodeInfo {
@@ -441,7 +327,7 @@ impl ServiceTable {
     }
 
     pub fn get_by_id(&self, id: ServicePortId) -> Option<&Arc<ServicePortEntry>> {
-        self.by_id.get(&id).and_then(|k| self.ports.get(k))
+        self.by_id.get(&id)
     }
 
     /// `healthCheckNodePort` → what to answer there.
@@ -456,32 +342,12 @@ impl ServiceTable {
 
     /// Number of distinct Services with at least one port in the table.
     pub fn service_count(&self) -> usize {
-        let mut n = 0;
-        let mut last: Option<&ServiceKey> = None;
-        for k in self.ports.keys() {
-            if last != Some(&k.service) {
-                n += 1;
-                last = Some(&k.service);
-            }
-        }
-        n
+        self.services
     }
 
     /// Total backends over every port and both policies' sets (distinct per port).
     pub fn backend_count(&self) -> usize {
-        self.ports
-            .values()
-            .map(|e| {
-                if e.internal == e.external {
-                    e.internal.len()
-                } else {
-                    let mut all: HashSet<(IpAddr, u16)> = HashSet::new();
-                    all.extend(e.internal.iter().map(|b| (b.ip, b.port)));
-                    all.extend(e.external.iter().map(|b| (b.ip, b.port)));
-                    all.len()
-                }
-            })
-            .sum()
+        self.backends
     }
 
     /// Stable text rendering (what `skiff proxy dump` prints and the golden tests compare).
@@ -539,22 +405,161 @@ impl ServiceTable {
                 }
             }
         }
-        for (port, hc) in &self.health_checks {
+        for (port, hc) in self.health_checks.iter() {
             let _ = writeln!(
                 out,
                 "healthcheck {port} {} localEndpoints {}",
                 hc.service, hc.local_endpoints
             );
         }
-        for p in &self.problems {
+        for p in self.problems.iter() {
             let _ = writeln!(out, "problem {p}");
         }
         out
     }
 }
 
+/// A frontend address a Service port asks for, before conflicts with other Services are
+/// resolved (the compiler indexes these to know whose frontends a change can affect).
+#[derive(Debug, Clone)]
+pub(crate) struct Offer {
+    /// Index into `ServiceInfo::ports`.
+    pub(crate) port: usize,
+    pub(crate) frontend: Frontend,
+    pub(crate) protocol: Protocol,
+    /// The field it comes from, for the conflict problem.
+    pub(crate) field: &'static str,
+}
+
+impl Offer {
+    pub(crate) fn claim(&self) -> Claim {
+        (self.frontend.ip, self.frontend.port, self.protocol)
+    }
+}
+
+/// What two Services cannot share: address, port and protocol.
+pub(crate) type Claim = (IpAddr, u16, Protocol);
+
+/// Every frontend `svc` asks for, port by port, in the order conflicts are reported.
+pub(crate) fn offers(node: &NodeInfo, svc: &ServiceInfo) -> Vec<Offer> {
+    let mut out = Vec::new();
+    for (i, p) in svc.ports.iter().enumerate() {
+        let mut offer = |kind: FrontendKind, ip: IpAddr, port: u16, field: &'static str| {
+            if !svc.has_family(IpFamily::of(&ip)) {
+                return; // another family's proxier would not see this Service
+            }
+            out.push(Offer {
+                port: i,
+                frontend: Frontend { kind, ip, port },
+                protocol: p.protocol,
+                field,
+            });
+        };
+        for ip in &svc.cluster_ips {
+            offer(FrontendKind::ClusterIp, *ip, p.port, "spec.clusterIPs");
+        }
+        if let Some(np) = p.node_port {
+            for ip in &node.addresses {
+                offer(FrontendKind::NodePort, *ip, np, "spec.ports.nodePort");
+            }
+        }
+        for ip in &svc.lb_ips {
+            offer(
+                FrontendKind::LoadBalancer,
+                *ip,
+                p.port,
+                "status.loadBalancer.ingress",
+            );
+        }
+        for ip in &svc.external_ips {
+            offer(FrontendKind::ExternalIp, *ip, p.port, "spec.externalIPs");
+        }
+    }
+    out
+}
+
+/// One Service compiled on its own, given who owns each contested frontend.
+#[derive(Debug)]
+pub(crate) struct CompiledService {
+    /// One per port, in port order, with id 0 (the compiler assigns ids).
+    pub(crate) entries: Vec<ServicePortEntry>,
+    /// Frontends dropped because another Service owns them.
+    pub(crate) problems: Vec<Problem>,
+    /// Distinct ready endpoint addresses on this node (for the health check).
+    pub(crate) local_ready: usize,
+}
+
+/// Compiles one Service's ports: frontends from `offers` that `owner` gives to this Service
+/// (a conflict goes to the older Service: `owner` is the highest-priority claimant), backends
+/// from its `slices` (sorted by name) after policies and topology.
+pub(crate) fn compile_service<'k>(
+    node: &NodeInfo,
+    svc: &ServiceInfo,
+    slices: &[&SliceInfo],
+    offers: &[Offer],
+    owner: impl Fn(&Claim) -> Option<&'k ServiceKey>,
+) -> CompiledService {
+    let mut problems = Vec::new();
+    let mut frontends: Vec<Vec<Frontend>> = vec![Vec::new(); svc.ports.len()];
+    for o in offers {
+        match owner(&o.claim()) {
+            Some(owner) if owner != &svc.key => problems.push(Problem {
+                object: format!("Service {}", svc.key),
+                field: o.field.to_owned(),
+                message: format!(
+                    "{} {} is already used by Service {owner}: dropped",
+                    SockAddr(o.frontend.ip, o.frontend.port),
+                    o.protocol,
+                ),
+            }),
+            _ => {
+                if let Some(list) = frontends.get_mut(o.port) {
+                    list.push(o.frontend);
+                }
+            }
+        }
+    }
+    let mut local_ready: HashSet<IpAddr> = HashSet::new();
+    let mut entries = Vec::with_capacity(svc.ports.len());
+    for (p, mut frontends) in svc.ports.iter().zip(frontends) {
+        frontends.sort();
+        frontends.dedup();
+        let candidates = candidates(node, slices, &p.name, p.protocol);
+        let cluster = cluster_endpoints(&candidates, svc, node);
+        let local = local_endpoints(&candidates);
+        for c in &candidates {
+            if c.local && c.ep.ready {
+                local_ready.insert(c.ip);
+            }
+        }
+        let pick =
+            |use_local: bool| Backends::from_endpoints(if use_local { &local } else { &cluster });
+        entries.push(ServicePortEntry {
+            id: ServicePortId(0),
+            key: PortKey {
+                service: svc.key.clone(),
+                port_name: p.name.clone(),
+                protocol: p.protocol,
+            },
+            port: p.port,
+            node_port: p.node_port,
+            frontends,
+            internal: pick(svc.internal_local),
+            external: pick(svc.external_local),
+            affinity_timeout: svc.affinity_timeout,
+            internal_local: svc.internal_local,
+            external_local: svc.external_local,
+        });
+    }
+    CompiledService {
+        entries,
+        problems,
+        local_ready: local_ready.len(),
+    }
+}
+
 /// `ip:port`, with brackets for IPv6.
-struct SockAddr(IpAddr, u16);
+pub(crate) struct SockAddr(IpAddr, u16);
 
 impl fmt::Display for SockAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -680,43 +685,218 @@ fn local_endpoints<'c, 'a>(cands: &'c [Candidate<'a>]) -> Vec<&'c Candidate<'a>>
         .collect()
 }
 
-type Assigned = (
-    BTreeMap<PortKey, Arc<ServicePortEntry>>,
-    HashMap<ServicePortId, PortKey>,
-);
-
-/// Gives every entry its id (the previous table's for a known key, else the lowest free one
-/// not used by `previous`), and reuses the previous `Arc` of every unchanged entry so that a
-/// diff can skip it by pointer.
-fn assign_ids(
-    ports: BTreeMap<PortKey, ServicePortEntry>,
-    previous: Option<&ServiceTable>,
-) -> Assigned {
-    let prev_ids: HashSet<ServicePortId> = previous
-        .map(|p| p.by_id.keys().copied().collect())
-        .unwrap_or_default();
-    let mut next = 1u32;
-    let mut out = BTreeMap::new();
-    let mut by_id = HashMap::with_capacity(ports.len());
-    for (key, mut entry) in ports {
-        let old = previous.and_then(|p| p.ports.get(&key));
-        entry.id = match old {
-            Some(old) => old.id,
-            None => {
-                while prev_ids.contains(&ServicePortId(next)) {
-                    next += 1;
-                }
-                let id = ServicePortId(next);
-                next += 1;
-                id
-            }
-        };
-        let arc = match old {
-            Some(old) if **old == entry => Arc::clone(old),
-            _ => Arc::new(entry),
-        };
-        by_id.insert(arc.id, key.clone());
-        out.insert(key, arc);
+/// Distinct backends (address:port) of one entry over both policies' sets.
+pub(crate) fn entry_backends(e: &ServicePortEntry) -> usize {
+    if e.internal == e.external {
+        e.internal.len()
+    } else {
+        let mut all: HashSet<(IpAddr, u16)> = HashSet::new();
+        all.extend(e.internal.iter().map(|b| (b.ip, b.port)));
+        all.extend(e.external.iter().map(|b| (b.ip, b.port)));
+        all.len()
     }
-    (out, by_id)
+}
+
+/// The whole-table compile as it was before the incremental compiler, kept as the reference
+/// the compiler's tests compare against.
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::*;
+
+    impl ServiceTable {
+        pub(crate) fn reference_build_from(
+            node: &NodeInfo,
+            mut services: Vec<ServiceInfo>,
+            slices: &[SliceInfo],
+            mut problems: Vec<Problem>,
+            previous: Option<&ServiceTable>,
+        ) -> ServiceTable {
+            let mut slices_of: HashMap<&ServiceKey, Vec<&SliceInfo>> = HashMap::new();
+            for s in slices {
+                slices_of.entry(&s.service).or_default().push(s);
+            }
+            for list in slices_of.values_mut() {
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            // Conflicts go to the older Service (then the smaller name), as the brief for
+            // externalIPs says; a Service without a timestamp counts as the newest.
+            services.sort_by(|a, b| {
+                (a.created.is_none(), &a.created, &a.key).cmp(&(
+                    b.created.is_none(),
+                    &b.created,
+                    &b.key,
+                ))
+            });
+
+            let mut claimed: HashMap<(IpAddr, u16, Protocol), ServiceKey> = HashMap::new();
+            let mut claimed_hc: HashMap<u16, ServiceKey> = HashMap::new();
+            let mut ports: BTreeMap<PortKey, ServicePortEntry> = BTreeMap::new();
+            let mut health_checks = BTreeMap::new();
+            let no_slices = Vec::new();
+
+            for svc in &services {
+                let object = format!("Service {}", svc.key);
+                let svc_slices = slices_of.get(&svc.key).unwrap_or(&no_slices);
+                let mut local_ready: HashSet<IpAddr> = HashSet::new();
+                for p in &svc.ports {
+                    let mut frontends = Vec::new();
+                    let mut offer = |kind: FrontendKind, ip: IpAddr, port: u16, field: &str| {
+                        if !svc.has_family(IpFamily::of(&ip)) {
+                            return; // another family's proxier would not see this Service
+                        }
+                        match claimed.get(&(ip, port, p.protocol)) {
+                            Some(owner) if owner != &svc.key => {
+                                let problem = Problem {
+                                    object: object.clone(),
+                                    field: field.to_owned(),
+                                    message: format!(
+                                        "{} {} is already used by Service {owner}: dropped",
+                                        SockAddr(ip, port),
+                                        p.protocol,
+                                    ),
+                                };
+                                problems.push(problem);
+                            }
+                            _ => {
+                                claimed.insert((ip, port, p.protocol), svc.key.clone());
+                                frontends.push(Frontend { kind, ip, port });
+                            }
+                        }
+                    };
+                    for ip in &svc.cluster_ips {
+                        offer(FrontendKind::ClusterIp, *ip, p.port, "spec.clusterIPs");
+                    }
+                    if let Some(np) = p.node_port {
+                        for ip in &node.addresses {
+                            offer(FrontendKind::NodePort, *ip, np, "spec.ports.nodePort");
+                        }
+                    }
+                    for ip in &svc.lb_ips {
+                        offer(
+                            FrontendKind::LoadBalancer,
+                            *ip,
+                            p.port,
+                            "status.loadBalancer.ingress",
+                        );
+                    }
+                    for ip in &svc.external_ips {
+                        offer(FrontendKind::ExternalIp, *ip, p.port, "spec.externalIPs");
+                    }
+                    frontends.sort();
+                    frontends.dedup();
+
+                    let candidates = candidates(node, svc_slices, &p.name, p.protocol);
+                    let cluster = cluster_endpoints(&candidates, svc, node);
+                    let local = local_endpoints(&candidates);
+                    for c in &candidates {
+                        if c.local && c.ep.ready {
+                            local_ready.insert(c.ip);
+                        }
+                    }
+                    let pick = |use_local: bool| {
+                        Backends::from_endpoints(if use_local { &local } else { &cluster })
+                    };
+                    let key = PortKey {
+                        service: svc.key.clone(),
+                        port_name: p.name.clone(),
+                        protocol: p.protocol,
+                    };
+                    ports.insert(
+                        key.clone(),
+                        ServicePortEntry {
+                            id: ServicePortId(0),
+                            key,
+                            port: p.port,
+                            node_port: p.node_port,
+                            frontends,
+                            internal: pick(svc.internal_local),
+                            external: pick(svc.external_local),
+                            affinity_timeout: svc.affinity_timeout,
+                            internal_local: svc.internal_local,
+                            external_local: svc.external_local,
+                        },
+                    );
+                }
+                if let Some(hc) = svc.health_check_node_port {
+                    match claimed_hc.get(&hc) {
+                        Some(owner) => problems.push(Problem {
+                            object,
+                            field: "spec.healthCheckNodePort".into(),
+                            message: format!("{hc} is already used by Service {owner}: dropped"),
+                        }),
+                        None => {
+                            claimed_hc.insert(hc, svc.key.clone());
+                            health_checks.insert(
+                                hc,
+                                HealthCheck {
+                                    service: svc.key.clone(),
+                                    local_endpoints: local_ready.len(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+
+            let (ports, by_id) = assign_ids(ports, previous);
+            problems.sort();
+            problems.dedup();
+            let mut table = ServiceTable {
+                node: node.clone(),
+                health_checks: Arc::new(health_checks),
+                problems: Arc::new(problems),
+                ..ServiceTable::default()
+            };
+            for (key, e) in ports {
+                table.ports.insert(Arc::new(key), e);
+            }
+            for (id, key) in by_id {
+                if let Some(e) = table.ports.get(&key).cloned() {
+                    table.by_id.insert(id, e);
+                }
+            }
+            table
+        }
+    }
+
+    type Assigned = (
+        BTreeMap<PortKey, Arc<ServicePortEntry>>,
+        HashMap<ServicePortId, PortKey>,
+    );
+
+    /// Gives every entry its id (the previous table's for a known key, else the lowest free one
+    /// not used by `previous`), and reuses the previous `Arc` of every unchanged entry so that a
+    /// diff can skip it by pointer.
+    fn assign_ids(
+        ports: BTreeMap<PortKey, ServicePortEntry>,
+        previous: Option<&ServiceTable>,
+    ) -> Assigned {
+        let prev_ids: HashSet<ServicePortId> = previous
+            .map(|p| p.by_id.iter().map(|(id, _)| *id).collect())
+            .unwrap_or_default();
+        let mut next = 1u32;
+        let mut out = BTreeMap::new();
+        let mut by_id = HashMap::with_capacity(ports.len());
+        for (key, mut entry) in ports {
+            let old = previous.and_then(|p| p.ports.get(&key));
+            entry.id = match old {
+                Some(old) => old.id,
+                None => {
+                    while prev_ids.contains(&ServicePortId(next)) {
+                        next += 1;
+                    }
+                    let id = ServicePortId(next);
+                    next += 1;
+                    id
+                }
+            };
+            let arc = match old {
+                Some(old) if **old == entry => Arc::clone(old),
+                _ => Arc::new(entry),
+            };
+            by_id.insert(arc.id, key.clone());
+            out.insert(key, arc);
+        }
+        (out, by_id)
+    }
 }

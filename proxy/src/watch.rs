@@ -16,10 +16,11 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::time::Instant;
 
+use crate::compiler::Compiler;
 use crate::dataplane::Dataplane;
 use crate::diff::TableDiff;
 use crate::model::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME, Problem};
@@ -69,10 +70,12 @@ pub async fn run(
 
 /// What a watch stream told the loop.
 enum Signal {
-    /// The store changed (an object applied or deleted, or a relist completed).
-    Changed,
+    /// One object was applied or deleted (the store already has its new state).
+    Changed(Object),
     /// The first list of this watch is in the store.
     Listed(Which),
+    /// A relist replaced the store (after the watch was lost): compare it all.
+    Relisted(Which),
     /// Nothing to act on (relist in progress).
     Nothing,
     Error(watcher::Error),
@@ -84,10 +87,18 @@ enum Which {
     Slices,
 }
 
+/// An object that changed, to look up in its store at the next sync.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Object {
+    Service(ObjectRef<Service>),
+    Slice(ObjectRef<EndpointSlice>),
+}
+
 fn signals<K>(
     client: &kube::Client,
     labels: &str,
     which: Which,
+    object: fn(ObjectRef<K>) -> Object,
 ) -> (Store<K>, impl Stream<Item = Signal> + Send + 'static)
 where
     K: kube::Resource<DynamicType = ()>
@@ -104,12 +115,14 @@ where
     let stream = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config))
         .default_backoff()
         .map(move |event| match event {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => Signal::Changed,
+            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => {
+                Signal::Changed(object(ObjectRef::from_obj(&obj)))
+            }
             Ok(watcher::Event::InitDone) if !listed => {
                 listed = true;
                 Signal::Listed(which)
             }
-            Ok(watcher::Event::InitDone) => Signal::Changed,
+            Ok(watcher::Event::InitDone) => Signal::Relisted(which),
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => Signal::Nothing,
             Err(e) => Signal::Error(e),
         });
@@ -129,18 +142,22 @@ pub async fn run_with(
         &client,
         &format!("!{LABEL_SERVICE_PROXY_NAME}"),
         Which::Services,
+        Object::Service,
     );
     let (slices, slice_events) = signals::<EndpointSlice>(
         &client,
         &format!("!{LABEL_SERVICE_PROXY_NAME},!{LABEL_HEADLESS}"),
         Which::Slices,
+        Object::Slice,
     );
     let mut events = pin!(futures::stream::select(service_events, slice_events));
     let mut shutdown = pin!(shutdown);
     let mut sync = Syncer {
         proxy: Arc::clone(&proxy),
         dataplane: Arc::clone(&dataplane),
-        applied: Arc::new(ServiceTable::empty(proxy.node().clone())),
+        compiler: Compiler::new(proxy.node().clone()),
+        changed: HashSet::new(),
+        relist: (true, true),
         needs_full: true,
         retry: config.retry,
         logged: HashSet::new(),
@@ -164,9 +181,21 @@ pub async fn run_with(
             signal = events.next() => {
                 let Some(signal) = signal else { break };
                 match signal {
-                    Signal::Changed => {}
-                    Signal::Listed(Which::Services) => services_listed = true,
-                    Signal::Listed(Which::Slices) => slices_listed = true,
+                    Signal::Changed(object) => {
+                        sync.changed.insert(object);
+                    }
+                    Signal::Listed(which) | Signal::Relisted(which) => {
+                        match which {
+                            Which::Services => {
+                                services_listed = true;
+                                sync.relist.0 = true;
+                            }
+                            Which::Slices => {
+                                slices_listed = true;
+                                sync.relist.1 = true;
+                            }
+                        }
+                    }
                     Signal::Nothing => continue,
                     Signal::Error(error) => {
                         proxy.metrics().watch_errors.inc();
@@ -211,8 +240,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 struct Syncer {
     proxy: Arc<Proxy>,
     dataplane: Arc<dyn Dataplane>,
-    /// The table the data plane last programmed successfully.
-    applied: Arc<ServiceTable>,
+    /// Every object seen so far and what it compiled to; its table is the last one built
+    /// (programmed, unless `needs_full`).
+    compiler: Compiler,
+    /// Objects applied or deleted since the last sync.
+    changed: HashSet<Object>,
+    /// The Service / EndpointSlice store was (re)listed since the last sync: hand the compiler
+    /// all of it (unchanged objects cost a lookup), since a relist reports no deletions.
+    relist: (bool, bool),
     /// Next apply must be a full resync (first one, or after a failure).
     needs_full: bool,
     retry: Duration,
@@ -221,28 +256,58 @@ struct Syncer {
 }
 
 impl Syncer {
+    /// Feeds the compiler what changed in the stores since the last sync. The stores are read
+    /// now, not when the events came: several events for one object coalesce into its latest
+    /// state (or its absence).
+    fn feed(&mut self, services: &Store<Service>, slices: &Store<EndpointSlice>) {
+        if std::mem::take(&mut self.relist.0) {
+            let all = services.state();
+            self.compiler
+                .replace_services(all.iter().map(AsRef::as_ref));
+        }
+        if std::mem::take(&mut self.relist.1) {
+            let all = slices.state();
+            self.compiler.replace_slices(all.iter().map(AsRef::as_ref));
+        }
+        for object in std::mem::take(&mut self.changed) {
+            match object {
+                Object::Service(r) => match services.get(&r) {
+                    Some(svc) => self.compiler.upsert_service(&svc),
+                    None => self
+                        .compiler
+                        .remove_service(r.namespace.as_deref().unwrap_or_default(), &r.name),
+                },
+                Object::Slice(r) => match slices.get(&r) {
+                    Some(slice) => self.compiler.upsert_slice(&slice),
+                    None => self
+                        .compiler
+                        .remove_slice(r.namespace.as_deref().unwrap_or_default(), &r.name),
+                },
+            }
+        }
+    }
+
     async fn run(
         &mut self,
         services: &Store<Service>,
         slices: &Store<EndpointSlice>,
     ) -> Result<(), ()> {
-        let services = services.state();
-        let slices = slices.state();
-        let table = Arc::new(ServiceTable::build(
-            self.proxy.node(),
-            services.iter().map(AsRef::as_ref),
-            slices.iter().map(AsRef::as_ref),
-            Some(&self.applied),
-        ));
+        self.feed(services, slices);
+        // Work proportional to what changed: the compiler recompiles only the Services whose
+        // inputs changed and records the diff as it patches the table.
+        let (table, diff) = self.compiler.build();
+        let table = Arc::new(table);
         self.log_problems(&table);
         let diff = if self.needs_full {
             TableDiff::full(&table)
         } else {
-            TableDiff::between(&self.applied, &table)
+            diff
         };
         if !diff.is_empty() {
             if let Err(error) = self.dataplane.apply(&table, &diff).await {
                 self.proxy.metrics().sync_errors.inc();
+                // The compiler has moved on to `table`; what the data plane holds is unknown
+                // now, so the next apply (of whatever the compiler builds next) is a full one.
                 self.needs_full = true;
                 tracing::warn!(%error, dataplane = self.dataplane.name(), "programming the service table failed; retrying with a full resync");
                 return Err(());
@@ -257,13 +322,17 @@ impl Syncer {
             );
         }
         self.needs_full = false;
-        self.applied = Arc::clone(&table);
         self.proxy.publish(table);
         Ok(())
     }
 
     fn log_problems(&mut self, table: &ServiceTable) {
-        let now: HashSet<Problem> = table.problems().iter().cloned().collect();
+        let now = table.problems();
+        // Unchanged (the usual case): nothing to compare.
+        if now.len() == self.logged.len() && now.iter().all(|p| self.logged.contains(p)) {
+            return;
+        }
+        let now: HashSet<Problem> = now.iter().cloned().collect();
         for p in now.difference(&self.logged) {
             tracing::warn!(problem = %p, "service proxy skipped invalid input");
         }
