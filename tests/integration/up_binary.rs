@@ -3,8 +3,11 @@
 //! behind, and a restart on the same data dir that keeps every object.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -68,9 +71,11 @@ spec:
       command: ["sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"]
 "#;
 
-/// `skiff up` for this test: its image map and manifests folder from `dir`.
-fn start_up(name: &str, dir: &Path) -> Result<SkiffUp> {
+/// `skiff up` for this test: its image map and manifests folder from `dir`, DNS on
+/// `dns_port`, forwarding to `upstream` (a test server on loopback, never the network).
+fn start_up(name: &str, dir: &Path, dns_port: u16, upstream: SocketAddr) -> Result<SkiffUp> {
     let (map, manifests) = (dir.join("images.yaml"), dir.join("manifests"));
+    let (port, upstream) = (dns_port.to_string(), upstream.to_string());
     SkiffUp::start(
         name,
         &dir.join("data"),
@@ -79,8 +84,81 @@ fn start_up(name: &str, dir: &Path) -> Result<SkiffUp> {
             map.as_os_str(),
             "-f".as_ref(),
             manifests.as_os_str(),
+            "--dns-port".as_ref(),
+            port.as_ref(),
+            "--dns-upstream".as_ref(),
+            upstream.as_ref(),
         ],
     )
+}
+
+/// A DNS upstream on loopback that answers every A question with 192.0.2.77 (TTL 30) and
+/// anything else with an empty NOERROR; Drop stops it.
+struct TestUpstream {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestUpstream {
+    fn start() -> Result<TestUpstream> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let addr = socket.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(reply) = upstream_answer(&buf[..n]) {
+                    let _ = socket.send_to(&reply, peer);
+                }
+            }
+        });
+        Ok(TestUpstream {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The reply to one query: the header with QR/RA set, its question, and for type A one answer.
+fn upstream_answer(query: &[u8]) -> Option<Vec<u8>> {
+    let mut i = 12;
+    while *query.get(i)? != 0 {
+        i += 1 + usize::from(*query.get(i)?);
+    }
+    let question_end = i + 5;
+    let qtype = u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]);
+    let mut out = query.get(..question_end)?.to_vec();
+    out[2] = 0x81; // QR, RD
+    out[3] = 0x80; // RA, NOERROR
+    out[6..12].copy_from_slice(&[0, u8::from(qtype == 1), 0, 0, 0, 0]);
+    if qtype == 1 {
+        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 77]);
+    }
+    Some(out)
+}
+
+/// A loopback port free for UDP and TCP right now.
+fn free_dns_port() -> Result<u16> {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = udp.local_addr()?.port();
+    std::net::TcpListener::bind(("127.0.0.1", port))?;
+    Ok(port)
 }
 
 /// Cgroup directories named `cgroup` directly under any hierarchy of this host.
@@ -179,7 +257,9 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
     )?;
     let netns = format!("skiff-{name}");
 
-    let mut up = start_up(&name, dir.path())?;
+    let upstream = TestUpstream::start()?;
+    let dns_port = free_dns_port()?;
+    let mut up = start_up(&name, dir.path(), dns_port, upstream.addr)?;
     ensure!(
         list_netns(&netns).contains(&netns),
         "no node namespace {netns}"
@@ -255,6 +335,44 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
             "{out}"
         );
     }
+    // Cluster DNS from a pod, through the search path and kube-dns; other names through the
+    // forwarder to the test upstream; and the same records on the host loopback port.
+    let v4 = ips.split_whitespace().next().unwrap_or_default().to_owned();
+    for name in ["web", "web.e2e", "web.e2e.svc.cluster.local"] {
+        let out = k
+            .ok(&[
+                "exec", "-n", "e2e", "ticker", "--", "getent", "ahostsv4", name,
+            ])
+            .await?;
+        ensure!(
+            out.contains(&v4),
+            "{name} from the pod: {out:?} (want {v4})"
+        );
+    }
+    let out = k
+        .ok(&[
+            "exec",
+            "-n",
+            "e2e",
+            "ticker",
+            "--",
+            "getent",
+            "ahostsv4",
+            "example.test",
+        ])
+        .await?;
+    ensure!(
+        out.contains("192.0.2.77"),
+        "example.test from the pod: {out:?}"
+    );
+    let dig = tokio::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &dns_port.to_string(), "+short"])
+        .arg("web.e2e.svc.cluster.local")
+        .output()
+        .await
+        .context("run dig (dnsutils)")?;
+    let answer = String::from_utf8_lossy(&dig.stdout);
+    ensure!(answer.trim() == v4, "dig on the host loopback: {answer:?}");
     let out = k
         .ok(&["exec", "-n", "e2e", &web_name, "--", "hostname"])
         .await?;
@@ -274,7 +392,7 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
     ensure!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 
     // The same data dir again: the objects are kept and the pods run again.
-    let up = start_up(&name, dir.path())?;
+    let up = start_up(&name, dir.path(), free_dns_port()?, upstream.addr)?;
     let k = Kubectl::default_binary(&up.kubeconfig);
     let again = wait_all_ready(&k).await?;
     ensure!(

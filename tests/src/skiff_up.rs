@@ -39,12 +39,17 @@ pub struct SkiffUp {
 }
 
 impl SkiffUp {
-    /// Starts `skiff up` with every published port on 0 (free ones) and `extra` arguments,
+    /// Starts `skiff up` with every published port on 0 (free ones; `extra` may give
+    /// `--dns-port`) and `extra` arguments,
     /// and waits for its ready line. Its logs go to this process's stderr.
     pub fn start(name: &str, data_dir: &Path, extra: &[&std::ffi::OsStr]) -> Result<SkiffUp> {
-        let mut child = Command::new(skiff_exe()?)
-            .args(["up", "--name", name, "--api-port", "0", "--http-port", "0"])
-            .args(["--https-port", "0", "--dns-port", "0"])
+        let mut cmd = Command::new(skiff_exe()?);
+        cmd.args(["up", "--name", name, "--api-port", "0", "--http-port", "0"])
+            .args(["--https-port", "0"]);
+        if !extra.iter().any(|a| *a == "--dns-port") {
+            cmd.args(["--dns-port", "0"]);
+        }
+        let mut child = cmd
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)

@@ -13,10 +13,10 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use skiff_apiserver::server::node_proxy::issue_kubelet_serving_cert;
+use skiff_dns::Synced;
 use skiff_node::config::{KubeletConfig, NodeAllocatable};
 use skiff_node::images::{ImageMap, ImageResolver};
 use skiff_node::registration::{self, NodeConfig};
-use skiff_dns::Synced;
 use skiff_node::sandbox::{IpCidr, SandboxConfig, SandboxManager};
 use skiff_node::streaming::StreamingConfig;
 
@@ -90,18 +90,6 @@ async fn run_cluster(
         },
     ));
     let proxy_synced = proxy_state.subscribe();
-    let gateways: Vec<std::net::IpAddr> = pod_cidrs.iter().filter_map(IpCidr::gateway).collect();
-    let dns = dns::start(
-        &args.cluster,
-        args.dns_port,
-        &args.name,
-        &gateways,
-        node,
-        &plane.client,
-        &plane.stopping,
-    )
-    .await?;
-    tracing::info!(addr = %dns.host_addr, "cluster DNS on the host loopback");
     tracing::warn!(
         "this build has no ingress yet: nothing is published on the ingress ports ({}/{})",
         args.http_port,
@@ -164,6 +152,19 @@ async fn run_cluster(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
+    // After the kubelet's sandbox manager made the bridge: DNS listens on its addresses.
+    let gateways: Vec<std::net::IpAddr> = pod_cidrs.iter().filter_map(IpCidr::gateway).collect();
+    let dns = dns::start(
+        &args.cluster,
+        args.dns_port,
+        &args.name,
+        &gateways,
+        node,
+        &plane.client,
+        &plane.stopping,
+    )
+    .await?;
+    tracing::info!(addr = %dns.host_addr, "cluster DNS on the host loopback");
     let mut node_config = NodeConfig::new(args.name.clone(), kubelet_port);
     node_config.pod_cidrs = pod_cidrs.iter().map(ToString::to_string).collect();
     // The API server reaches the kubelet over the host loopback (see ARCHITECTURE.md).
