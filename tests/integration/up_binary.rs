@@ -59,6 +59,18 @@ spec:
     - {name: http, port: 80, targetPort: 3000}
 ---
 apiVersion: v1
+kind: Service
+metadata:
+  name: web-lb
+  namespace: e2e
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: web}
+  ports:
+    - {name: http, port: 80, targetPort: 3000}
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: ticker
@@ -335,6 +347,65 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
             "{out}"
         );
     }
+    // The LoadBalancer address from the node, and its healthCheckNodePort on the node's
+    // bridge address (200 while a local endpoint exists).
+    let lb = eventually("web-lb gets a LoadBalancer address", || async {
+        let out = k
+            .ok(&[
+                "get",
+                "service",
+                "-n",
+                "e2e",
+                "web-lb",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip} {.spec.healthCheckNodePort}",
+            ])
+            .await?;
+        let mut parts = out.split_whitespace().map(str::to_owned);
+        Ok(match (parts.next(), parts.next()) {
+            (Some(ip), Some(port)) => Some((ip, port)),
+            _ => None,
+        })
+    })
+    .await?;
+    let node_curl = |url: String| {
+        let netns = netns.clone();
+        async move {
+            let out = tokio::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &netns,
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "5",
+                    "-w",
+                    " %{http_code}",
+                ])
+                .arg(&url)
+                .output()
+                .await?;
+            anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let via_lb = eventually("the LoadBalancer address answers from the node", || {
+        let url = format!("http://{}/via-lb", lb.0);
+        let node_curl = &node_curl;
+        async move { Ok(Some(node_curl(url).await?).filter(|o| o.ends_with(" 200"))) }
+    })
+    .await?;
+    ensure!(via_lb.contains("/via-lb"), "LoadBalancer answer: {via_lb}");
+    let health = eventually("the healthCheckNodePort answers 200", || {
+        let url = format!("http://10.244.0.1:{}/", lb.1);
+        let node_curl = &node_curl;
+        async move { Ok(Some(node_curl(url).await?).filter(|o| o.ends_with(" 200"))) }
+    })
+    .await?;
+    ensure!(
+        health.contains("localEndpoints"),
+        "health check answer: {health}"
+    );
     // Cluster DNS from a pod, through the search path and kube-dns; other names through the
     // forwarder to the test upstream; and the same records on the host loopback port.
     let v4 = ips.split_whitespace().next().unwrap_or_default().to_owned();

@@ -90,6 +90,16 @@ async fn run_cluster(
         },
     ));
     let proxy_synced = proxy_state.subscribe();
+    // healthCheckNodePorts (externalTrafficPolicy: Local) answer on the node's addresses, so
+    // the server's listeners are made on the node runtime; it reads only the proxy's state.
+    let mut stopping = plane.stopping.clone();
+    let health = node.spawn(skiff_proxy::health::serve(
+        proxy_state.clone(),
+        proxy_state.node().addresses.clone(),
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        },
+    ));
     tracing::warn!(
         "this build has no ingress yet: nothing is published on the ingress ports ({}/{})",
         args.http_port,
@@ -230,6 +240,9 @@ async fn run_cluster(
             Ok(Err(e)) => tracing::warn!(error = %e, "cluster DNS failed"),
             Err(e) => tracing::warn!(error = %e, "cluster DNS ended abnormally"),
         }
+    }
+    if let Err(e) = health.await {
+        tracing::warn!(error = %e, "the health-check server ended abnormally");
     }
     if let Err(e) = proxy_task.await {
         tracing::warn!(error = %e, "the service proxy ended abnormally");
