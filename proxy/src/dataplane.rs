@@ -67,4 +67,9 @@ pub trait Dataplane: Send + Sync + std::fmt::Debug {
 
     /// Stops the data plane (see the trait documentation for what it keeps).
     async fn shutdown(&self) -> Result<(), DataplaneError>;
+
+    /// What is programmed, as text for people (maps, listeners, counters).
+    fn dump(&self) -> String {
+        String::new()
+    }
 }

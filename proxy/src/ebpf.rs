@@ -145,6 +145,17 @@ impl Dataplane for EbpfDataplane {
         first_error.map_or(Ok(()), Err)
     }
 
+    fn dump(&self) -> String {
+        let maps = self
+            .lock_lb()
+            .dump()
+            .unwrap_or_else(|e| format!("cannot read the BPF maps: {e}\n"));
+        format!(
+            "# socket load balancer maps\n{maps}# north-south listeners\n{}",
+            self.north_south.dump()
+        )
+    }
+
     async fn shutdown(&self) -> Result<(), DataplaneError> {
         // The socket programs detach when the `SockLb` is dropped by its owner; the maps go
         // with it (nothing is pinned by this data plane yet).

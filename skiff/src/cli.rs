@@ -209,6 +209,11 @@ pub struct UpArgs {
     /// Cluster DNS port (UDP and TCP) on the host loopback; 0 picks a free one.
     #[arg(long, default_value_t = 1053)]
     pub dns_port: u16,
+
+    /// Admin endpoint (plain HTTP): `/metrics` of the proxy and DNS, `/proxy/dump`, `/healthz`.
+    /// Port 0 picks a free one (logged).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub admin_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -85,9 +85,19 @@ spec:
 
 /// `skiff up` for this test: its image map and manifests folder from `dir`, DNS on
 /// `dns_port`, forwarding to `upstream` (a test server on loopback, never the network).
-fn start_up(name: &str, dir: &Path, dns_port: u16, upstream: SocketAddr) -> Result<SkiffUp> {
+fn start_up(
+    name: &str,
+    dir: &Path,
+    dns_port: u16,
+    upstream: SocketAddr,
+    admin: SocketAddr,
+) -> Result<SkiffUp> {
     let (map, manifests) = (dir.join("images.yaml"), dir.join("manifests"));
-    let (port, upstream) = (dns_port.to_string(), upstream.to_string());
+    let (port, upstream, admin) = (
+        dns_port.to_string(),
+        upstream.to_string(),
+        admin.to_string(),
+    );
     SkiffUp::start(
         name,
         &dir.join("data"),
@@ -100,6 +110,8 @@ fn start_up(name: &str, dir: &Path, dns_port: u16, upstream: SocketAddr) -> Resu
             port.as_ref(),
             "--dns-upstream".as_ref(),
             upstream.as_ref(),
+            "--admin-addr".as_ref(),
+            admin.as_ref(),
         ],
     )
 }
@@ -163,6 +175,26 @@ fn upstream_answer(query: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 77]);
     }
     Some(out)
+}
+
+/// A loopback address free for TCP right now.
+fn free_admin_addr() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// `GET http://<addr><path>` on the host loopback: the body.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-m", "5", "--fail"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "GET {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A loopback port free for UDP and TCP right now.
@@ -271,7 +303,8 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
 
     let upstream = TestUpstream::start()?;
     let dns_port = free_dns_port()?;
-    let mut up = start_up(&name, dir.path(), dns_port, upstream.addr)?;
+    let admin = free_admin_addr()?;
+    let mut up = start_up(&name, dir.path(), dns_port, upstream.addr, admin)?;
     ensure!(
         list_netns(&netns).contains(&netns),
         "no node namespace {netns}"
@@ -406,6 +439,18 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
         health.contains("localEndpoints"),
         "health check answer: {health}"
     );
+    // The admin endpoint: the programmed table, the data plane's state, metrics.
+    let dump = http_get(admin, "/proxy/dump").await?;
+    ensure!(
+        dump.contains("e2e/web") && dump.contains("# data plane:"),
+        "/proxy/dump: {dump}"
+    );
+    let metrics = http_get(admin, "/metrics").await?;
+    ensure!(
+        metrics.contains("skiff_proxy_network_programming_duration_seconds")
+            && metrics.contains("skiff_dns_queries_total"),
+        "/metrics lacks the proxy or DNS series"
+    );
     // Cluster DNS from a pod, through the search path and kube-dns; other names through the
     // forwarder to the test upstream; and the same records on the host loopback port.
     let v4 = ips.split_whitespace().next().unwrap_or_default().to_owned();
@@ -463,7 +508,13 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
     ensure!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 
     // The same data dir again: the objects are kept and the pods run again.
-    let up = start_up(&name, dir.path(), free_dns_port()?, upstream.addr)?;
+    let up = start_up(
+        &name,
+        dir.path(),
+        free_dns_port()?,
+        upstream.addr,
+        free_admin_addr()?,
+    )?;
     let k = Kubectl::default_binary(&up.kubeconfig);
     let again = wait_all_ready(&k).await?;
     ensure!(

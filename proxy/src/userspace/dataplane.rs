@@ -99,6 +99,10 @@ impl Dataplane for UserspaceDataplane {
         }
     }
 
+    fn dump(&self) -> String {
+        self.engine.dump()
+    }
+
     async fn shutdown(&self) -> Result<(), DataplaneError> {
         // Listeners close; open TCP connections end with their tasks' runtime.
         for key in self.engine.keys() {

@@ -174,6 +174,33 @@ impl Engine {
         keys
     }
 
+    /// One line per listener: protocol, address, backends, counters.
+    pub fn dump(&self) -> String {
+        let listeners = self.listeners();
+        let mut keys: Vec<&ListenKey> = listeners.keys().collect();
+        keys.sort();
+        let mut out = String::new();
+        for key in keys {
+            let l = &listeners[key];
+            let pool = l.pool.load();
+            let backends: Vec<String> = pool.backends.iter().map(ToString::to_string).collect();
+            out.push_str(&format!(
+                "{:?} {} -> [{}]{} connections={} rejected={}\n",
+                key.proto,
+                key.addr,
+                backends.join(", "),
+                if pool.affinity {
+                    " affinity=ClientIP"
+                } else {
+                    ""
+                },
+                l.stats.connections.load(Ordering::Relaxed),
+                l.stats.rejected.load(Ordering::Relaxed),
+            ));
+        }
+        out
+    }
+
     /// (connections, rejected) of `key`, if served.
     pub fn stats(&self, key: &ListenKey) -> Option<(u64, u64)> {
         let listeners = self.listeners();

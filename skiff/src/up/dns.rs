@@ -20,6 +20,8 @@ const DNS_PORT: u16 = 53;
 pub struct Dns {
     pub tasks: Vec<tokio::task::JoinHandle<Result<(), skiff_dns::DnsError>>>,
     pub synced: Vec<Synced>,
+    /// Node server first.
+    pub metrics: Vec<std::sync::Arc<skiff_dns::Metrics>>,
     /// Where the host loopback server listens (`--dns-port`, or the port picked for 0).
     pub host_addr: SocketAddr,
 }
@@ -90,6 +92,7 @@ pub async fn start(
     let mut dns = Dns {
         tasks: Vec::new(),
         synced: vec![node_server.synced(), host_server.synced()],
+        metrics: vec![node_server.metrics(), host_server.metrics()],
         host_addr,
     };
     for server in [node_server, host_server] {

@@ -1,6 +1,7 @@
 //! `skiff up`: a sandboxed single-node cluster — node netns `skiff-<name>`, the control plane
 //! on the host loopback, the node components on a runtime whose threads live in the node netns.
 
+mod admin;
 mod apply;
 mod dns;
 mod netns;
@@ -175,6 +176,25 @@ async fn run_cluster(
     )
     .await?;
     tracing::info!(addr = %dns.host_addr, "cluster DNS on the host loopback");
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", args.admin_addr))?;
+    tracing::info!(
+        addr = %admin_listener.local_addr()?,
+        "admin endpoint: /metrics, /proxy/dump, /healthz"
+    );
+    let mut stopping = plane.stopping.clone();
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::Sources {
+            proxy: proxy_state.clone(),
+            dataplane: dataplane.dataplane.clone(),
+            dns: dns.metrics.clone(),
+        },
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        },
+    ));
     let mut node_config = NodeConfig::new(args.name.clone(), kubelet_port);
     node_config.pod_cidrs = pod_cidrs.iter().map(ToString::to_string).collect();
     // The API server reaches the kubelet over the host loopback (see ARCHITECTURE.md).
@@ -240,6 +260,9 @@ async fn run_cluster(
             Ok(Err(e)) => tracing::warn!(error = %e, "cluster DNS failed"),
             Err(e) => tracing::warn!(error = %e, "cluster DNS ended abnormally"),
         }
+    }
+    if let Err(e) = admin.await {
+        tracing::warn!(error = %e, "the admin endpoint ended abnormally");
     }
     if let Err(e) = health.await {
         tracing::warn!(error = %e, "the health-check server ended abnormally");
