@@ -61,7 +61,13 @@ struct ReadyAt {
 
 /// One round: `count` pods from `template` created (`IN_FLIGHT` at a time), latencies
 /// recorded, then all deleted and waited for.
-async fn round(client: &kube::Client, label: &str, template: serde_json::Value, count: usize) {
+async fn round(
+    client: &kube::Client,
+    netns_prefix: &str,
+    label: &str,
+    template: serde_json::Value,
+    count: usize,
+) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let seen = Arc::new(ReadyAt::default());
     let watch_seen = seen.clone();
@@ -149,11 +155,24 @@ async fn round(client: &kube::Client, label: &str, template: serde_json::Value, 
     for (name, _) in &created {
         let _ = pods.delete(name, &DeleteParams::default()).await;
     }
+    // The API forgets a pod at once; its sandbox goes after. The next round starts on a quiet
+    // node: no pod objects and no pod network namespaces left.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !pods.list(&lp).await.unwrap().items.is_empty() {
-        assert!(Instant::now() < deadline, "pods not deleted within 120 s");
+    while !pods.list(&lp).await.unwrap().items.is_empty() || pod_netns_left(netns_prefix) > 0 {
+        assert!(Instant::now() < deadline, "pods not removed within 120 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Pod network namespaces of this cluster still in /run/netns.
+fn pod_netns_left(prefix: &str) -> usize {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -177,8 +196,10 @@ fn main() {
         let client = up.client().await.unwrap();
         let count = pods_per_round();
         let grace = 1;
+        let prefix = format!("skiff-{name}-pod-");
         round(
             &client,
+            &prefix,
             "pause",
             json!({"spec": {"terminationGracePeriodSeconds": grace,
                 "containers": [{"name": "c", "image": "skiff.dev/pause"}]}}),
@@ -187,6 +208,7 @@ fn main() {
         .await;
         round(
             &client,
+            &prefix,
             "echo",
             json!({"spec": {"terminationGracePeriodSeconds": grace,
                 "containers": [{"name": "c", "image": "skiff.dev/echo",

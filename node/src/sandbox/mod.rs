@@ -416,7 +416,7 @@ impl SandboxManager {
     /// Removes the sandbox of `uid`: kills its processes, deletes its veth, namespace and cgroup,
     /// releases its addresses and files. True if there was one.
     pub async fn remove(&self, uid: &str) -> Result<bool> {
-        let mut ipam = self.ipam.lock().await;
+        let ipam = self.ipam.lock().await;
         let rec = match self.read_record(uid) {
             Some(rec) => rec,
             None if spec::valid_uid(uid) => {
@@ -433,7 +433,10 @@ impl SandboxManager {
             None => return Ok(false),
         };
         let started = Instant::now();
-        self.destroy(&rec, &mut ipam).await?;
+        drop(ipam);
+        self.dismantle(&rec).await?;
+        let mut ipam = self.ipam.lock().await;
+        self.release(&rec, &mut ipam)?;
         info!(
             pod = %format!("{}/{}", rec.namespace, rec.name),
             uid,
@@ -673,6 +676,13 @@ impl SandboxManager {
 
     /// Removes every part of a sandbox that exists; missing parts are fine.
     async fn destroy(&self, rec: &Record, ipam: &mut Ipam) -> Result<()> {
+        self.dismantle(rec).await?;
+        self.release(rec, ipam)
+    }
+
+    /// The parts of `destroy` that are the pod's alone (processes, links, namespace, cgroup):
+    /// safe without the IPAM lock, so removals do not hold up other pods' creation.
+    async fn dismantle(&self, rec: &Record) -> Result<()> {
         let cg = self.pod_cgroup(&rec.uid);
         cg.kill_all();
         if let Some(veth) = &rec.veth {
@@ -690,7 +700,11 @@ impl SandboxManager {
         {
             self.ip.netns(&["delete", ns]).await?;
         }
-        cg.remove().await?;
+        cg.remove().await
+    }
+
+    /// The shared parts of `destroy`: the addresses and the record (under the IPAM lock).
+    fn release(&self, rec: &Record, ipam: &mut Ipam) -> Result<()> {
         ipam.release(&rec.uid)?;
         let dir = self.pod_dir(&rec.uid);
         match std::fs::remove_dir_all(&dir) {
