@@ -52,6 +52,28 @@ pub enum Command {
     /// The controllers and the scheduler alone, against any Kubernetes API server, with leader
     /// election (Lease `kube-system/skiff-controller`).
     Controller(ControllerArgs),
+    /// The service proxy of a running `skiff up`: `skiff proxy dump` prints its programmed table
+    /// and data plane state.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    #[command(subcommand)]
+    pub command: ProxyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Print the programmed service table and the data plane's maps or listeners.
+    Dump(ProxyDump),
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyDump {
+    /// The admin endpoint of the `skiff up` to ask (its `--admin-addr`).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub admin_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,10 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use anyhow::Context as _;
-use cli::{Cli, Command, FieldValidation, LogFormat, TokenArgs, TokenCommand, ValidateArgs};
+use cli::{
+    Cli, Command, FieldValidation, LogFormat, ProxyArgs, ProxyCommand, TokenArgs, TokenCommand,
+    ValidateArgs,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,6 +67,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::GrpcEcho(args) => return builtins::grpc_echo(&args),
         Command::Pause(_) => return builtins::pause(),
         Command::Up(args) => return up::run(args),
+        Command::Proxy(ProxyArgs {
+            command: ProxyCommand::Dump(d),
+        }) => return proxy_dump(d.admin_addr),
         Command::Agent(_) => (
             "skiff agent",
             "the kubelet, proxy, DNS and ingress issues (#6-#9)",
@@ -128,5 +134,31 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failed} manifest error(s), {valid} object(s) valid");
     }
     tracing::info!("{valid} object(s) valid");
+    Ok(())
+}
+
+/// `skiff proxy dump`: `GET /proxy/dump` from a running `skiff up`'s admin endpoint.
+fn proxy_dump(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .with_context(|| {
+            format!(
+                "cannot reach the admin endpoint {addr}: is `skiff up` running (its --admin-addr)?"
+            )
+        })?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(stream, "GET /proxy/dump HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the admin endpoint sent no HTTP answer")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "the admin endpoint answered {}",
+        head.lines().next().unwrap_or_default()
+    );
+    std::io::stdout().lock().write_all(body.as_bytes())?;
     Ok(())
 }

@@ -445,6 +445,15 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
         dump.contains("e2e/web") && dump.contains("# data plane:"),
         "/proxy/dump: {dump}"
     );
+    let cli = tokio::process::Command::new(skiff_tests::skiff_up::skiff_exe()?)
+        .args(["proxy", "dump", "--admin-addr", &admin.to_string()])
+        .output()
+        .await?;
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    ensure!(
+        cli.status.success() && printed.contains("e2e/web"),
+        "skiff proxy dump: {printed}"
+    );
     let metrics = http_get(admin, "/metrics").await?;
     ensure!(
         metrics.contains("skiff_proxy_network_programming_duration_seconds")
