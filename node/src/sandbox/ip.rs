@@ -19,8 +19,8 @@ impl Ip {
         Ip { node_netns }
     }
 
-    /// `ip <args>` inside the node namespace.
-    pub(crate) async fn node(&self, args: &[&str]) -> Result<String> {
+    /// An `ip` command that runs inside the node namespace, and how to name it in errors.
+    fn in_node(&self, args: &[&str], shown: &str) -> Result<(tokio::process::Command, String)> {
         let mut cmd = tokio::process::Command::new("ip");
         cmd.args(args);
         let shown = match &self.node_netns {
@@ -30,10 +30,16 @@ impl Ip {
                     ..Entry::default()
                 };
                 enter_on_exec(&mut cmd, entry);
-                format!("ip {} (in netns {})", args.join(" "), p.display())
+                format!("ip {shown} (in netns {})", p.display())
             }
-            None => format!("ip {}", args.join(" ")),
+            None => format!("ip {shown}"),
         };
+        Ok((cmd, shown))
+    }
+
+    /// `ip <args>` inside the node namespace.
+    pub(crate) async fn node(&self, args: &[&str]) -> Result<String> {
+        let (cmd, shown) = self.in_node(args, &args.join(" "))?;
         run(cmd, shown).await
     }
 
@@ -48,23 +54,8 @@ impl Ip {
     /// one per command: pod start-up is dominated by process spawns otherwise). Stops at the
     /// first failing command, which the error names.
     pub(crate) async fn node_batch(&self, lines: &[String]) -> Result<String> {
-        let mut cmd = tokio::process::Command::new("ip");
-        cmd.args(["-batch", "-"]);
-        let shown = match &self.node_netns {
-            Some(p) => {
-                let entry = Entry {
-                    netns: Some(open_netns(p)?),
-                    ..Entry::default()
-                };
-                enter_on_exec(&mut cmd, entry);
-                format!(
-                    "ip -batch ({}) (in netns {})",
-                    lines.join("; "),
-                    p.display()
-                )
-            }
-            None => format!("ip -batch ({})", lines.join("; ")),
-        };
+        let (cmd, shown) =
+            self.in_node(&["-batch", "-"], &format!("-batch ({})", lines.join("; ")))?;
         run_with_input(cmd, shown, Some(lines.join("\n"))).await
     }
 
