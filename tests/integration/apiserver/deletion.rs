@@ -475,19 +475,21 @@ async fn foreground_cascade_through_deployment_replicaset_and_pod() -> anyhow::R
             .is_some())
     })
     .await?;
-    // Blocked by the pod: the ReplicaSet and the Deployment wait in the foreground.
-    let d = deploys.get("web").await?;
-    assert!(d.metadata.deletion_timestamp.is_some());
-    assert_eq!(
-        d.metadata.finalizers,
-        Some(vec!["foregroundDeletion".to_owned()])
-    );
-    let r = rss.get("web-1").await?;
-    assert!(r.metadata.deletion_timestamp.is_some());
-    assert_eq!(
-        r.metadata.finalizers,
-        Some(vec!["foregroundDeletion".to_owned()])
-    );
+    // Blocked by the pod: the ReplicaSet and the Deployment wait in the foreground. The
+    // collector may reach the pod before it marks the ReplicaSet, so wait for both marks.
+    let foreground = Some(vec!["foregroundDeletion".to_owned()]);
+    eventually(
+        "the Deployment and ReplicaSet wait in the foreground",
+        || async {
+            let d = deploys.get("web").await?;
+            let r = rss.get("web-1").await?;
+            Ok(d.metadata.deletion_timestamp.is_some()
+                && d.metadata.finalizers == foreground
+                && r.metadata.deletion_timestamp.is_some()
+                && r.metadata.finalizers == foreground)
+        },
+    )
+    .await?;
 
     let release = json!({"metadata": {"finalizers": null}});
     pods.patch("web-1-a", &PatchParams::default(), &Patch::Merge(&release))
