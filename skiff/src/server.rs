@@ -44,6 +44,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Resolves once SIGINT/SIGTERM arrived: the shutdown future every component is given.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
+    }
+
     /// Opens the datastore in `data_dir` and starts the API server and the controllers.
     pub async fn start(
         cluster: &ClusterArgs,

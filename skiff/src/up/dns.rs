@@ -63,9 +63,9 @@ pub async fn start(
     node_name: &str,
     gateways: &[IpAddr],
     node: &tokio::runtime::Runtime,
-    client: &kube::Client,
-    stopping: &tokio::sync::watch::Receiver<bool>,
+    plane: &crate::server::ControlPlane,
 ) -> anyhow::Result<Dns> {
+    let client = &plane.client;
     publish_service(args, node_name, gateways, client).await?;
     let inside = config(
         args,
@@ -96,11 +96,8 @@ pub async fn start(
         host_addr,
     };
     for server in [node_server, host_server] {
-        let client = client.clone();
-        let mut stop = stopping.clone();
-        dns.tasks.push(tokio::spawn(server.run(client, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        dns.tasks
+            .push(tokio::spawn(server.run(client.clone(), plane.stopped())));
     }
     Ok(dns)
 }

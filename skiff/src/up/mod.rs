@@ -72,13 +72,14 @@ async fn run_cluster(
         node.handle().clone(),
     )?;
     sandbox_config.netns_observer = dataplane.observer.clone();
+    // The node's own addresses: NodePorts, health checks and the in-cluster DNS listen there.
+    let gateways: Vec<std::net::IpAddr> = pod_cidrs.iter().filter_map(IpCidr::gateway).collect();
     let proxy_state = skiff_proxy::Proxy::new(skiff_proxy::NodeInfo {
         name: args.name.clone(),
         zone: None,
         // NodePorts listen on the node's own addresses: its bridge gateways.
-        addresses: pod_cidrs.iter().filter_map(IpCidr::gateway).collect(),
+        addresses: gateways.clone(),
     });
-    let mut stopping = plane.stopping.clone();
     // On the root runtime, as everything that talks to the API; the data plane makes its
     // sockets on the node runtime.
     let proxy_task = tokio::spawn(skiff_proxy::run_with(
@@ -86,20 +87,15 @@ async fn run_cluster(
         proxy_state.clone(),
         dataplane.dataplane.clone(),
         skiff_proxy::Config::default(),
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        },
+        plane.stopped(),
     ));
     let proxy_synced = proxy_state.subscribe();
     // healthCheckNodePorts (externalTrafficPolicy: Local) answer on the node's addresses, so
     // the server's listeners are made on the node runtime; it reads only the proxy's state.
-    let mut stopping = plane.stopping.clone();
     let health = node.spawn(skiff_proxy::health::serve(
         proxy_state.clone(),
         proxy_state.node().addresses.clone(),
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        },
+        plane.stopped(),
     ));
     tracing::warn!(
         "this build has no ingress yet: nothing is published on the ingress ports ({}/{})",
@@ -137,13 +133,10 @@ async fn run_cluster(
         node_allocatable: NodeAllocatable::default(),
     };
     let bound = kubelet_config.streaming_addr.clone();
-    let mut stopping = plane.stopping.clone();
     let kubelet = tokio::spawn(skiff_node::kubelet::run(
         plane.client.clone(),
         kubelet_config,
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        },
+        plane.stopped(),
     ));
     let kubelet_port = loop {
         if let Some(addr) = bound.get() {
@@ -164,15 +157,13 @@ async fn run_cluster(
     };
 
     // After the kubelet's sandbox manager made the bridge: DNS listens on its addresses.
-    let gateways: Vec<std::net::IpAddr> = pod_cidrs.iter().filter_map(IpCidr::gateway).collect();
     let dns = dns::start(
         &args.cluster,
         args.dns_port,
         &args.name,
         &gateways,
         node,
-        &plane.client,
-        &plane.stopping,
+        &plane,
     )
     .await?;
     tracing::info!(addr = %dns.host_addr, "cluster DNS on the host loopback");
@@ -183,7 +174,6 @@ async fn run_cluster(
         addr = %admin_listener.local_addr()?,
         "admin endpoint: /metrics, /proxy/dump, /healthz"
     );
-    let mut stopping = plane.stopping.clone();
     let admin = tokio::spawn(admin::serve(
         admin_listener,
         admin::Sources {
@@ -191,23 +181,18 @@ async fn run_cluster(
             dataplane: dataplane.dataplane.clone(),
             dns: dns.metrics.clone(),
         },
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        },
+        plane.stopped(),
     ));
     let mut node_config = NodeConfig::new(args.name.clone(), kubelet_port);
     node_config.pod_cidrs = pod_cidrs.iter().map(ToString::to_string).collect();
     // The API server reaches the kubelet over the host loopback (see ARCHITECTURE.md).
     node_config.internal_ips = vec![[127, 0, 0, 1].into()];
-    let mut stopping = plane.stopping.clone();
     // On the root runtime: a kube client makes its connections from the thread that awaits the
     // request, and the API listens on the host loopback, which the node netns cannot reach.
     let registration = tokio::spawn(registration::run(
         plane.client.clone(),
         node_config,
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        },
+        plane.stopped(),
     ));
 
     let nodes: Api<Node> = Api::all(plane.client.clone());
