@@ -43,11 +43,19 @@ fn vip(addr: SocketAddr, protocol: Protocol) -> Option<Vip> {
     }
 }
 
-fn l4(protocol: Protocol) -> Option<L4Proto> {
-    match protocol {
-        Protocol::Tcp => Some(L4Proto::Tcp),
-        Protocol::Udp => Some(L4Proto::Udp),
-        Protocol::Sctp => None,
+/// Lets the socket programs act on the sockets of the network namespace at `netns` (or stop
+/// acting on them), by its cookie: a node agent calls it as pod namespaces come and go.
+pub fn set_netns_allowed(
+    lb: &Mutex<SockLb>,
+    netns: &std::path::Path,
+    allow: bool,
+) -> Result<(), skiff_ebpf::EbpfError> {
+    let cookie = skiff_ebpf::netns_cookie(netns)?;
+    let mut lb = lb.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if allow {
+        lb.allow_netns(cookie)
+    } else {
+        lb.forbid_netns(cookie)
     }
 }
 
@@ -119,7 +127,7 @@ impl Dataplane for EbpfDataplane {
         let plan = plan(table, diff, &programmed);
         for (addr, protocol) in &plan.remove {
             self.remove_vip(*addr, *protocol)?;
-            if let Some(proto) = l4(*protocol) {
+            if let Some(proto) = L4Proto::of(*protocol) {
                 self.north_south.remove(&ListenKey { addr: *addr, proto });
             }
         }
@@ -130,7 +138,7 @@ impl Dataplane for EbpfDataplane {
                 first_error.get_or_insert(e);
                 continue;
             }
-            if let (true, Some(proto)) = (f.kind.is_external(), l4(f.protocol)) {
+            if let (true, Some(proto)) = (f.kind.is_external(), L4Proto::of(f.protocol)) {
                 let key = ListenKey {
                     addr: f.addr,
                     proto,

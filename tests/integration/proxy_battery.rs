@@ -16,7 +16,7 @@ use skiff_ebpf::{SockLb, SockLbOptions};
 use skiff_node::sandbox::{
     IpCidr, NetnsObserver, PodSandboxSpec, Sandbox, SandboxManager, run_in_netns,
 };
-use skiff_proxy::ebpf::EbpfDataplane;
+use skiff_proxy::ebpf::{EbpfDataplane, set_netns_allowed};
 use skiff_proxy::routes::{self, Cidr, ServiceRoute};
 use skiff_proxy::userspace::UserspaceDataplane;
 use skiff_proxy::{Dataplane, NodeInfo, ServiceTable, TableDiff};
@@ -37,14 +37,10 @@ struct Allow(Arc<Mutex<SockLb>>);
 
 impl NetnsObserver for Allow {
     fn created(&self, netns: &Path) {
-        if let Ok(c) = skiff_ebpf::netns_cookie(netns) {
-            let _ = self.0.lock().map(|mut lb| lb.allow_netns(c));
-        }
+        let _ = set_netns_allowed(&self.0, netns, true);
     }
     fn removed(&self, netns: &Path) {
-        if let Ok(c) = skiff_ebpf::netns_cookie(netns) {
-            let _ = self.0.lock().map(|mut lb| lb.forbid_netns(c));
-        }
+        let _ = set_netns_allowed(&self.0, netns, false);
     }
 }
 

@@ -37,21 +37,6 @@ impl UserspaceDataplane {
     }
 }
 
-fn l4(protocol: Protocol) -> Option<L4Proto> {
-    match protocol {
-        Protocol::Tcp => Some(L4Proto::Tcp),
-        Protocol::Udp => Some(L4Proto::Udp),
-        Protocol::Sctp => None,
-    }
-}
-
-fn protocol(proto: L4Proto) -> Protocol {
-    match proto {
-        L4Proto::Tcp => Protocol::Tcp,
-        L4Proto::Udp => Protocol::Udp,
-    }
-}
-
 #[async_trait]
 impl Dataplane for UserspaceDataplane {
     fn name(&self) -> &'static str {
@@ -67,17 +52,17 @@ impl Dataplane for UserspaceDataplane {
             .engine
             .keys()
             .into_iter()
-            .map(|k| (k.addr, protocol(k.proto)))
+            .map(|k| (k.addr, k.proto.into()))
             .collect();
         let plan = plan(table, diff, &programmed);
         for (addr, proto) in plan.remove {
-            if let Some(proto) = l4(proto) {
+            if let Some(proto) = L4Proto::of(proto) {
                 self.engine.remove(&ListenKey { addr, proto });
             }
         }
         let mut first_error = None;
         for frontend in plan.upsert {
-            let Some(proto) = l4(frontend.protocol) else {
+            let Some(proto) = L4Proto::of(frontend.protocol) else {
                 tracing::warn!(frontend = %frontend.addr, "SCTP is not served by the userspace data plane: skipped");
                 continue;
             };

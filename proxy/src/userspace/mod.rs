@@ -28,6 +28,26 @@ pub enum L4Proto {
     Udp,
 }
 
+impl L4Proto {
+    /// The listener transport of a Service protocol; `None` for SCTP (not served here).
+    pub fn of(protocol: crate::model::Protocol) -> Option<L4Proto> {
+        match protocol {
+            crate::model::Protocol::Tcp => Some(L4Proto::Tcp),
+            crate::model::Protocol::Udp => Some(L4Proto::Udp),
+            crate::model::Protocol::Sctp => None,
+        }
+    }
+}
+
+impl From<L4Proto> for crate::model::Protocol {
+    fn from(proto: L4Proto) -> Self {
+        match proto {
+            L4Proto::Tcp => crate::model::Protocol::Tcp,
+            L4Proto::Udp => crate::model::Protocol::Udp,
+        }
+    }
+}
+
 /// One frontend: where the engine listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenKey {

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use skiff_ebpf::{SockLb, SockLbOptions};
 use skiff_node::sandbox::NetnsObserver;
 use skiff_proxy::Dataplane;
-use skiff_proxy::ebpf::EbpfDataplane;
+use skiff_proxy::ebpf::{EbpfDataplane, set_netns_allowed};
 use skiff_proxy::routes::{self, Cidr, ServiceRoute};
 use skiff_proxy::userspace::UserspaceDataplane;
 
@@ -28,23 +28,7 @@ struct AllowPods(Arc<Mutex<SockLb>>);
 
 impl AllowPods {
     fn set(&self, netns: &Path, allow: bool) {
-        let cookie = match skiff_ebpf::netns_cookie(netns) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(netns = %netns.display(), error = %e, "no netns cookie");
-                return;
-            }
-        };
-        let mut lb = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let done = if allow {
-            lb.allow_netns(cookie)
-        } else {
-            lb.forbid_netns(cookie)
-        };
-        if let Err(e) = done {
+        if let Err(e) = set_netns_allowed(&self.0, netns, allow) {
             tracing::warn!(netns = %netns.display(), error = %e, "socket load balancer netns list");
         }
     }
