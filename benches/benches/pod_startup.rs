@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::json;
+use skiff_node::sandbox::list_netns;
 use skiff_tests::skiff_up::SkiffUp;
 use tokio::sync::Notify;
 
@@ -158,21 +159,10 @@ async fn round(
     // The API forgets a pod at once; its sandbox goes after. The next round starts on a quiet
     // node: no pod objects and no pod network namespaces left.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !pods.list(&lp).await.unwrap().items.is_empty() || pod_netns_left(netns_prefix) > 0 {
+    while !pods.list(&lp).await.unwrap().items.is_empty() || !list_netns(netns_prefix).is_empty() {
         assert!(Instant::now() < deadline, "pods not removed within 120 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Pod network namespaces of this cluster still in /run/netns.
-fn pod_netns_left(prefix: &str) -> usize {
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 fn main() {

@@ -186,6 +186,12 @@ impl Cluster {
         .await
     }
 
+    /// The admin kubeconfig of the test API server, for the real kubectl.
+    fn kubeconfig(&self) -> Result<PathBuf> {
+        let server = self.server.as_ref().context("server")?;
+        Ok(server.server.kubeconfig_path().to_path_buf())
+    }
+
     fn log_root(&self) -> PathBuf {
         self.fx.dir.path().join("kubelet").join("logs")
     }
@@ -564,13 +570,7 @@ async fn kubectl_exec_and_logs_reach_the_pod() -> Result<()> {
         })
     })
     .await?;
-    let kubeconfig = c
-        .server
-        .as_ref()
-        .context("server")?
-        .server
-        .kubeconfig_path()
-        .to_path_buf();
+    let kubeconfig = c.kubeconfig()?;
     let k = Kubectl::default_binary(&kubeconfig);
     let out = k.ok(&["exec", "shell", "--", "hostname"]).await?;
     ensure!(out.trim() == "shell", "exec hostname gave {out:?}");
@@ -619,13 +619,7 @@ async fn kubectl_exec_with_a_tty_gets_a_terminal_its_size_and_exit_code() -> Res
             .is_some_and(|s| s.phase.as_deref() == Some("Running"))
     })
     .await?;
-    let kubeconfig = c
-        .server
-        .as_ref()
-        .context("server")?
-        .server
-        .kubeconfig_path()
-        .to_path_buf();
+    let kubeconfig = c.kubeconfig()?;
     for minor in [33, 29] {
         let k = Kubectl::version(minor, &kubeconfig);
         let (code, out) = exec_in_terminal(
@@ -973,13 +967,7 @@ async fn bad_pods_show_their_reason_in_kubectl_describe() -> Result<()> {
     })
     .await?;
 
-    let kubeconfig = c
-        .server
-        .as_ref()
-        .context("server")?
-        .server
-        .kubeconfig_path()
-        .to_path_buf();
+    let kubeconfig = c.kubeconfig()?;
     let k = Kubectl::default_binary(&kubeconfig);
     let expectations: [(&str, &[&str]); 4] = [
         (
