@@ -109,36 +109,61 @@ pub async fn serve_metrics(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving controller metrics on /metrics");
     }
+    serve_http(listener, move |req| respond(req, &metrics), shutdown).await
+}
+
+/// A small plain HTTP/1.1 server (metrics and admin endpoints): each request is answered by
+/// `respond`, until `shutdown`.
+pub async fn serve_http<F>(listener: TcpListener, respond: F, shutdown: impl Future<Output = ()>)
+where
+    F: Fn(&Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
+    tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
-                    tracing::warn!(%error, "metrics listener: accept failed");
+                    tracing::warn!(%error, "HTTP listener: accept failed");
                     continue;
                 }
             },
         };
-        let metrics = metrics.clone();
+        let respond = respond.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+                let answer = respond(&req);
+                async move { Ok::<_, std::convert::Infallible>(answer) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(error) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
                 .await
             {
-                tracing::debug!(%error, "metrics connection ended with an error");
+                tracing::debug!(%error, "HTTP connection ended with an error");
             }
         });
     }
+}
+
+/// A response with `status`, `content_type` and `body`.
+pub fn text_response(
+    status: StatusCode,
+    content_type: &str,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
+    }
+    response
 }
 
 fn respond<B>(req: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
@@ -155,14 +180,7 @@ fn respond<B>(req: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
             "not found: try /metrics\n".to_owned(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
-    }
-    response
+    text_response(status, content_type, body)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
+use skiff_controller::standalone::{serve_http, text_response};
 use skiff_proxy::{Dataplane, Proxy};
 
 /// What the endpoint reads.
@@ -48,14 +49,7 @@ fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
             "not found: try /metrics, /proxy/dump or /healthz\n".to_owned(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
-    }
-    response
+    text_response(status, content_type, body)
 }
 
 /// Serves on `listener` until `shutdown`.
@@ -64,31 +58,5 @@ pub async fn serve(
     sources: Sources,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::debug!(%error, "admin endpoint: accept failed");
-                    continue;
-                }
-            },
-        };
-        let sources = sources.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let sources = sources.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&req, &sources)) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(%error, "admin connection ended with an error");
-            }
-        });
-    }
+    serve_http(listener, move |req| respond(req, &sources), shutdown).await
 }
