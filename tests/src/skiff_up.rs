@@ -95,13 +95,7 @@ impl SkiffUp {
 
     /// A kube client with the admin kubeconfig.
     pub async fn client(&self) -> Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        Ok(kube::Client::try_from(config)?)
+        Ok(skiff_controller::standalone::client_from_kubeconfig(&self.kubeconfig).await?)
     }
 
     /// Sends SIGTERM (to this process's PID only) and returns the exit status.
