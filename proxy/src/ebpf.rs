@@ -123,8 +123,7 @@ impl Dataplane for EbpfDataplane {
         table: &Arc<ServiceTable>,
         diff: &TableDiff,
     ) -> Result<(), DataplaneError> {
-        let programmed = self.programmed().clone();
-        let plan = plan(table, diff, &programmed);
+        let plan = plan(table, diff, || self.programmed().clone());
         for (addr, protocol) in &plan.remove {
             self.remove_vip(*addr, *protocol)?;
             if let Some(proto) = L4Proto::of(*protocol) {

@@ -51,16 +51,18 @@ pub struct Plan {
     pub upsert: Vec<FrontendProgram>,
 }
 
-/// The plan that takes a data plane whose programmed frontends are `programmed` to `table`,
-/// following `diff` (or, with `diff.full`, comparing with `programmed` directly). A frontend
-/// that moved between entries is removed and then programmed again, so it ends programmed.
+/// The plan that takes a data plane to `table`, following `diff`; with `diff.full`, by
+/// comparing with what `programmed` says the data plane serves (asked only then, so an
+/// incremental apply stays proportional to the change). A frontend that moved between
+/// entries is removed and then programmed again, so it ends programmed.
 pub fn plan(
     table: &ServiceTable,
     diff: &TableDiff,
-    programmed: &BTreeSet<(SocketAddr, Protocol)>,
+    programmed: impl FnOnce() -> BTreeSet<(SocketAddr, Protocol)>,
 ) -> Plan {
     let mut plan = Plan::default();
     if diff.full {
+        let programmed = programmed();
         let desired: Vec<FrontendProgram> = table.ports().flat_map(|e| frontends(e)).collect();
         let keep: BTreeSet<(SocketAddr, Protocol)> =
             desired.iter().map(FrontendProgram::key).collect();
@@ -145,7 +147,7 @@ endpoints:
         let t = table(WEB);
         let stray = ("10.96.0.99:80".parse().unwrap(), Protocol::Tcp);
         let programmed: BTreeSet<_> = [stray].into_iter().collect();
-        let p = plan(&t, &TableDiff::full(&t), &programmed);
+        let p = plan(&t, &TableDiff::full(&t), || programmed);
         assert_eq!(p.remove, vec![stray]);
         let mut addrs: Vec<String> = p.upsert.iter().map(|f| f.addr.to_string()).collect();
         addrs.sort();
@@ -163,13 +165,13 @@ endpoints:
         let more = "- addresses: [10.244.0.6]\n  conditions: {ready: true}\n";
         let new = table(&format!("{WEB}{more}"));
         let d = TableDiff::between(&old, &new);
-        let p = plan(&new, &d, &BTreeSet::new());
+        let p = plan(&new, &d, BTreeSet::new);
         assert!(p.remove.is_empty());
         assert_eq!(p.upsert.len(), 2);
         assert!(p.upsert.iter().all(|f| f.backends.len() == 2));
         let gone = ServiceTable::empty(new.node().clone());
         let d = TableDiff::between(&new, &gone);
-        let p = plan(&gone, &d, &BTreeSet::new());
+        let p = plan(&gone, &d, BTreeSet::new);
         assert_eq!(p.remove.len(), 2);
         assert!(p.upsert.is_empty());
     }

@@ -4,8 +4,6 @@
 //! `externalTrafficPolicy: Local` (backends see the node's address; only the choice of local
 //! endpoints is honoured), and serves no SCTP.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +11,6 @@ use async_trait::async_trait;
 use super::{Engine, L4Proto, ListenKey, Pool};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::diff::TableDiff;
-use crate::model::Protocol;
 use crate::program::plan;
 use crate::table::ServiceTable;
 
@@ -48,13 +45,13 @@ impl Dataplane for UserspaceDataplane {
         table: &Arc<ServiceTable>,
         diff: &TableDiff,
     ) -> Result<(), DataplaneError> {
-        let programmed: BTreeSet<(SocketAddr, Protocol)> = self
-            .engine
-            .keys()
-            .into_iter()
-            .map(|k| (k.addr, k.proto.into()))
-            .collect();
-        let plan = plan(table, diff, &programmed);
+        let plan = plan(table, diff, || {
+            self.engine
+                .keys()
+                .into_iter()
+                .map(|k| (k.addr, k.proto.into()))
+                .collect()
+        });
         for (addr, proto) in plan.remove {
             if let Some(proto) = L4Proto::of(proto) {
                 self.engine.remove(&ListenKey { addr, proto });
