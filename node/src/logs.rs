@@ -545,6 +545,34 @@ impl Cursor {
     }
 }
 
+/// The rotated file written right after the one with inode `after`, if several rotations
+/// happened since the follower last looked, else the current file. Opening the current file
+/// races with the writer rotating it again, so the choice is checked once the file is open:
+/// if a successor appeared and it is not the file just opened, that successor is the one.
+async fn successor_path(log_path: &Path, after: u64) -> Result<Option<PathBuf>, LogError> {
+    let mut found = false;
+    for (_, p) in rotated_files(log_path).await? {
+        if found {
+            return Ok(Some(p));
+        }
+        found = fs::metadata(&p).await.map(|m| m.ino()).ok() == Some(after);
+    }
+    Ok(None)
+}
+
+async fn open_successor(log_path: &Path, after: u64) -> Result<Cursor, LogError> {
+    if let Some(next) = successor_path(log_path, after).await? {
+        return Cursor::open(&next).await;
+    }
+    let current = Cursor::open(log_path).await?;
+    match successor_path(log_path, after).await? {
+        Some(next) if fs::metadata(&next).await.map(|m| m.ino()).ok() != Some(current.inode) => {
+            Cursor::open(&next).await
+        }
+        _ => Ok(current),
+    }
+}
+
 /// Streams the log at `log_path` (from [`select_instance`]) to `out` as `kubectl logs` shows
 /// it. Returns when everything asked for was sent, the reader went away, or — following —
 /// when the instance is marked finished.
@@ -652,20 +680,7 @@ pub async fn stream_logs(
                     return Ok(());
                 }
             }
-            // Move to the file written after ours: the next rotated one if several rotations
-            // happened since we last looked, else the current one.
-            let rotated = rotated_files(log_path).await?;
-            let mut next = None;
-            let mut found = false;
-            for (_, p) in &rotated {
-                if found {
-                    next = Some(p.clone());
-                    break;
-                }
-                found = fs::metadata(p).await.map(|m| m.ino()).ok() == Some(cursor.inode);
-            }
-            let next = next.unwrap_or_else(|| log_path.to_owned());
-            match Cursor::open(&next).await {
+            match open_successor(log_path, cursor.inode).await {
                 Ok(c) => cursor = c,
                 // Caught between a rename and the new file: look again shortly.
                 Err(LogError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
