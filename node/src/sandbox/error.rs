@@ -21,6 +21,13 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// A netlink request (links, addresses, routes) failed.
+    #[error("cannot {action}: {source} (netlink; skiff must run as root)")]
+    Netlink {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file or directory operation failed.
     #[error("cannot {action} {path}: {source}")]
     Io {

@@ -50,23 +50,6 @@ impl Ip {
         run(cmd, format!("ip -n {netns} {}", args.join(" "))).await
     }
 
-    /// Several commands in one `ip -batch -` inside the node namespace (one process instead of
-    /// one per command: pod start-up is dominated by process spawns otherwise). Stops at the
-    /// first failing command, which the error names.
-    pub(crate) async fn node_batch(&self, lines: &[String]) -> Result<String> {
-        let (cmd, shown) =
-            self.in_node(&["-batch", "-"], &format!("-batch ({})", lines.join("; ")))?;
-        run_with_input(cmd, shown, Some(lines.join("\n"))).await
-    }
-
-    /// Several commands in one `ip -n <netns> -batch -` (see [`Ip::node_batch`]).
-    pub(crate) async fn pod_batch(&self, netns: &str, lines: &[String]) -> Result<String> {
-        let mut cmd = tokio::process::Command::new("ip");
-        cmd.args(["-n", netns, "-batch", "-"]);
-        let shown = format!("ip -n {netns} -batch ({})", lines.join("; "));
-        run_with_input(cmd, shown, Some(lines.join("\n"))).await
-    }
-
     /// `ip netns <args>` (namespace names live in the mount namespace, not a netns).
     pub(crate) async fn netns(&self, args: &[&str]) -> Result<String> {
         let mut cmd = tokio::process::Command::new("ip");

@@ -14,6 +14,7 @@ mod hosts;
 mod ip;
 mod ipam;
 mod names;
+mod netlink;
 mod netns;
 mod pod;
 mod pty;
@@ -23,7 +24,7 @@ mod spec;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub use exec::Mount;
 use exec::{Entry, enter_on_exec};
 use fsutil::{write_atomic, write_in_place};
 use ip::{Ip, is_missing};
+use netlink::Netlink;
 pub use pty::{Pty, PtyError, PtyMaster};
 
 /// The default bridge name in the node namespace.
@@ -231,7 +233,9 @@ pub struct SandboxManager {
     config: SandboxConfig,
     layout: CgroupLayout,
     ip: Ip,
-    /// Sandbox operations are serialised: they are rare and each is a few ms of iproute2.
+    /// Netlink in the node namespace: pod veths are made and removed through it.
+    node_netlink: Arc<std::sync::Mutex<Netlink>>,
+    /// Address reservation and release (and the sandbox records) are serialised.
     ipam: tokio::sync::Mutex<Ipam>,
 }
 
@@ -262,7 +266,15 @@ impl SandboxManager {
         }
         let layout = CgroupLayout::detect()?;
         let ipam = Ipam::load(&config.state_dir.join("ipam.json"), &config.pod_cidrs)?;
+        let node_netlink =
+            run_in_netns(config.node_netns.as_deref(), Netlink::open)?.map_err(|e| {
+                SandboxError::Netlink {
+                    action: "open a netlink socket in the node namespace".into(),
+                    source: e,
+                }
+            })?;
         let mgr = SandboxManager {
+            node_netlink: Arc::new(std::sync::Mutex::new(node_netlink)),
             ip: Ip::new(config.node_netns.clone()),
             layout,
             config,
@@ -635,43 +647,91 @@ impl SandboxManager {
         Ok(())
     }
 
+    /// The pod's namespace, its veth on the bridge (with hairpin: a pod reaching itself
+    /// through a service IP comes back out of its own port), addresses and default routes —
+    /// over netlink, on a blocking thread: a few syscalls, no processes.
     async fn setup_network(&self, rec: &Record) -> Result<()> {
-        let (Some(ns), Some(veth)) = (rec.netns.as_deref(), rec.veth.as_deref()) else {
+        let (Some(ns), Some(veth)) = (rec.netns.clone(), rec.veth.clone()) else {
             return Ok(());
         };
-        if netns_path(ns).exists() {
-            self.ip.netns(&["delete", ns]).await?;
-        }
-        self.ip.netns(&["add", ns]).await?;
-        match self.ip.node(&["link", "del", veth]).await {
-            Ok(_) => {}
-            Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(e),
-        }
-        // One `ip` process per namespace: the veth into the pod, on the bridge, with hairpin (a
-        // pod reaching itself through a service IP comes back out of its own port).
-        let bridge = &self.config.bridge;
-        self.ip
-            .node_batch(&[
-                format!("link add {veth} type veth peer name eth0 netns {ns}"),
-                format!("link set {veth} master {bridge}"),
-                format!("link set dev {veth} type bridge_slave hairpin on"),
-                format!("link set {veth} up"),
-            ])
-            .await?;
-        let mut pod = vec!["link set lo up".to_owned()];
-        for (ip, cidr) in rec.ips.iter().zip(&self.config.pod_cidrs) {
-            // No duplicate address detection: IPAM already made the address unique.
-            let nodad = if cidr.is_ipv6() { " nodad" } else { "" };
-            pod.push(format!("addr add {ip}/{} dev eth0{nodad}", cidr.prefix()));
-        }
-        pod.push("link set eth0 up".to_owned());
-        for gw in self.config.pod_cidrs.iter().filter_map(IpCidr::gateway) {
-            // The family follows the gateway's address.
-            pod.push(format!("route replace default via {gw} dev eth0"));
-        }
-        self.ip.pod_batch(ns, &pod).await?;
-        Ok(())
+        let node = self.node_netlink.clone();
+        let bridge = self.config.bridge.clone();
+        let addrs: Vec<(IpAddr, u8, bool)> = rec
+            .ips
+            .iter()
+            .zip(&self.config.pod_cidrs)
+            .map(|(ip, cidr)| (*ip, cidr.prefix(), cidr.is_ipv6()))
+            .collect();
+        let gateways: Vec<IpAddr> = self
+            .config
+            .pod_cidrs
+            .iter()
+            .filter_map(IpCidr::gateway)
+            .collect();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let nl_err = |action: String| {
+                move |source: std::io::Error| SandboxError::Netlink { action, source }
+            };
+            if netns_path(&ns).exists() {
+                netns::delete_netns(&ns)?;
+            }
+            let mut pod = netns::create_netns(&ns)?;
+            let pod_fd = netns::open_netns(&netns_path(&ns))?;
+            {
+                let mut node = node.lock().map_err(|_| SandboxError::Netlink {
+                    action: "lock the node netlink socket".into(),
+                    source: std::io::Error::other("poisoned"),
+                })?;
+                node.del_link(&veth)
+                    .map_err(nl_err(format!("delete stale link {veth}")))?;
+                node.add_veth(&veth, "eth0", pod_fd.as_fd())
+                    .map_err(nl_err(format!(
+                        "add veth {veth} with peer eth0 in netns {ns}"
+                    )))?;
+                let index = node
+                    .link_index(&veth)
+                    .map_err(nl_err(format!("find link {veth}")))?
+                    .ok_or_else(|| SandboxError::Netlink {
+                        action: format!("find link {veth}"),
+                        source: std::io::Error::from_raw_os_error(libc::ENODEV),
+                    })?;
+                let master = node
+                    .link_index(&bridge)
+                    .map_err(nl_err(format!("find bridge {bridge}")))?
+                    .ok_or_else(|| SandboxError::Netlink {
+                        action: format!("find bridge {bridge}"),
+                        source: std::io::Error::from_raw_os_error(libc::ENODEV),
+                    })?;
+                node.set_up(index, Some(master))
+                    .map_err(nl_err(format!("put {veth} on {bridge} and up")))?;
+                node.set_hairpin(index)
+                    .map_err(nl_err(format!("set hairpin on {veth}")))?;
+            }
+            // In a fresh namespace the loopback is always index 1.
+            pod.set_up(1, None)
+                .map_err(nl_err(format!("set lo up in netns {ns}")))?;
+            let eth0 = pod
+                .link_index("eth0")
+                .map_err(nl_err(format!("find eth0 in netns {ns}")))?
+                .ok_or_else(|| SandboxError::Netlink {
+                    action: format!("find eth0 in netns {ns}"),
+                    source: std::io::Error::from_raw_os_error(libc::ENODEV),
+                })?;
+            for (ip, prefix, v6) in addrs {
+                // No duplicate address detection: IPAM already made the address unique.
+                pod.add_addr(eth0, ip, prefix, v6)
+                    .map_err(nl_err(format!("add {ip}/{prefix} to eth0 in netns {ns}")))?;
+            }
+            pod.set_up(eth0, None)
+                .map_err(nl_err(format!("set eth0 up in netns {ns}")))?;
+            for gw in gateways {
+                pod.replace_default_route(gw, eth0)
+                    .map_err(nl_err(format!("add default route via {gw} in netns {ns}")))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| SandboxError::Thread(netns_path(rec.netns.as_deref().unwrap_or_default())))?
     }
 
     /// Removes every part of a sandbox that exists; missing parts are fine.
@@ -685,20 +745,28 @@ impl SandboxManager {
     async fn dismantle(&self, rec: &Record) -> Result<()> {
         let cg = self.pod_cgroup(&rec.uid);
         cg.kill_all();
-        if let Some(veth) = &rec.veth {
-            match self.ip.node(&["link", "del", veth]).await {
-                Ok(_) => {}
-                Err(e) if is_missing(&e) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(veth) = rec.veth.clone() {
+            let node = self.node_netlink.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let mut node = node.lock().map_err(|_| SandboxError::Netlink {
+                    action: "lock the node netlink socket".into(),
+                    source: std::io::Error::other("poisoned"),
+                })?;
+                node.del_link(&veth)
+                    .map(drop)
+                    .map_err(|source| SandboxError::Netlink {
+                        action: format!("delete link {veth}"),
+                        source,
+                    })
+            })
+            .await
+            .map_err(|_| SandboxError::Thread(PathBuf::new()))??;
         }
         if let (Some(ns), Some(o)) = (&rec.netns, &self.config.netns_observer) {
             o.removed(&netns_path(ns));
         }
-        if let Some(ns) = &rec.netns
-            && netns_path(ns).exists()
-        {
-            self.ip.netns(&["delete", ns]).await?;
+        if let Some(ns) = &rec.netns {
+            netns::delete_netns(ns)?;
         }
         cg.remove().await
     }

@@ -5,10 +5,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::mount::{MountPropagationFlags, UnmountFlags, mount_bind, mount_change, unmount};
+use rustix::thread::{LinkNameSpaceType, UnshareFlags, move_into_link_name_space, unshare_unsafe};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::error::{Result, SandboxError};
+use super::netlink::Netlink;
 
 /// Where iproute2 keeps named network namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -29,6 +33,77 @@ pub fn list_netns(prefix: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Makes /run/netns a shared mount (a bind mount of itself first if it is not a mount point),
+/// as iproute2 does: a namespace's bind mount then propagates to mount namespaces made later
+/// (the pods'), and so does its unmount, which would otherwise keep the namespace alive.
+fn share_netns_dir() -> Result<()> {
+    static SHARED: AtomicBool = AtomicBool::new(false);
+    if SHARED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let dir = Path::new(NETNS_DIR);
+    std::fs::create_dir_all(dir).map_err(|e| SandboxError::io("create", dir, e))?;
+    let shared = MountPropagationFlags::SHARED | MountPropagationFlags::REC;
+    let mut bound = false;
+    loop {
+        match mount_change(dir, shared) {
+            Ok(()) => break,
+            Err(e) if e == rustix::io::Errno::INVAL && !bound => {
+                mount_bind(dir, dir).map_err(|e| SandboxError::io("bind-mount", dir, e.into()))?;
+                bound = true;
+            }
+            Err(e) => return Err(SandboxError::io("make shared", dir, e.into())),
+        }
+    }
+    SHARED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Creates the named network namespace `name` as `ip netns add` does (a fresh namespace
+/// bind-mounted at /run/netns/NAME) and returns a netlink socket inside it. Blocks.
+#[allow(unsafe_code)]
+pub(crate) fn create_netns(name: &str) -> Result<Netlink> {
+    share_netns_dir()?;
+    let path = netns_path(name);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| SandboxError::io("create network namespace file", &path, e))?;
+    let made = std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<Netlink> {
+            // This helper thread alone moves into the new namespace, and ends there.
+            // SAFETY: NEWNET does not unshare the file table, the only unsafe case.
+            unsafe { unshare_unsafe(UnshareFlags::NEWNET) }?;
+            mount_bind("/proc/thread-self/ns/net", &path)?;
+            Netlink::open()
+        })
+        .join()
+    });
+    let err = match made {
+        Ok(Ok(nl)) => return Ok(nl),
+        Ok(Err(e)) => SandboxError::io("create network namespace", &path, e),
+        Err(_) => SandboxError::Thread(path.clone()),
+    };
+    let _ = unmount(&path, UnmountFlags::DETACH);
+    let _ = std::fs::remove_file(&path);
+    Err(err)
+}
+
+/// Removes the named network namespace as `ip netns delete` does; a missing one is fine.
+/// The namespace itself goes once nothing else holds it.
+pub(crate) fn delete_netns(name: &str) -> Result<()> {
+    let path = netns_path(name);
+    // Not mounted (a half-made namespace) is fine: the file still goes.
+    let _ = unmount(&path, UnmountFlags::DETACH);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SandboxError::io("remove network namespace", &path, e)),
+    }
 }
 
 pub(crate) fn open_netns(path: &Path) -> Result<OwnedFd> {
