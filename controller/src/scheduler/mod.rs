@@ -330,7 +330,10 @@ async fn bind(
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            tracing::debug!(pod = name, node, "pod bound");
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
             let patched = patch_node_name().await;
             if patched.is_ok() {

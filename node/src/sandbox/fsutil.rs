@@ -1,11 +1,18 @@
-//! Small file helpers: atomic writes (temp file, fsync, rename, fsync of the directory).
+//! Small file helpers: atomic writes (temp file, rename) and in-place rewrites.
+//!
+//! Neither fsyncs, on purpose: the sandbox state (records, IPAM, DNS files) describes network
+//! namespaces, cgroups and processes, none of which outlive the machine. What must hold is
+//! that a crash of skiff never leaves a half-written file, which the rename gives; after a
+//! power loss the kernel objects are gone too and start-up recovery removes their records. An
+//! fsync per file made pod start-up wait on the disk several times, under the IPAM lock.
 
 use std::io::Write;
 use std::path::Path;
 
 use super::error::{Result, SandboxError};
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+/// Writes `bytes` to `path` so that a crash of the process leaves either the old or the new
+/// content.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().ok_or_else(|| {
         SandboxError::io(
@@ -21,15 +28,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(&tmp).map_err(|e| SandboxError::io("create", &tmp, e))?;
     f.write_all(bytes)
         .map_err(|e| SandboxError::io("write", &tmp, e))?;
-    f.sync_all()
-        .map_err(|e| SandboxError::io("fsync", &tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| SandboxError::io("rename into place", path, e))?;
-    // The rename is durable only once the directory entry is.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    std::fs::rename(&tmp, path).map_err(|e| SandboxError::io("rename into place", path, e))
 }
 
 /// Writes `bytes` into `path` in place (truncate + write), keeping the inode so that bind
@@ -42,8 +42,7 @@ pub(crate) fn write_in_place(path: &Path, bytes: &[u8]) -> Result<()> {
         .open(path)
         .map_err(|e| SandboxError::io("open for writing", path, e))?;
     f.write_all(bytes)
-        .map_err(|e| SandboxError::io("write", path, e))?;
-    f.sync_all().map_err(|e| SandboxError::io("fsync", path, e))
+        .map_err(|e| SandboxError::io("write", path, e))
 }
 
 #[cfg(test)]
