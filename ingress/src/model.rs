@@ -1,0 +1,519 @@
+//! Ingresses, IngressClasses, Services, EndpointSlices and TLS Secrets cut down to what routing
+//! needs (as CoreDNS's `object` package does). Invalid parts of an Ingress are dropped here
+//! with a [`Problem`] naming the field, so one bad path never hides the rest of the object.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The annotation marking an IngressClass as the cluster default.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// The deprecated class annotation, still honoured when `spec.ingressClassName` is unset.
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// Per-Ingress switch for the HTTP → HTTPS redirect of its TLS hosts.
+pub const SSL_REDIRECT_ANNOTATION: &str = "skiff.dev/ssl-redirect";
+/// Secret type of a certificate and key.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// `namespace/name` of an object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Key {
+        Key {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Something wrong with an object, reported (as an Event, a log line) instead of failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub object: Key,
+    /// The field path, e.g. `spec.rules[0].http.paths[1].path`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.field, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathType {
+    Exact,
+    Prefix,
+    /// Treated as `Prefix` (what the specification lets a controller choose).
+    ImplementationSpecific,
+}
+
+/// A Service port as an Ingress names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A Service backend: a Service in the Ingress's namespace (or anywhere, for the controller-wide
+/// default backend) and one of its ports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendRef {
+    pub service: Key,
+    pub port: PortRef,
+}
+
+impl std::fmt::Display for BackendRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.service, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRule {
+    /// Starts with `/` (checked); for `ImplementationSpecific` an unset path is `/`.
+    pub path: String,
+    pub path_type: PathType,
+    pub backend: BackendRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    /// Lower-cased; `None` matches every host. `*.foo.com` is a wildcard of one label.
+    pub host: Option<String>,
+    pub paths: Vec<PathRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsRule {
+    /// Lower-cased. Empty means "every host of this Ingress's rules" is not implied: the
+    /// specification says unset hosts default to the wildcard host of the load balancer, which
+    /// here is the default certificate, so empty host lists add no SNI names.
+    pub hosts: Vec<String>,
+    /// A Secret in the Ingress's namespace.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressInfo {
+    pub key: Key,
+    pub created: Option<Timestamp>,
+    /// `spec.ingressClassName`, else the legacy annotation.
+    pub class: Option<String>,
+    pub default_backend: Option<BackendRef>,
+    pub rules: Vec<HostRule>,
+    pub tls: Vec<TlsRule>,
+    /// HTTP → HTTPS redirect for this Ingress's TLS hosts (default on).
+    pub ssl_redirect: bool,
+    /// Parts dropped because they were invalid.
+    pub problems: Vec<Problem>,
+}
+
+impl IngressInfo {
+    /// `None` for an object without namespace or name (never from a real API server).
+    pub fn from_ingress(ing: &Ingress) -> Option<IngressInfo> {
+        let key = key_of(&ing.metadata)?;
+        let annotations = ing.metadata.annotations.as_ref();
+        let spec = ing.spec.as_ref();
+        let class = spec
+            .and_then(|s| s.ingress_class_name.clone())
+            .or_else(|| annotations.and_then(|a| a.get(LEGACY_CLASS_ANNOTATION).cloned()))
+            .filter(|c| !c.is_empty());
+        let ssl_redirect = annotations
+            .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
+            .is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
+        let mut problems = Vec::new();
+        let mut problem = |field: String, message: String| {
+            problems.push(Problem {
+                object: key.clone(),
+                field,
+                message,
+            })
+        };
+        let default_backend = spec.and_then(|s| s.default_backend.as_ref()).and_then(|b| {
+            backend_ref(&key.namespace, b)
+                .map_err(|m| problem("spec.defaultBackend".into(), m))
+                .ok()
+        });
+        let mut rules = Vec::new();
+        for (i, rule) in spec
+            .and_then(|s| s.rules.as_ref())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
+                None => None,
+                Some(h) => match check_host(h) {
+                    Ok(h) => Some(h),
+                    Err(m) => {
+                        problem(format!("spec.rules[{i}].host"), m);
+                        continue;
+                    }
+                },
+            };
+            let mut paths = Vec::new();
+            for (j, p) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                match path_rule(&key.namespace, p) {
+                    Ok(r) => paths.push(r),
+                    Err((sub, m)) => problem(format!("{field}.{sub}"), m),
+                }
+            }
+            rules.push(HostRule { host, paths });
+        }
+        let tls = spec
+            .and_then(|s| s.tls.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| TlsRule {
+                hosts: t
+                    .hosts
+                    .iter()
+                    .flatten()
+                    .filter(|h| !h.is_empty())
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                secret: t.secret_name.clone().filter(|s| !s.is_empty()),
+            })
+            .collect();
+        Some(IngressInfo {
+            created: ing.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            key,
+            class,
+            default_backend,
+            rules,
+            tls,
+            ssl_redirect,
+            problems,
+        })
+    }
+
+    /// The merge order of Ingresses sharing a host: oldest first, then by namespace/name.
+    pub fn order_key(&self) -> (Option<Timestamp>, &Key) {
+        (self.created, &self.key)
+    }
+}
+
+fn path_rule(
+    namespace: &str,
+    p: &k8s_openapi::api::networking::v1::HTTPIngressPath,
+) -> Result<PathRule, (&'static str, String)> {
+    let path_type = match p.path_type.as_str() {
+        "Exact" => PathType::Exact,
+        "Prefix" => PathType::Prefix,
+        "ImplementationSpecific" => PathType::ImplementationSpecific,
+        other => {
+            return Err((
+                "pathType",
+                format!("unknown pathType {other:?} (Exact, Prefix, ImplementationSpecific)"),
+            ));
+        }
+    };
+    let path = match (p.path.as_deref(), path_type) {
+        (None | Some(""), PathType::ImplementationSpecific) => "/".to_owned(),
+        (None | Some(""), _) => {
+            return Err(("path", "path is required for Exact and Prefix".into()));
+        }
+        (Some(path), _) if !path.starts_with('/') => {
+            return Err(("path", format!("path {path:?} must start with '/'")));
+        }
+        (Some(path), _) => path.to_owned(),
+    };
+    let backend = backend_ref(namespace, &p.backend).map_err(|m| ("backend", m))?;
+    Ok(PathRule {
+        path,
+        path_type,
+        backend,
+    })
+}
+
+fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String> {
+    let Some(svc) = b.service.as_ref() else {
+        return Err(if b.resource.is_some() {
+            "resource backends are not supported; use a service backend".into()
+        } else {
+            "backend names no service".into()
+        });
+    };
+    if svc.name.is_empty() {
+        return Err("service.name is empty".into());
+    }
+    let port = match svc.port.as_ref() {
+        Some(p) => match (p.number, p.name.as_deref().filter(|n| !n.is_empty())) {
+            (Some(n), None) => PortRef::Number(
+                u16::try_from(n)
+                    .ok()
+                    .filter(|n| *n != 0)
+                    .ok_or_else(|| format!("service.port.number {n} is not a port (1-65535)"))?,
+            ),
+            (None, Some(name)) => PortRef::Name(name.to_owned()),
+            (Some(_), Some(_)) => {
+                return Err("service.port sets both number and name".into());
+            }
+            (None, None) => return Err("service.port sets neither number nor name".into()),
+        },
+        None => return Err("service.port is required".into()),
+    };
+    Ok(BackendRef {
+        service: Key::new(namespace, svc.name.clone()),
+        port,
+    })
+}
+
+/// Lower-cases a rule host and checks its shape: DNS labels, an optional leading `*.` wildcard.
+pub fn check_host(host: &str) -> Result<String, String> {
+    let h = host.to_ascii_lowercase();
+    let rest = h.strip_prefix("*.").unwrap_or(&h);
+    let ok = !rest.is_empty()
+        && rest.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(h)
+    } else {
+        Err(format!(
+            "host {host:?} is not a DNS name (or a wildcard '*.' followed by one)"
+        ))
+    }
+}
+
+/// An IngressClass, for class selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassInfo {
+    pub name: String,
+    pub controller: String,
+    pub is_default: bool,
+}
+
+impl ClassInfo {
+    pub fn from_class(c: &IngressClass) -> Option<ClassInfo> {
+        Some(ClassInfo {
+            name: c.metadata.name.clone()?,
+            controller: c
+                .spec
+                .as_ref()
+                .and_then(|s| s.controller.clone())
+                .unwrap_or_default(),
+            is_default: c
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true"),
+        })
+    }
+}
+
+/// A TCP port of a Service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePort {
+    /// Empty for the single unnamed port.
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub key: Key,
+    /// TCP ports only: the ingress proxies HTTP.
+    pub ports: Vec<ServicePort>,
+    /// `type: ExternalName`: not routable through EndpointSlices.
+    pub external_name: bool,
+}
+
+impl ServiceInfo {
+    pub fn from_service(svc: &Service) -> Option<ServiceInfo> {
+        let key = key_of(&svc.metadata)?;
+        let spec = svc.spec.as_ref();
+        let ports = spec
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| {
+                Some(ServicePort {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: u16::try_from(p.port).ok()?,
+                })
+            })
+            .collect();
+        Some(ServiceInfo {
+            key,
+            ports,
+            external_name: spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName"),
+        })
+    }
+
+    /// The Service port an Ingress backend names.
+    pub fn port(&self, r: &PortRef) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| match r {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(n) => &p.name == n,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    pub key: Key,
+    /// The Service it belongs to (its `kubernetes.io/service-name` label).
+    pub service: String,
+    /// TCP ports: name (empty if unnamed) → target port.
+    pub ports: Vec<ServicePort>,
+    /// Addresses of ready endpoints (`conditions.ready` unset means ready).
+    pub ready: Vec<IpAddr>,
+}
+
+impl SliceInfo {
+    /// `None` for slices without a service label or with FQDN addresses.
+    pub fn from_slice(slice: &EndpointSlice) -> Option<SliceInfo> {
+        let key = key_of(&slice.metadata)?;
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()?
+            .get(SERVICE_NAME_LABEL)?
+            .clone();
+        if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+            return None;
+        }
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| {
+                Some(ServicePort {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: u16::try_from(p.port?).ok()?,
+                })
+            })
+            .collect();
+        let ready = slice
+            .endpoints
+            .iter()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .flat_map(|e| e.addresses.iter().filter_map(|a| a.parse().ok()))
+            .collect();
+        Some(SliceInfo {
+            key,
+            service,
+            ports,
+            ready,
+        })
+    }
+}
+
+/// A `kubernetes.io/tls` Secret's certificate chain and key, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSecret {
+    pub key: Key,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl TlsSecret {
+    /// `None` for Secrets of other types; an error naming the missing field for a TLS Secret
+    /// without `tls.crt` or `tls.key`.
+    pub fn from_secret(s: &Secret) -> Option<Result<TlsSecret, Problem>> {
+        let key = key_of(&s.metadata)?;
+        if s.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+            return None;
+        }
+        let get = |field: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(field))
+                .map(|b| b.0.clone())
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| Problem {
+                    object: key.clone(),
+                    field: format!("data[{field}]"),
+                    message: format!("TLS Secret has no {field}"),
+                })
+        };
+        Some((|| {
+            Ok(TlsSecret {
+                cert_pem: get("tls.crt")?,
+                key_pem: get("tls.key")?,
+                key: key.clone(),
+            })
+        })())
+    }
+}
+
+fn key_of(meta: &ObjectMeta) -> Option<Key> {
+    Some(Key {
+        namespace: meta.namespace.clone()?,
+        name: meta.name.clone()?,
+    })
+}
+
+/// Everything a route table and certificate store are built from.
+#[derive(Debug, Default, Clone)]
+pub struct Model {
+    pub classes: BTreeMap<String, ClassInfo>,
+    pub ingresses: BTreeMap<Key, IngressInfo>,
+    pub services: BTreeMap<Key, ServiceInfo>,
+    pub slices: BTreeMap<Key, SliceInfo>,
+    pub secrets: BTreeMap<Key, Result<TlsSecret, Problem>>,
+}
+
+impl Model {
+    pub fn add_class(&mut self, c: &IngressClass) {
+        if let Some(c) = ClassInfo::from_class(c) {
+            self.classes.insert(c.name.clone(), c);
+        }
+    }
+    pub fn add_ingress(&mut self, i: &Ingress) {
+        if let Some(i) = IngressInfo::from_ingress(i) {
+            self.ingresses.insert(i.key.clone(), i);
+        }
+    }
+    pub fn add_service(&mut self, s: &Service) {
+        if let Some(s) = ServiceInfo::from_service(s) {
+            self.services.insert(s.key.clone(), s);
+        }
+    }
+    pub fn add_slice(&mut self, s: &EndpointSlice) {
+        if let Some(s) = SliceInfo::from_slice(s) {
+            self.slices.insert(s.key.clone(), s);
+        }
+    }
+    pub fn add_secret(&mut self, s: &Secret) {
+        if let (Some(k), Some(t)) = (key_of(&s.metadata), TlsSecret::from_secret(s)) {
+            self.secrets.insert(k, t);
+        }
+    }
+}
