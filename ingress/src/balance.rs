@@ -95,9 +95,9 @@ impl Endpoint {
     }
 }
 
-/// A uniform-enough index below `n` from a per-thread xorshift generator: choosing between
-/// endpoints needs speed, not cryptographic randomness (and no extra `rand` version).
-fn random_below(n: usize) -> usize {
+/// 64 random bits from a per-thread xorshift generator: choosing between endpoints needs
+/// speed, not cryptographic randomness (and no extra `rand` version).
+pub fn random_u64() -> u64 {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
@@ -113,9 +113,13 @@ fn random_below(n: usize) -> usize {
         x ^= x >> 7;
         x ^= x << 17;
         s.set(x);
-        // Multiply-shift maps the 64-bit value onto 0..n without a modulo bias worth caring for.
-        ((u128::from(x) * n as u128) >> 64) as usize
+        x
     })
+}
+
+/// An index below `n` (multiply-shift: no modulo bias worth caring for).
+fn random_below(n: usize) -> usize {
+    ((u128::from(random_u64()) * n as u128) >> 64) as usize
 }
 
 /// Power of two choices: the cheaper of two distinct random endpoints.

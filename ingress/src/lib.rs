@@ -9,7 +9,10 @@
 pub mod balance;
 pub mod class;
 pub mod compile;
+pub mod metrics;
 pub mod model;
+pub mod proxy;
+pub mod server;
 pub mod table;
 pub mod tls;
 

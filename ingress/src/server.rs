@@ -1,0 +1,208 @@
+//! Listeners: our own accept loops on the caller's tokio runtime, handing each connection to
+//! pingora's `HttpProxy` (`ServerApp::process_new`). pingora's `Server` is not used: it owns
+//! its runtimes and binds its own sockets, while the caller (`skiff up`) binds listeners inside
+//! a network namespace and runs everything on one runtime.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::proxy::{HttpProxy, http_proxy};
+use pingora::server::configuration::ServerConf;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::proxy::{IngressProxy, ListenerInfo};
+use crate::table::RouteTable;
+use crate::tls::{CertSnapshot, TlsError, default_certificate, server_config};
+
+/// A TLS handshake that has not finished by then is dropped (slowloris on the handshake).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot use listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// What the data plane reads, shared with the control loop that replaces it.
+#[derive(Debug, Clone)]
+pub struct SharedState {
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    pub certs: Arc<ArcSwap<CertSnapshot>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl SharedState {
+    /// Empty routes (everything 404) and only a freshly generated default certificate.
+    pub fn new() -> Result<SharedState, TlsError> {
+        Ok(SharedState {
+            routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            certs: Arc::new(ArcSwap::from_pointee(CertSnapshot::empty(
+                default_certificate()?,
+            ))),
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+}
+
+/// Already-bound listeners (bound by the caller, e.g. inside a network namespace).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub http: Option<std::net::TcpListener>,
+    pub https: Option<std::net::TcpListener>,
+    /// The HTTPS port clients see, for redirects (defaults to the HTTPS listener's port).
+    pub public_https_port: Option<u16>,
+    /// The HTTP port clients see, for `X-Forwarded-Port` (defaults to the listener's port).
+    pub public_http_port: Option<u16>,
+}
+
+/// Running listeners; dropping it does not stop them, [`IngressServer::shutdown`] does.
+#[derive(Debug)]
+pub struct IngressServer {
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl IngressServer {
+    /// Starts the accept loops on the current tokio runtime.
+    pub fn start(listeners: Listeners, state: &SharedState) -> Result<IngressServer, ServerError> {
+        let conf = Arc::new(ServerConf::default());
+        let (tx, rx) = watch::channel(false);
+        let local = |l: &Option<std::net::TcpListener>| {
+            l.as_ref()
+                .map(|l| l.local_addr())
+                .transpose()
+                .map_err(ServerError::Listener)
+        };
+        let http_addr = local(&listeners.http)?;
+        let https_addr = local(&listeners.https)?;
+        let https_port = listeners
+            .public_https_port
+            .or(https_addr.map(|a| a.port()))
+            .unwrap_or(443);
+        let mut tasks = Vec::new();
+        if let Some(l) = listeners.http {
+            let info = ListenerInfo {
+                tls: false,
+                port: listeners
+                    .public_http_port
+                    .or(http_addr.map(|a| a.port()))
+                    .unwrap_or(80),
+                https_port,
+            };
+            let mut app = http_proxy(
+                &conf,
+                IngressProxy::new(state.routes.clone(), info, state.metrics.clone()),
+            );
+            // Plaintext HTTP/2 with prior knowledge (h2c), detected by its preface.
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = true;
+            app.server_options = Some(opts);
+            tasks.push(spawn_loop(l, Arc::new(app), None, rx.clone())?);
+        }
+        if let Some(l) = listeners.https {
+            let info = ListenerInfo {
+                tls: true,
+                port: https_port,
+                https_port,
+            };
+            let app = http_proxy(
+                &conf,
+                IngressProxy::new(state.routes.clone(), info, state.metrics.clone()),
+            );
+            let acceptor = Acceptor::from_server_config(server_config(state.certs.clone())?);
+            tasks.push(spawn_loop(
+                l,
+                Arc::new(app),
+                Some(Arc::new(acceptor)),
+                rx.clone(),
+            )?);
+        }
+        Ok(IngressServer {
+            http_addr,
+            https_addr,
+            shutdown: tx,
+            tasks,
+        })
+    }
+
+    /// Stops accepting; connections in flight are told to finish (no new keep-alive reuse).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn spawn_loop(
+    listener: std::net::TcpListener,
+    app: Arc<HttpProxy<IngressProxy>>,
+    tls: Option<Arc<Acceptor>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ServerError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(ServerError::Listener)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(ServerError::Listener)?;
+    Ok(tokio::spawn(accept_loop(listener, app, tls, shutdown)))
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Arc<HttpProxy<IngressProxy>>,
+    tls: Option<Arc<Acceptor>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "ingress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let fd = tcp.as_raw_fd();
+            let mut l4 = L4Stream::from(tcp);
+            l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
+            let stream: Stream = match tls {
+                None => Box::new(l4),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await
+                    {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            app.process_new(stream, &shutdown).await;
+        });
+    }
+}

@@ -1,0 +1,411 @@
+//! The proxy end to end on loopback: hyper test backends behind Services, pingora listeners
+//! started by `IngressServer`, hyper clients over HTTP/1.1, HTTP/2 over TLS and raw TLS.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use skiff_ingress::compile::our_ingresses;
+use skiff_ingress::server::{IngressServer, Listeners, SharedState};
+use skiff_ingress::tls::CertSnapshot;
+use skiff_ingress::{Model, RoutingConfig, compile};
+use tokio::net::TcpStream;
+
+/// A backend answering JSON: its name, the path and query it got, and its request headers.
+async fn backend(name: &'static str) -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let headers: BTreeMap<String, String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    let body = json!({
+                        "name": name,
+                        "path": req.uri().path_and_query().map(|p| p.as_str()),
+                        "headers": headers,
+                    });
+                    async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("test object")
+}
+
+/// A Service `name` whose one slice lists `addrs` (all on one port: loopback backends).
+fn add_service(m: &mut Model, name: &str, addrs: &[SocketAddr]) {
+    let svc: Service = obj(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80}]}
+    }));
+    m.add_service(&svc);
+    for (i, a) in addrs.iter().enumerate() {
+        let s: EndpointSlice = obj(json!({
+            "metadata": {"name": format!("{name}-{i}"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": a.port()}],
+            "endpoints": [{"addresses": [a.ip().to_string()]}],
+        }));
+        m.add_slice(&s);
+    }
+}
+
+fn cert(names: &[&str]) -> (String, String, CertificateDer<'static>) {
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("rcgen");
+    (
+        c.cert.pem(),
+        c.signing_key.serialize_pem(),
+        c.cert.der().clone(),
+    )
+}
+
+fn add_tls_secret(m: &mut Model, name: &str, crt: &str, key: &str) {
+    let mut s: Secret = obj(json!({
+        "metadata": {"name": name, "namespace": "default"}, "type": "kubernetes.io/tls"
+    }));
+    s.data = Some(
+        [
+            ("tls.crt".to_owned(), ByteString(crt.as_bytes().to_vec())),
+            ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
+        ]
+        .into(),
+    );
+    m.add_secret(&s);
+}
+
+struct Env {
+    model: Model,
+    state: SharedState,
+    server: IngressServer,
+    secure_der: CertificateDer<'static>,
+}
+
+impl Env {
+    fn http(&self) -> SocketAddr {
+        self.server.http_addr.expect("http listener")
+    }
+    fn https(&self) -> SocketAddr {
+        self.server.https_addr.expect("https listener")
+    }
+    /// Compiles the model into the running proxy (what the watch loop does).
+    fn apply(&self) {
+        let cfg = RoutingConfig::default();
+        let prev = self.state.routes.load();
+        let c = compile(&self.model, &cfg, Some(&prev));
+        self.state.routes.store(Arc::new(c.table));
+        let ours = our_ingresses(&self.model, &cfg);
+        let (certs, _) = CertSnapshot::build(
+            &self.model,
+            &ours,
+            self.state.certs.load().default_cert().clone(),
+        );
+        self.state.certs.store(Arc::new(certs));
+    }
+}
+
+async fn env() -> Result<Env> {
+    let a = backend("a").await?;
+    let b = backend("b").await?;
+    let pool = [
+        backend("p0").await?,
+        backend("p1").await?,
+        backend("p2").await?,
+    ];
+    let mut m = Model::default();
+    m.add_class(&obj::<IngressClass>(json!({
+        "metadata": {"name": "skiff", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": "skiff.dev/ingress-controller"}
+    })));
+    add_service(&mut m, "a", &[a]);
+    add_service(&mut m, "b", &[b]);
+    add_service(&mut m, "pool", &pool);
+    add_service(&mut m, "empty", &[]);
+    let (crt, key, secure_der) = cert(&["secure.test"]);
+    add_tls_secret(&mut m, "secure-cert", &crt, &key);
+    let p = |path: &str, ty: &str, svc: &str| json!({"path": path, "pathType": ty, "backend": {"service": {"name": svc, "port": {"number": 80}}}});
+    m.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "main", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {
+            "tls": [{"hosts": ["secure.test"], "secretName": "secure-cert"}],
+            "rules": [
+                {"host": "foo.test", "http": {"paths": [p("/a", "Prefix", "a"), p("/b", "Exact", "b")]}},
+                {"host": "*.wild.test", "http": {"paths": [p("/", "Prefix", "b")]}},
+                {"host": "pool.test", "http": {"paths": [p("/", "Prefix", "pool")]}},
+                {"host": "empty.test", "http": {"paths": [p("/", "Prefix", "empty")]}},
+                {"host": "secure.test", "http": {"paths": [p("/", "Prefix", "a")]}},
+            ]
+        }
+    })));
+    m.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "noredirect", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/ssl-redirect": "false"}},
+        "spec": {
+            "tls": [{"hosts": ["plain-ok.test"], "secretName": "secure-cert"}],
+            "rules": [{"host": "plain-ok.test", "http": {"paths": [p("/", "Prefix", "b")]}}]
+        }
+    })));
+    let state = SharedState::new()?;
+    let server = IngressServer::start(
+        Listeners {
+            http: Some(std::net::TcpListener::bind("127.0.0.1:0")?),
+            https: Some(std::net::TcpListener::bind("127.0.0.1:0")?),
+            ..Default::default()
+        },
+        &state,
+    )?;
+    let e = Env {
+        model: m,
+        state,
+        server,
+        secure_der,
+    };
+    e.apply();
+    Ok(e)
+}
+
+/// One HTTP/1.1 connection for several requests.
+struct H1 {
+    send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl H1 {
+    async fn connect(addr: SocketAddr) -> Result<H1> {
+        let s = TcpStream::connect(addr).await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+        tokio::spawn(conn);
+        Ok(H1 { send })
+    }
+    async fn get(&mut self, host: &str, path: &str) -> Result<(u16, hyper::HeaderMap, String)> {
+        let req = Request::get(path).header("host", host).body(Empty::new())?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, headers, String::from_utf8(body.to_vec())?))
+    }
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, hyper::HeaderMap, String)> {
+    H1::connect(addr).await?.get(host, path).await
+}
+
+fn json_of(body: &str) -> Result<Value> {
+    serde_json::from_str(body).with_context(|| format!("not JSON: {body}"))
+}
+
+#[tokio::test]
+async fn routes_by_host_and_path_with_forwarding_headers() -> Result<()> {
+    let e = env().await?;
+    let (status, headers, body) = get(e.http(), "FOO.test:8080", "/a/deep/path?q=1&r=%20").await?;
+    assert_eq!(status, 200, "{body}");
+    let v = json_of(&body)?;
+    assert_eq!(v["name"], "a");
+    // Paths and queries are passed unchanged; Host is preserved.
+    assert_eq!(v["path"], "/a/deep/path?q=1&r=%20");
+    let h = &v["headers"];
+    assert_eq!(h["host"], "FOO.test:8080");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "FOO.test:8080");
+    assert_eq!(h["x-forwarded-port"], e.http().port().to_string());
+    let rid = h["x-request-id"].as_str().context("request id")?;
+    assert_eq!(rid.len(), 32);
+    assert_eq!(headers["server"], "skiff-ingress");
+    assert_eq!(headers["x-request-id"], rid);
+
+    assert_eq!(
+        json_of(&get(e.http(), "foo.test", "/b").await?.2)?["name"],
+        "b"
+    );
+    // Exact: no trailing slash variant.
+    assert_eq!(get(e.http(), "foo.test", "/b/").await?.0, 404);
+    assert_eq!(
+        json_of(&get(e.http(), "x.wild.test", "/z").await?.2)?["name"],
+        "b"
+    );
+    // The wildcard covers one label only.
+    assert_eq!(get(e.http(), "y.x.wild.test", "/z").await?.0, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn not_found_and_no_endpoints_have_clear_bodies() -> Result<()> {
+    let e = env().await?;
+    let (status, headers, body) = get(e.http(), "nothing.test", "/x").await?;
+    assert_eq!(status, 404);
+    assert_eq!(headers["server"], "skiff-ingress");
+    assert!(
+        body.contains("no Ingress rule matches host \"nothing.test\" path \"/x\""),
+        "{body}"
+    );
+    let (status, _, body) = get(e.http(), "empty.test", "/").await?;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("service default/empty port 80 has no ready endpoints"),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn keepalive_requests_spread_over_every_endpoint() -> Result<()> {
+    let e = env().await?;
+    let mut c = H1::connect(e.http()).await?;
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let (status, _, body) = c.get("pool.test", "/").await?;
+        assert_eq!(status, 200);
+        seen.insert(json_of(&body)?["name"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seen, HashSet::from(["p0".into(), "p1".into(), "p2".into()]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_redirects_tls_hosts_unless_disabled() -> Result<()> {
+    let e = env().await?;
+    let (status, headers, body) = get(e.http(), "secure.test", "/x?y=1").await?;
+    assert_eq!(status, 308, "{body}");
+    assert_eq!(
+        headers["location"],
+        format!("https://secure.test:{}/x?y=1", e.https().port())
+    );
+    let (status, _, body) = get(e.http(), "plain-ok.test", "/").await?;
+    assert_eq!(status, 200, "{body}");
+    Ok(())
+}
+
+fn client_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone())?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(skiff_ingress::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let s = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned())?;
+    Ok(tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, s)
+        .await?)
+}
+
+#[tokio::test]
+async fn https_with_sni_verified_h2_and_rotation() -> Result<()> {
+    let mut e = env().await?;
+    // HTTP/1.1 over TLS, the certificate verified against the Secret's.
+    let cfg = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
+    let tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::get("/p")
+                .header("host", "secure.test")
+                .body(Empty::<Bytes>::new())?,
+        )
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let v = json_of(std::str::from_utf8(
+        &resp.into_body().collect().await?.to_bytes(),
+    )?)?;
+    assert_eq!(v["name"], "a");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+
+    // HTTP/2 over TLS (ALPN h2), several requests on one connection.
+    let cfg = client_config(&[e.secure_der.clone()], &[b"h2", b"http/1.1"])?;
+    let tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    for i in 0..5 {
+        let req = Request::get(format!("https://secure.test/h2/{i}")).body(Empty::<Bytes>::new())?;
+        let resp = send.send_request(req).await?;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let v = json_of(std::str::from_utf8(
+            &resp.into_body().collect().await?.to_bytes(),
+        )?)?;
+        assert_eq!(v["path"], format!("/h2/{i}"));
+        assert_eq!(v["headers"]["host"], "secure.test");
+    }
+
+    // An unknown name gets the default certificate, which the Secret's root does not verify.
+    let cfg = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
+    if tls_connect(e.https(), "unknown.test", cfg).await.is_ok() {
+        bail!("unknown SNI must not be served the Secret's certificate");
+    }
+
+    // Rotation: a new certificate in the Secret is served on the next handshake.
+    let (crt, key, new_der) = cert(&["secure.test"]);
+    add_tls_secret(&mut e.model, "secure-cert", &crt, &key);
+    e.apply();
+    let old = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
+    assert!(tls_connect(e.https(), "secure.test", old).await.is_err());
+    let new = client_config(&[new_der], &[b"http/1.1"])?;
+    tls_connect(e.https(), "secure.test", new).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn route_changes_apply_without_restarting_listeners() -> Result<()> {
+    let mut e = env().await?;
+    let mut c = H1::connect(e.http()).await?;
+    assert_eq!(c.get("new.test", "/").await?.0, 404);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "later", "namespace": "default", "creationTimestamp": "2024-02-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "new.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "b", "port": {"name": "http"}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // Same keep-alive connection: the next request sees the new table.
+    let (status, _, body) = c.get("new.test", "/").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)?["name"], "b");
+    e.server.shutdown().await;
+    Ok(())
+}
