@@ -67,6 +67,7 @@ mod tests {
             tls: vec![],
             ssl_redirect: true,
             problems: vec![],
+            status: vec![],
         }
     }
 

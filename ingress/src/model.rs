@@ -135,6 +135,9 @@ pub struct IngressInfo {
     pub ssl_redirect: bool,
     /// Parts dropped because they were invalid.
     pub problems: Vec<Problem>,
+    /// `status.loadBalancer.ingress` as it is now (IPs and hostnames), so status is written
+    /// only when it differs.
+    pub status: Vec<String>,
 }
 
 impl IngressInfo {
@@ -205,7 +208,17 @@ impl IngressInfo {
                 secret: t.secret_name.clone().filter(|s| !s.is_empty()),
             })
             .collect();
+        let status = ing
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+            .collect();
         Some(IngressInfo {
+            status,
             created: ing.metadata.creation_timestamp.as_ref().map(|t| t.0),
             key,
             class,
