@@ -409,3 +409,63 @@ async fn route_changes_apply_without_restarting_listeners() -> Result<()> {
     e.server.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn steady_traffic_survives_route_endpoint_and_certificate_swaps() -> Result<()> {
+    let e = Arc::new(env().await?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Swap a rebuilt table and certificate snapshot every 2 ms, alternating an unrelated
+    // Ingress and the pool's endpoint set, while requests flow.
+    let swapper = {
+        let (e, stop) = (e.clone(), stop.clone());
+        let extra = [backend("x0").await?, backend("x1").await?];
+        tokio::spawn(async move {
+            let mut model = e.model.clone();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                add_service(&mut model, "churn", &extra[..(i % 2 + 1) as usize]);
+                let cfg = RoutingConfig::default();
+                let prev = e.state.routes.load();
+                e.state
+                    .routes
+                    .store(Arc::new(compile(&model, &cfg, Some(&prev)).table));
+                let ours = our_ingresses(&model, &cfg);
+                let default = e.state.certs.load().default_cert().clone();
+                e.state
+                    .certs
+                    .store(Arc::new(CertSnapshot::build(&model, &ours, default).0));
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            i
+        })
+    };
+    let mut keepalive = H1::connect(e.http()).await?;
+    let cfg = client_config(&[e.secure_der.clone()], &[b"h2"])?;
+    let tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let mut failures = Vec::new();
+    for i in 0..300 {
+        let (status, _, body) = keepalive.get("pool.test", "/").await?;
+        if status != 200 {
+            failures.push(format!("h1 keep-alive {i}: {status} {body}"));
+        }
+        let (status, _, body) = get(e.http(), "foo.test", "/a").await?;
+        if status != 200 {
+            failures.push(format!("h1 new connection {i}: {status} {body}"));
+        }
+        let resp = h2
+            .send_request(Request::get("https://secure.test/").body(Empty::<Bytes>::new())?)
+            .await?;
+        if resp.status() != 200 {
+            failures.push(format!("h2 {i}: {}", resp.status()));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.await?;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(swaps > 10, "only {swaps} swaps happened during the traffic");
+    Ok(())
+}
