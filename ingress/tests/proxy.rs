@@ -441,7 +441,7 @@ async fn steady_traffic_survives_route_endpoint_and_certificate_swaps() -> Resul
         })
     };
     let mut keepalive = H1::connect(e.http()).await?;
-    let cfg = client_config(&[e.secure_der.clone()], &[b"h2"])?;
+    let cfg = client_config(std::slice::from_ref(&e.secure_der), &[b"h2"])?;
     let tls = tls_connect(e.https(), "secure.test", cfg).await?;
     let (mut h2, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
