@@ -66,6 +66,7 @@ mod tests {
             rules: vec![],
             tls: vec![],
             ssl_redirect: true,
+            backend_protocol: Default::default(),
             problems: vec![],
             status: vec![],
         }

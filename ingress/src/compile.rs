@@ -63,6 +63,7 @@ pub fn compile(model: &Model, cfg: &RoutingConfig, prev: Option<&RouteTable>) ->
             ingress: None,
             backend,
             redirect_https: false,
+            protocol: Default::default(),
         }));
     }
     Compiled {
@@ -102,6 +103,7 @@ impl Builder<'_> {
                     ingress: Some(ing.key.clone()),
                     backend: self.backend(&p.backend),
                     redirect_https: redirect,
+                    protocol: ing.backend_protocol,
                 });
                 let host = host_routes(&mut self.table, rule.host.as_deref());
                 let (map, key) = match p.path_type {
@@ -150,6 +152,7 @@ impl Builder<'_> {
                 ingress: Some(ing.key.clone()),
                 backend: backend.clone(),
                 redirect_https: redirect_for(ing, Some(h)),
+                protocol: ing.backend_protocol,
             });
             host_routes(&mut self.table, Some(h))
                 .default
@@ -161,6 +164,7 @@ impl Builder<'_> {
                 ingress: Some(ing.key.clone()),
                 backend,
                 redirect_https: false,
+                protocol: ing.backend_protocol,
             }));
         }
     }

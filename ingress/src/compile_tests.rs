@@ -502,3 +502,30 @@ fn endpoint_load_state_survives_recompiles() {
     };
     assert_eq!(r2.backend.endpoints[0].pending(), 1);
 }
+
+#[test]
+fn backend_protocol_annotation() {
+    use crate::model::BackendProtocol;
+    let mut m = base();
+    for (name, value) in [("g", "grpc"), ("h", "H2C"), ("s", "HTTPS"), ("bad", "SPDY")] {
+        m.add_ingress(&ingress_meta(
+            json!({"name": name, "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                   "annotations": {"skiff.dev/backend-protocol": value}}),
+            json!({"rules": [rule(Some(&format!("{name}.com")), vec![path("/", "Prefix", "s1")])]}),
+        ));
+    }
+    let c = compile(&m, &RoutingConfig::default(), None);
+    for (host, want) in [
+        ("g.com", BackendProtocol::Grpc),
+        ("h.com", BackendProtocol::H2c),
+        ("s.com", BackendProtocol::Https),
+        ("bad.com", BackendProtocol::Http),
+    ] {
+        let Decision::Route(r) = c.table.lookup(host, "/") else {
+            panic!("{host} not routed")
+        };
+        assert_eq!(r.protocol, want, "{host}");
+    }
+    assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+    assert!(c.problems[0].message.contains("\"SPDY\""));
+}

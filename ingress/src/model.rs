@@ -19,6 +19,8 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Per-Ingress switch for the HTTP → HTTPS redirect of its TLS hosts.
 pub const SSL_REDIRECT_ANNOTATION: &str = "skiff.dev/ssl-redirect";
+/// How the proxy talks to an Ingress's backends: `HTTP` (default), `HTTPS`, `GRPC`, `H2C`.
+pub const BACKEND_PROTOCOL_ANNOTATION: &str = "skiff.dev/backend-protocol";
 /// Secret type of a certificate and key.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
@@ -65,6 +67,33 @@ pub enum PathType {
     Prefix,
     /// Treated as `Prefix` (what the specification lets a controller choose).
     ImplementationSpecific,
+}
+
+/// The upstream protocol of an Ingress's backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 in clear text.
+    #[default]
+    Http,
+    /// HTTP/1.1 or HTTP/2 (by ALPN) over TLS; pod certificates are not verified (pods rarely
+    /// have certificates a cluster-external CA signed; the hop is inside the cluster).
+    Https,
+    /// HTTP/2 in clear text with prior knowledge.
+    H2c,
+    /// gRPC: HTTP/2 end to end (h2c to the pod), trailers passed through.
+    Grpc,
+}
+
+impl BackendProtocol {
+    pub fn parse(v: &str) -> Option<BackendProtocol> {
+        match v.trim().to_ascii_uppercase().as_str() {
+            "HTTP" => Some(BackendProtocol::Http),
+            "HTTPS" => Some(BackendProtocol::Https),
+            "H2C" => Some(BackendProtocol::H2c),
+            "GRPC" => Some(BackendProtocol::Grpc),
+            _ => None,
+        }
+    }
 }
 
 /// A Service port as an Ingress names it.
@@ -133,6 +162,7 @@ pub struct IngressInfo {
     pub tls: Vec<TlsRule>,
     /// HTTP → HTTPS redirect for this Ingress's TLS hosts (default on).
     pub ssl_redirect: bool,
+    pub backend_protocol: BackendProtocol,
     /// Parts dropped because they were invalid.
     pub problems: Vec<Problem>,
     /// `status.loadBalancer.ingress` as it is now (IPs and hostnames), so status is written
@@ -160,6 +190,16 @@ impl IngressInfo {
                 field,
                 message,
             })
+        };
+        let backend_protocol = match annotations.and_then(|a| a.get(BACKEND_PROTOCOL_ANNOTATION)) {
+            None => BackendProtocol::Http,
+            Some(v) => BackendProtocol::parse(v).unwrap_or_else(|| {
+                problem(
+                    format!("metadata.annotations[{BACKEND_PROTOCOL_ANNOTATION}]"),
+                    format!("unknown backend protocol {v:?} (HTTP, HTTPS, GRPC, H2C); using HTTP"),
+                );
+                BackendProtocol::Http
+            }),
         };
         let default_backend = spec.and_then(|s| s.default_backend.as_ref()).and_then(|b| {
             backend_ref(&key.namespace, b)
@@ -226,6 +266,7 @@ impl IngressInfo {
             rules,
             tls,
             ssl_redirect,
+            backend_protocol,
             problems,
         })
     }

@@ -16,6 +16,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::balance::{self, Endpoint};
 use crate::metrics::Metrics;
+use crate::model::BackendProtocol;
 use crate::table::{Decision, Route, RouteTable, normalize_host};
 
 /// The `Server` response header.
@@ -24,6 +25,8 @@ pub const SERVER: &str = "skiff-ingress";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+/// Concurrent streams per upstream HTTP/2 connection before another is opened.
+const H2_STREAMS: usize = 100;
 /// Connect attempts per request (idempotent requests only).
 const MAX_TRIES: u32 = 3;
 
@@ -213,7 +216,23 @@ impl ProxyHttp for IngressProxy {
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
         ep.start();
-        let mut peer = HttpPeer::new(ep.addr, false, String::new());
+        let protocol = ctx.route.as_ref().map(|r| r.protocol).unwrap_or_default();
+        let mut peer = HttpPeer::new(ep.addr, protocol == BackendProtocol::Https, String::new());
+        match protocol {
+            BackendProtocol::Http => {}
+            BackendProtocol::Https => {
+                peer.options.set_http_version(2, 1);
+                peer.options.verify_cert = false;
+                peer.options.verify_hostname = false;
+                peer.options.max_h2_streams = H2_STREAMS;
+            }
+            BackendProtocol::H2c | BackendProtocol::Grpc => {
+                // Prior-knowledge HTTP/2: requests of every client multiplexed over pooled
+                // upstream connections.
+                peer.options.set_http_version(2, 2);
+                peer.options.max_h2_streams = H2_STREAMS;
+            }
+        }
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         ctx.endpoint = Some(ep);

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::balance::Endpoint;
-use crate::model::{BackendRef, Key};
+use crate::model::{BackendProtocol, BackendRef, Key};
 
 /// Where a request goes: a Service port's ready endpoints, or why there are none.
 #[derive(Debug)]
@@ -33,6 +33,8 @@ pub struct Route {
     /// Plain-HTTP requests get a 308 to HTTPS (the host is a TLS host of this Ingress and
     /// `skiff.dev/ssl-redirect` is not "false").
     pub redirect_https: bool,
+    /// How to talk to the endpoints (`skiff.dev/backend-protocol` of the Ingress).
+    pub protocol: BackendProtocol,
 }
 
 /// The rules of one host (or of all host-less rules), merged over Ingresses.

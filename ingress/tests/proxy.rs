@@ -469,3 +469,86 @@ async fn steady_traffic_survives_route_endpoint_and_certificate_swaps() -> Resul
     assert!(swaps > 10, "only {swaps} swaps happened during the traffic");
     Ok(())
 }
+
+/// An h2c backend (gRPC-like): answers with its name, the HTTP version and `grpc-timeout` it
+/// saw, and a `grpc-status` trailer.
+async fn h2c_backend(name: &'static str) -> Result<SocketAddr> {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = json!({
+                        "name": name,
+                        "version": format!("{:?}", req.version()),
+                        "grpc-timeout": req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()),
+                    })
+                    .to_string();
+                    async move {
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers
+                            .insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                        let frames = futures::stream::iter(vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(body))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn grpc_over_one_h2c_connection_reaches_every_pod_with_trailers() -> Result<()> {
+    let mut e = env().await?;
+    let pods = [
+        h2c_backend("g0").await?,
+        h2c_backend("g1").await?,
+        h2c_backend("g2").await?,
+    ];
+    add_service(&mut e.model, "grpc", &pods);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "grpc", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "GRPC"}},
+        "spec": {"rules": [{"host": "grpc.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "grpc", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // One client connection, HTTP/2 with prior knowledge (h2c) on the plain listener.
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let mut seen = HashSet::new();
+    for i in 0..60 {
+        let req = Request::post(format!("http://grpc.test/echo.Echo/Say{i}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "5S")
+            .body(Empty::<Bytes>::new())?;
+        let resp = send.send_request(req).await?;
+        assert_eq!(resp.status(), 200);
+        let collected = resp.into_body().collect().await?;
+        let trailers = collected.trailers().cloned().context("no trailers")?;
+        assert_eq!(trailers["grpc-status"], "0");
+        let v = json_of(std::str::from_utf8(&collected.to_bytes())?)?;
+        assert_eq!(
+            v["version"], "HTTP/2.0",
+            "upstream must be HTTP/2 end to end"
+        );
+        assert_eq!(v["grpc-timeout"], "5S");
+        seen.insert(v["name"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seen, HashSet::from(["g0".into(), "g1".into(), "g2".into()]));
+    Ok(())
+}
