@@ -552,3 +552,84 @@ async fn grpc_over_one_h2c_connection_reaches_every_pod_with_trailers() -> Resul
     assert_eq!(seen, HashSet::from(["g0".into(), "g1".into(), "g2".into()]));
     Ok(())
 }
+
+/// A backend that accepts any `Upgrade` and then echoes bytes (WebSocket framing is opaque
+/// to the proxy after the 101).
+async fn upgrade_backend() -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |mut req: Request<hyper::body::Incoming>| async move {
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(up) = on.await {
+                                let mut io = TokioIo::new(up);
+                                let (mut r, mut w) = tokio::io::split(&mut io);
+                                let _ = tokio::io::copy(&mut r, &mut w).await;
+                            }
+                        });
+                        let resp = Response::builder()
+                            .status(101)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "websocket")
+                            .body(Empty::<Bytes>::new())
+                            .expect("response");
+                        Ok::<_, Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut e = env().await?;
+    add_service(&mut e.model, "ws", &[upgrade_backend().await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "ws", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "ws.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let mut s = TcpStream::connect(e.http()).await?;
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if s.read(&mut b).await? == 0 {
+            bail!("closed during the 101: {}", String::from_utf8_lossy(&head));
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for round in 0..5 {
+        // An unrelated configuration change must not touch the established tunnel.
+        e.model.add_ingress(&obj::<Ingress>(json!({
+            "metadata": {"name": format!("other{round}"), "namespace": "default"},
+            "spec": {"defaultBackend": {"service": {"name": "b", "port": {"number": 80}}}}
+        })));
+        e.apply();
+        let msg = format!("frame {round}");
+        s.write_all(msg.as_bytes()).await?;
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).await?;
+        assert_eq!(buf, msg.as_bytes());
+    }
+    Ok(())
+}
