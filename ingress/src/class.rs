@@ -60,6 +60,7 @@ mod tests {
     fn ing(class: Option<&str>) -> IngressInfo {
         IngressInfo {
             key: Key::new("default", "i"),
+            uid: None,
             created: None,
             class: class.map(str::to_owned),
             default_backend: None,

@@ -154,6 +154,8 @@ pub struct TlsRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngressInfo {
     pub key: Key,
+    /// For Events' `involvedObject`.
+    pub uid: Option<String>,
     pub created: Option<Timestamp>,
     /// `spec.ingressClassName`, else the legacy annotation.
     pub class: Option<String>,
@@ -258,6 +260,7 @@ impl IngressInfo {
             .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
             .collect();
         Some(IngressInfo {
+            uid: ing.metadata.uid.clone(),
             status,
             created: ing.metadata.creation_timestamp.as_ref().map(|t| t.0),
             key,

@@ -191,7 +191,8 @@ pub async fn watch(
             Some(at) => tokio::select! {
                 c = changes.next() => c,
                 () = tokio::time::sleep_until(at.into()) => {
-                    rebuild(&model, &cfg, &state, &mut reported);
+                    let fresh = rebuild(&model, &cfg, &state, &mut reported);
+                    post_events(&client, &model, fresh).await;
                     if !first_done {
                         tracing::info!(ingresses = model.ingresses.len(), "ingress synced");
                     }
@@ -249,13 +250,14 @@ pub async fn watch(
     }
 }
 
-/// Compiles routes and certificates and swaps both into the running proxy.
+/// Compiles routes and certificates and swaps both into the running proxy. Returns the
+/// problems not reported by the previous rebuild.
 pub fn rebuild(
     model: &Model,
     cfg: &WatchConfig,
     state: &SharedState,
     reported: &mut HashMap<Key, Vec<String>>,
-) {
+) -> Vec<(Key, String)> {
     let prev = state.routes.load_full();
     let compiled = compile(model, &cfg.routing, Some(&prev));
     let ours = our_ingresses(model, &cfg.routing);
@@ -275,14 +277,56 @@ pub fn rebuild(
             .or_default()
             .push(format!("{}: {}", p.field, p.message));
     }
+    let mut fresh = Vec::new();
     for (k, msgs) in &now {
-        if reported.get(k) != Some(msgs) {
-            for m in msgs {
+        let before = reported.get(k);
+        for m in msgs {
+            if !before.is_some_and(|b| b.contains(m)) {
                 tracing::warn!(ingress = %k, problem = %m, "ingress problem");
+                fresh.push((k.clone(), m.clone()));
             }
         }
     }
     *reported = now;
+    fresh
+}
+
+/// A Warning Event on each Ingress with a new problem (`kubectl describe ingress` shows it).
+/// Posting never fails the loop: an Event is information.
+async fn post_events(client: &kube::Client, model: &Model, problems: Vec<(Key, String)>) {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    for (key, message) in problems {
+        let Some(ing) = model.ingresses.get(&key) else {
+            continue;
+        };
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let event: Result<CoreEvent, _> = serde_json::from_value(json!({
+            // Named as client-go's recorder names them: object name and a nanosecond stamp.
+            "metadata": {"name": format!("{}.{:x}", key.name, now.as_nanosecond()), "namespace": key.namespace},
+            "involvedObject": {
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "namespace": key.namespace, "name": key.name, "uid": ing.uid,
+            },
+            "reason": "InvalidIngress",
+            "message": message,
+            "type": "Warning",
+            "source": {"component": "skiff-ingress"},
+            "reportingComponent": crate::class::CONTROLLER_NAME,
+            "firstTimestamp": now.to_string(),
+            "lastTimestamp": now.to_string(),
+            "count": 1,
+        }));
+        let posted = match event {
+            Ok(ev) => Api::<CoreEvent>::namespaced(client.clone(), &key.namespace)
+                .create(&PostParams::default(), &ev)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(kube::Error::SerdeError(e)),
+        };
+        if let Err(e) = posted {
+            tracing::warn!(ingress = %key, error = %e, "cannot post ingress event");
+        }
+    }
 }
 
 /// Sets `status.loadBalancer.ingress` on our Ingresses whose status differs.

@@ -102,6 +102,18 @@ async fn ingress_follows_the_api() -> anyhow::Result<()> {
     ingresses
         .create(&pp, &ing("foreign", "other", "foreign.test")?)
         .await?;
+    // A bad annotation and a missing Secret (the API server itself rejects bad paths):
+    // reported as Events, the Ingress still served.
+    let broken: Ingress = serde_json::from_value(json!({
+        "metadata": {"name": "broken", "annotations": {"skiff.dev/backend-protocol": "SPDY"}},
+        "spec": {
+            "tls": [{"hosts": ["broken.test"], "secretName": "no-such-secret"}],
+            "rules": [{"host": "broken.test", "http": {"paths": [
+                {"path": "/ok", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 80}}}}
+            ]}}]}
+    }))?;
+    ingresses.create(&pp, &broken).await?;
 
     let config = skiff_ingress::IngressConfig {
         status_address: Some("127.0.0.1".into()),
@@ -131,6 +143,43 @@ async fn ingress_follows_the_api() -> anyhow::Result<()> {
     .await?;
     assert_eq!(get(http, "mine.test").await?, (200, "hello".into()));
     assert_eq!(get(http, "foreign.test").await?.0, 404);
+    assert_eq!(get(http, "broken.test").await?.0, 404);
+    let okreq = tokio::net::TcpStream::connect(http).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(okreq)).await?;
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            hyper::Request::get("/ok")
+                .header("host", "broken.test")
+                .body(Empty::<Bytes>::new())?,
+        )
+        .await?;
+    // Served (a TLS host, so plain HTTP is redirected to HTTPS).
+    assert_eq!(resp.status(), 308);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let messages = eventually("Events on the broken Ingress", || async {
+        let list = events.list(&Default::default()).await?;
+        let msgs: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("broken"))
+            .filter_map(|e| e.message)
+            .collect();
+        Ok((msgs.len() >= 2).then_some(msgs))
+    })
+    .await?;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("unknown backend protocol \"SPDY\"")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("default/no-such-secret")),
+        "{messages:?}"
+    );
 
     eventually("status of ours is written", || async {
         Ok((lb_status(&ingresses.get("mine").await?) == ["127.0.0.1"]).then_some(()))
