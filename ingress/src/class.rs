@@ -68,6 +68,7 @@ mod tests {
             tls: vec![],
             ssl_redirect: true,
             backend_protocol: Default::default(),
+            max_body: None,
             problems: vec![],
             status: vec![],
         }

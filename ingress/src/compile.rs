@@ -64,6 +64,7 @@ pub fn compile(model: &Model, cfg: &RoutingConfig, prev: Option<&RouteTable>) ->
             backend,
             redirect_https: false,
             protocol: Default::default(),
+            max_body: None,
         }));
     }
     Compiled {
@@ -104,6 +105,7 @@ impl Builder<'_> {
                     backend: self.backend(&p.backend),
                     redirect_https: redirect,
                     protocol: ing.backend_protocol,
+                    max_body: ing.max_body,
                 });
                 let host = host_routes(&mut self.table, rule.host.as_deref());
                 let (map, key) = match p.path_type {
@@ -153,6 +155,7 @@ impl Builder<'_> {
                 backend: backend.clone(),
                 redirect_https: redirect_for(ing, Some(h)),
                 protocol: ing.backend_protocol,
+                max_body: ing.max_body,
             });
             host_routes(&mut self.table, Some(h))
                 .default
@@ -165,6 +168,7 @@ impl Builder<'_> {
                 backend,
                 redirect_https: false,
                 protocol: ing.backend_protocol,
+                max_body: ing.max_body,
             }));
         }
     }

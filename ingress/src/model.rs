@@ -21,6 +21,9 @@ pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 pub const SSL_REDIRECT_ANNOTATION: &str = "skiff.dev/ssl-redirect";
 /// How the proxy talks to an Ingress's backends: `HTTP` (default), `HTTPS`, `GRPC`, `H2C`.
 pub const BACKEND_PROTOCOL_ANNOTATION: &str = "skiff.dev/backend-protocol";
+/// Largest accepted request body of an Ingress's routes (`0`: no limit); a size with an
+/// optional `k`, `m` or `g` suffix (powers of 1024), as ingress-nginx's `proxy-body-size`.
+pub const BODY_SIZE_ANNOTATION: &str = "skiff.dev/proxy-body-size";
 /// Secret type of a certificate and key.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
@@ -165,6 +168,8 @@ pub struct IngressInfo {
     /// HTTP → HTTPS redirect for this Ingress's TLS hosts (default on).
     pub ssl_redirect: bool,
     pub backend_protocol: BackendProtocol,
+    /// `skiff.dev/proxy-body-size`; `None` is no limit.
+    pub max_body: Option<u64>,
     /// Parts dropped because they were invalid.
     pub problems: Vec<Problem>,
     /// `status.loadBalancer.ingress` as it is now (IPs and hostnames), so status is written
@@ -208,6 +213,16 @@ impl IngressInfo {
                 .map_err(|m| problem("spec.defaultBackend".into(), m))
                 .ok()
         });
+        let max_body = annotations
+            .and_then(|a| a.get(BODY_SIZE_ANNOTATION))
+            .and_then(|v| {
+                parse_size(v)
+                    .map_err(|m| {
+                        problem(format!("metadata.annotations[{BODY_SIZE_ANNOTATION}]"), m)
+                    })
+                    .ok()
+            })
+            .filter(|n| *n > 0);
         let mut rules = Vec::new();
         for (i, rule) in spec
             .and_then(|s| s.rules.as_ref())
@@ -270,6 +285,7 @@ impl IngressInfo {
             tls,
             ssl_redirect,
             backend_protocol,
+            max_body,
             problems,
         })
     }
@@ -344,6 +360,21 @@ fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String
         service: Key::new(namespace, svc.name.clone()),
         port,
     })
+}
+
+/// `10`, `512k`, `8m`, `1g` (case-insensitive, powers of 1024).
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let t = v.trim().to_ascii_lowercase();
+    let (num, mult) = match t.as_bytes().last() {
+        Some(b'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'm') => (&t[..t.len() - 1], 1 << 20),
+        Some(b'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t.as_str(), 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("size {v:?} is not a number with an optional k, m or g suffix"))
 }
 
 /// Lower-cases a rule host and checks its shape: DNS labels, an optional leading `*.` wildcard.
@@ -572,5 +603,28 @@ impl Model {
         if let (Some(k), Some(t)) = (key_of(&s.metadata), TlsSecret::from_secret(s)) {
             self.secrets.insert(k, t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        for (v, want) in [
+            ("0", Some(0)),
+            ("10", Some(10)),
+            ("512k", Some(512 << 10)),
+            ("8M", Some(8 << 20)),
+            (" 1g ", Some(1 << 30)),
+            ("1.5m", None),
+            ("m", None),
+            ("-1", None),
+            ("99999999999999999999g", None),
+        ] {
+            assert_eq!(parse_size(v).ok(), want, "{v}");
+        }
+        assert!(parse_size("ten").unwrap_err().contains("\"ten\""));
     }
 }

@@ -70,6 +70,7 @@ pub struct RequestCtx {
     sent: Option<Instant>,
     started: Option<Instant>,
     tries: u32,
+    body_bytes: u64,
     request_id: String,
     /// Status of a locally generated response (404, 503, 308).
     local_status: Option<u16>,
@@ -198,8 +199,46 @@ impl ProxyHttp for IngressProxy {
             .await?;
             return Ok(true);
         }
+        if let Some(max) = route.max_body {
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                ctx.local_status = Some(413);
+                ctx.route = Some(route);
+                respond_text(
+                    session,
+                    413,
+                    format!("413 Payload Too Large: the limit of this route is {max} bytes\n"),
+                    None,
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
         ctx.route = Some(route);
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Bodies without (or lying about) Content-Length are counted as they stream.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        match ctx.route.as_ref().and_then(|r| r.max_body) {
+            Some(max) if ctx.body_bytes > max => Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                format!("request body over the route's limit of {max} bytes"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn upstream_peer(

@@ -35,6 +35,8 @@ pub struct Route {
     pub redirect_https: bool,
     /// How to talk to the endpoints (`skiff.dev/backend-protocol` of the Ingress).
     pub protocol: BackendProtocol,
+    /// Largest accepted request body (`skiff.dev/proxy-body-size`); `None`: no limit.
+    pub max_body: Option<u64>,
 }
 
 /// The rules of one host (or of all host-less rules), merged over Ingresses.

@@ -633,3 +633,59 @@ async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()>
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn body_size_limit_from_the_annotation() -> Result<()> {
+    let mut e = env().await?;
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "small", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/proxy-body-size": "1k"}},
+        "spec": {"rules": [{"host": "small.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "a", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    async fn post(addr: SocketAddr, body: Vec<u8>, chunked: bool) -> Result<(u16, String)> {
+        let s = TcpStream::connect(addr).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+        tokio::spawn(conn);
+        let req = Request::post("/upload").header("host", "small.test");
+        let resp = if chunked {
+            // A streamed body of unknown length goes out chunked.
+            let frames = futures::stream::iter(
+                body.chunks(256)
+                    .map(|c| {
+                        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::copy_from_slice(c)))
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            send.send_request(req.body(http_body_util::StreamBody::new(frames).boxed())?)
+                .await?
+        } else {
+            send.send_request(req.body(Full::new(Bytes::from(body)).boxed())?)
+                .await?
+        };
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+    assert_eq!(post(e.http(), vec![b'x'; 1000], false).await?.0, 200);
+    let (status, body) = post(e.http(), vec![b'x'; 2000], false).await?;
+    assert_eq!(status, 413);
+    assert!(body.contains("limit of this route is 1024 bytes"), "{body}");
+    assert_eq!(post(e.http(), vec![b'x'; 1000], true).await?.0, 200);
+    assert_eq!(post(e.http(), vec![b'x'; 4000], true).await?.0, 413);
+    // Other routes have no limit.
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::post("/a")
+                .header("host", "foo.test")
+                .body(Full::new(Bytes::from(vec![b'x'; 100_000])))?,
+        )
+        .await?;
+    assert_eq!(resp.status(), 200);
+    Ok(())
+}
