@@ -625,6 +625,6 @@ mod tests {
         ] {
             assert_eq!(parse_size(v).ok(), want, "{v}");
         }
-        assert!(parse_size("ten").unwrap_err().contains("\"ten\""));
+        assert!(parse_size("ten").is_err_and(|e| e.contains("\"ten\"")));
     }
 }
