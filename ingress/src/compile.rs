@@ -59,13 +59,7 @@ pub fn compile(model: &Model, cfg: &RoutingConfig, prev: Option<&RouteTable>) ->
         && let Some(d) = &cfg.default_backend
     {
         let backend = b.backend(d);
-        b.table.fallback = Some(Arc::new(Route {
-            ingress: None,
-            backend,
-            redirect_https: false,
-            protocol: Default::default(),
-            max_body: None,
-        }));
+        b.table.fallback = Some(b.route(None, backend, false));
     }
     Compiled {
         table: b.table,
@@ -100,13 +94,8 @@ impl Builder<'_> {
             has_host_rules |= rule.host.is_some();
             let redirect = redirect_for(ing, rule.host.as_deref());
             for (j, p) in rule.paths.iter().enumerate() {
-                let route = Arc::new(Route {
-                    ingress: Some(ing.key.clone()),
-                    backend: self.backend(&p.backend),
-                    redirect_https: redirect,
-                    protocol: ing.backend_protocol,
-                    max_body: ing.max_body,
-                });
+                let backend = self.backend(&p.backend);
+                let route = self.route(Some(ing), backend, redirect);
                 let host = host_routes(&mut self.table, rule.host.as_deref());
                 let (map, key) = match p.path_type {
                     PathType::Exact => (&mut host.exact, p.path.as_str()),
@@ -150,27 +139,45 @@ impl Builder<'_> {
         hosts.sort_unstable();
         hosts.dedup();
         for h in hosts {
-            let route = Arc::new(Route {
-                ingress: Some(ing.key.clone()),
-                backend: backend.clone(),
-                redirect_https: redirect_for(ing, Some(h)),
-                protocol: ing.backend_protocol,
-                max_body: ing.max_body,
-            });
+            let route = self.route(Some(ing), backend.clone(), redirect_for(ing, Some(h)));
             host_routes(&mut self.table, Some(h))
                 .default
                 .get_or_insert(route);
         }
         // ...and, from an Ingress without host rules, every request nothing else matches.
         if !has_host_rules && self.table.fallback.is_none() {
-            self.table.fallback = Some(Arc::new(Route {
-                ingress: Some(ing.key.clone()),
-                backend,
-                redirect_https: false,
-                protocol: ing.backend_protocol,
-                max_body: ing.max_body,
-            }));
+            self.table.fallback = Some(self.route(Some(ing), backend, false));
         }
+    }
+
+    /// A route of `ing` (or of the controller-wide default), sharing request counters with
+    /// every route of the same Ingress and backend, in this table and the previous one.
+    fn route(
+        &mut self,
+        ing: Option<&IngressInfo>,
+        backend: Arc<Backend>,
+        redirect_https: bool,
+    ) -> Arc<Route> {
+        let key = (ing.map(|i| i.key.clone()), backend.name.clone());
+        let stats = match self.table.stats.get(&key) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self
+                    .prev
+                    .and_then(|p| p.stats.get(&key).cloned())
+                    .unwrap_or_default();
+                self.table.stats.insert(key, s.clone());
+                s
+            }
+        };
+        Arc::new(Route {
+            ingress: ing.map(|i| i.key.clone()),
+            backend,
+            redirect_https,
+            protocol: ing.map(|i| i.backend_protocol).unwrap_or_default(),
+            max_body: ing.and_then(|i| i.max_body),
+            stats,
+        })
     }
 
     /// Resolves a Service port to ready endpoints, once per distinct backend.

@@ -91,6 +91,10 @@ impl RunningIngress {
     pub fn metrics(&self) -> std::sync::Arc<Metrics> {
         self.state.metrics.clone()
     }
+    /// Prometheus text: controller-wide and per (Ingress, service) series.
+    pub fn render_metrics(&self) -> String {
+        self.state.metrics.render_with(&self.state.routes.load())
+    }
     /// Resolves once every watch has listed and the first table is served.
     pub async fn synced(&self) {
         let mut rx = self.synced.clone();

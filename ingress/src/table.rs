@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::balance::Endpoint;
+use crate::metrics::RouteStats;
 use crate::model::{BackendProtocol, BackendRef, Key};
 
 /// Where a request goes: a Service port's ready endpoints, or why there are none.
@@ -37,6 +38,8 @@ pub struct Route {
     pub protocol: BackendProtocol,
     /// Largest accepted request body (`skiff.dev/proxy-body-size`); `None`: no limit.
     pub max_body: Option<u64>,
+    /// Request counters of this (Ingress, backend), kept across tables.
+    pub stats: Arc<RouteStats>,
 }
 
 /// The rules of one host (or of all host-less rules), merged over Ingresses.
@@ -91,6 +94,8 @@ pub struct RouteTable {
     pub(crate) fallback: Option<Arc<Route>>,
     /// Every endpoint by address, so the next compile keeps their load estimates.
     pub(crate) endpoints: HashMap<SocketAddr, Arc<Endpoint>>,
+    /// Request counters by (Ingress, backend), handed from table to table.
+    pub(crate) stats: HashMap<(Option<Key>, BackendRef), Arc<RouteStats>>,
     /// Number of path rules (for metrics and logs).
     pub(crate) rule_count: usize,
 }
@@ -115,6 +120,11 @@ impl RouteTable {
             Some(r) => Decision::Route(r),
             None => Decision::NotFound,
         }
+    }
+
+    /// Request counters by (Ingress, backend), for metrics.
+    pub fn stats(&self) -> impl Iterator<Item = (&(Option<Key>, BackendRef), &Arc<RouteStats>)> {
+        self.stats.iter()
     }
 
     pub fn rule_count(&self) -> usize {

@@ -246,6 +246,23 @@ async fn routes_by_host_and_path_with_forwarding_headers() -> Result<()> {
         json_of(&get(e.http(), "foo.test", "/b").await?.2)?["name"],
         "b"
     );
+    // Counted in the logging phase, which may finish just after the client has the response.
+    let want = [
+        "skiff_ingress_route_requests_total{ingress=\"default/main\",service=\"default/a:80\",code=\"2xx\"} 1",
+        "skiff_ingress_route_requests_total{ingress=\"default/main\",service=\"default/b:80\",code=\"2xx\"} 1",
+        "skiff_ingress_route_duration_seconds_count{ingress=\"default/main\",service=\"default/a:80\"} 1",
+    ];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = e.state.metrics.render_with(&e.state.routes.load());
+        if want.iter().all(|l| text.contains(l)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for line in want {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
     // Exact: no trailing slash variant.
     assert_eq!(get(e.http(), "foo.test", "/b/").await?.0, 404);
     assert_eq!(
