@@ -123,6 +123,49 @@ pub struct BackendRef {
     pub port: PortRef,
 }
 
+impl BackendRef {
+    /// `--default-backend`: `[NAMESPACE/]NAME[:PORT]`, PORT a number or a port name; the
+    /// namespace defaults to `default`, the port to 80.
+    pub fn parse(v: &str) -> Result<BackendRef, String> {
+        let bad =
+            |why: &str| format!("default backend {v:?}: {why} (want [NAMESPACE/]NAME[:PORT])");
+        let (svc, port) = match v.rsplit_once(':') {
+            Some((s, p)) => (s, Some(p)),
+            None => (v, None),
+        };
+        let (ns, name) = svc.split_once('/').unwrap_or(("default", svc));
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !label_ok(ns) {
+            return Err(bad("the namespace is not a DNS label"));
+        }
+        if !label_ok(name) {
+            return Err(bad("the service name is not a DNS label"));
+        }
+        let port = match port {
+            None => PortRef::Number(80),
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => PortRef::Number(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|n| *n != 0)
+                    .ok_or_else(|| bad("the port is not 1-65535"))?,
+            ),
+            Some(p) if label_ok(p) => PortRef::Name(p.to_owned()),
+            Some(_) => return Err(bad("the port is neither a number nor a port name")),
+        };
+        Ok(BackendRef {
+            service: Key::new(ns, name),
+            port,
+        })
+    }
+}
+
 impl std::fmt::Display for BackendRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.service, self.port)
@@ -608,7 +651,42 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{BackendRef, Key, PortRef, parse_size};
+
+    #[test]
+    fn default_backend_flag() {
+        let ok = |v: &str, ns: &str, name: &str, port: PortRef| {
+            assert_eq!(
+                BackendRef::parse(v),
+                Ok(BackendRef {
+                    service: Key::new(ns, name),
+                    port
+                }),
+                "{v}"
+            );
+        };
+        ok("web", "default", "web", PortRef::Number(80));
+        ok("web:8080", "default", "web", PortRef::Number(8080));
+        ok(
+            "kube-system/fallback:http",
+            "kube-system",
+            "fallback",
+            PortRef::Name("http".into()),
+        );
+        for bad in [
+            "",
+            "Web",
+            "a/b/c",
+            "web:0",
+            "web:70000",
+            "web:",
+            "/web",
+            "web:HTTP",
+        ] {
+            assert!(BackendRef::parse(bad).is_err(), "{bad}");
+        }
+        assert!(BackendRef::parse("web:0").is_err_and(|e| e.contains("\"web:0\"")));
+    }
 
     #[test]
     fn sizes() {
