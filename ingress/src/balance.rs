@@ -9,10 +9,18 @@ use std::time::{Duration, Instant};
 
 /// How fast an old latency peak is forgotten.
 const DECAY: Duration = Duration::from_secs(10);
-/// Assumed latency of an endpoint never measured: low enough that new pods get traffic soon,
-/// not zero so that queue length still counts.
-const DEFAULT_RTT_NS: f64 = 1_000_000.0;
+/// Assumed latency of an endpoint never measured: none, so new pods are tried (and measured)
+/// at once; outstanding requests still count through [`RTT_FLOOR_NS`].
+const DEFAULT_RTT_NS: f64 = 0.0;
+/// Added to every latency estimate: differences well under a millisecond are noise between
+/// pods of one Service, so they share sequential traffic, while a queued request (cost × 2) or
+/// a pod slower by milliseconds still loses.
+const RTT_FLOOR_NS: f64 = 1_000_000.0;
 
+/// Failures in a row that eject an endpoint.
+pub const EJECT_AFTER: u32 = 3;
+/// How long an ejected endpoint is left out.
+pub const EJECT_FOR: Duration = Duration::from_secs(10);
 /// How much cheaper the second choice must be to win over the first.
 const TIE_MARGIN: f64 = 1.25;
 
@@ -32,6 +40,10 @@ pub struct Endpoint {
     stamp: AtomicU64,
     /// Requests sent and not finished.
     pending: AtomicU32,
+    /// Failures in a row (connect errors, broken responses).
+    failures: AtomicU32,
+    /// Until when (ns since the process epoch) it is left out of picks.
+    ejected_until: AtomicU64,
 }
 
 impl Endpoint {
@@ -41,7 +53,14 @@ impl Endpoint {
             rtt: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             stamp: AtomicU64::new(now_ns()),
             pending: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
         }
+    }
+
+    /// Passively ejected: it failed [`EJECT_AFTER`] times in a row less than [`EJECT_FOR`] ago.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ns()
     }
 
     fn decayed_rtt(&self, now: u64) -> f64 {
@@ -50,10 +69,10 @@ impl Endpoint {
         rtt * (-elapsed / DECAY.as_nanos() as f64).exp()
     }
 
-    /// The expected cost of one more request: latency × (outstanding + 1).
+    /// The expected cost of one more request: (latency + floor) × (outstanding + 1).
     pub fn cost(&self) -> f64 {
         let pending = f64::from(self.pending.load(Ordering::Relaxed));
-        self.decayed_rtt(now_ns()) * (pending + 1.0)
+        (self.decayed_rtt(now_ns()) + RTT_FLOOR_NS) * (pending + 1.0)
     }
 
     pub fn pending(&self) -> u32 {
@@ -89,9 +108,20 @@ impl Endpoint {
         self.stamp.store(now, Ordering::Relaxed);
     }
 
-    /// A failure counts as a slow answer, so traffic moves away until it recovers.
+    /// A failure counts as a slow answer, so traffic moves away until it recovers; after
+    /// [`EJECT_AFTER`] in a row the endpoint is left out for [`EJECT_FOR`].
     pub fn penalize(&self) {
         self.observe(Duration::from_secs(1));
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= EJECT_AFTER {
+            self.failures.store(0, Ordering::Relaxed);
+            let until = now_ns().saturating_add(EJECT_FOR.as_nanos() as u64);
+            self.ejected_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// A response arrived: the failure streak ends.
+    pub fn succeed(&self) {
+        self.failures.store(0, Ordering::Relaxed);
     }
 }
 
@@ -131,6 +161,18 @@ pub fn pick<T: AsRef<Endpoint>>(endpoints: &[T]) -> Option<&T> {
             let a = random_below(n);
             let b = (a + 1 + random_below(n - 1)) % n;
             let (ea, eb) = (&endpoints[a], &endpoints[b]);
+            // Ejected endpoints only when every endpoint is ejected (fail open).
+            match (ea.as_ref().is_ejected(), eb.as_ref().is_ejected()) {
+                (false, true) => return Some(ea),
+                (true, false) => return Some(eb),
+                (true, true) => {
+                    return endpoints
+                        .iter()
+                        .find(|e| !e.as_ref().is_ejected())
+                        .or(Some(ea));
+                }
+                (false, false) => {}
+            }
             // `a` is already a uniform choice: keep it unless `b` is clearly cheaper, so
             // endpoints of nearly equal latency share sequential traffic instead of the one
             // measured a few microseconds faster taking all of it.
@@ -183,6 +225,24 @@ mod tests {
     }
 
     #[test]
+    fn sub_millisecond_noise_still_spreads_but_slow_pods_lose() {
+        let eps = eps(4);
+        for (e, us) in eps.iter().zip([100, 150, 300, 5000]) {
+            e.observe(Duration::from_micros(us));
+        }
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..3000 {
+            if let Some(e) = pick(&eps) {
+                *counts.entry(e.addr).or_insert(0u32) += 1;
+            }
+        }
+        for e in &eps[..3] {
+            assert!(counts.get(&e.addr).is_some_and(|c| *c > 100), "{counts:?}");
+        }
+        assert_eq!(counts.get(&eps[3].addr), None, "{counts:?}");
+    }
+
+    #[test]
     fn lower_samples_pull_the_estimate_down_over_time() {
         let e = Endpoint::new(SocketAddr::from(([10, 0, 0, 1], 80)));
         e.observe(Duration::from_millis(100));
@@ -190,6 +250,36 @@ mod tests {
         assert!(peak >= 99_000_000.0, "peak taken at once: {peak}");
         e.observe(Duration::from_millis(1));
         assert!(e.cost() <= peak);
+    }
+
+    #[test]
+    fn failing_endpoints_are_ejected_then_used_when_nothing_else_is_left() {
+        let eps = eps(3);
+        for _ in 0..EJECT_AFTER - 1 {
+            eps[0].penalize();
+        }
+        eps[0].succeed();
+        eps[0].penalize();
+        assert!(!eps[0].is_ejected(), "a success resets the streak");
+        for _ in 0..EJECT_AFTER {
+            eps[0].penalize();
+        }
+        assert!(eps[0].is_ejected());
+        // Make it the cheapest by far: still never picked while ejected.
+        for e in &eps[1..] {
+            for _ in 0..50 {
+                e.start();
+            }
+        }
+        for _ in 0..200 {
+            assert_ne!(pick(&eps).map(|e| e.addr), Some(eps[0].addr));
+        }
+        for e in &eps[1..] {
+            for _ in 0..EJECT_AFTER {
+                e.penalize();
+            }
+        }
+        assert!(pick(&eps).is_some(), "all ejected: fail open");
     }
 
     #[test]

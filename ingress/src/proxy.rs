@@ -320,6 +320,7 @@ impl ProxyHttp for IngressProxy {
     ) -> Result<()> {
         if let (Some(ep), Some(sent)) = (&ctx.endpoint, ctx.sent) {
             ep.observe(sent.elapsed());
+            ep.succeed();
         }
         Ok(())
     }
@@ -363,7 +364,8 @@ impl ProxyHttp for IngressProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if e.is_some()
+        // Only the upstream's own failures count against it (not a client that went away).
+        if e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Upstream)
             && let Some(ep) = &ctx.endpoint
         {
             ep.penalize();

@@ -706,3 +706,62 @@ async fn body_size_limit_from_the_annotation() -> Result<()> {
     assert_eq!(resp.status(), 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn connect_failures_are_retried_elsewhere_and_the_dead_pod_avoided() -> Result<()> {
+    let mut e = env().await?;
+    // A port nobody listens on: connections are refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let live = backend("live").await?;
+    add_service(&mut e.model, "flaky", &[dead, live]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "flaky", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "flaky.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "flaky", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // Make the live endpoint look busy so the first pick is the dead one, deterministically.
+    let live_ep = e
+        .state
+        .routes
+        .load()
+        .endpoints()
+        .find(|ep| ep.addr == live)
+        .cloned()
+        .context("live endpoint")?;
+    for _ in 0..50 {
+        live_ep.start();
+    }
+    let mut c = H1::connect(e.http()).await?;
+    let (status, _, body) = c.get("flaky.test", "/").await?;
+    assert_eq!(status, 200, "retried on the live endpoint: {body}");
+    for _ in 0..50 {
+        live_ep.finish();
+    }
+    for i in 0..30 {
+        let (status, _, body) = c.get("flaky.test", "/").await?;
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(json_of(&body)?["name"], "live");
+    }
+    // The refused connects made the dead endpoint the expensive one, so P2C stops trying it
+    // (ejection after repeated failures is unit-tested in `balance`).
+    let table = e.state.routes.load();
+    let cost = |addr: SocketAddr| {
+        table
+            .endpoints()
+            .find(|ep| ep.addr == addr)
+            .map(|ep| ep.cost())
+            .context("endpoint in the table")
+    };
+    assert!(
+        cost(dead)? > 100.0 * cost(live)?,
+        "{} vs {}",
+        cost(dead)?,
+        cost(live)?
+    );
+    Ok(())
+}
