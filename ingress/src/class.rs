@@ -69,6 +69,7 @@ mod tests {
             ssl_redirect: true,
             backend_protocol: Default::default(),
             max_body: None,
+            canary_weight: None,
             problems: vec![],
             status: vec![],
         }

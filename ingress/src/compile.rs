@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::balance::Endpoint;
 use crate::class::ClassSelector;
 use crate::model::{BackendRef, IngressInfo, Key, Model, PathType, Problem, SliceInfo};
-use crate::table::{Backend, HostRoutes, Route, RouteTable};
+use crate::table::{Backend, Canary, HostRoutes, Route, RouteTable};
 
 /// Controller-wide routing settings.
 #[derive(Debug, Clone, Default)]
@@ -51,9 +51,14 @@ pub fn compile(model: &Model, cfg: &RoutingConfig, prev: Option<&RouteTable>) ->
         table: RouteTable::default(),
         problems: Vec::new(),
     };
-    for ing in &ours {
+    // Canaries after every main Ingress, whatever their age: they attach to main routes.
+    for ing in ours.iter().filter(|i| i.canary_weight.is_none()) {
         b.problems.extend(ing.problems.iter().cloned());
         b.add_ingress(ing);
+    }
+    for ing in ours.iter().filter(|i| i.canary_weight.is_some()) {
+        b.problems.extend(ing.problems.iter().cloned());
+        b.add_canary(ing);
     }
     if b.table.fallback.is_none()
         && let Some(d) = &cfg.default_backend
@@ -150,6 +155,50 @@ impl Builder<'_> {
         }
     }
 
+    /// Attaches a canary Ingress's paths to the main routes with the same host, path and type.
+    fn add_canary(&mut self, ing: &IngressInfo) {
+        let weight = ing.canary_weight.unwrap_or(0);
+        for (i, rule) in ing.rules.iter().enumerate() {
+            for (j, p) in rule.paths.iter().enumerate() {
+                let backend = self.backend(&p.backend);
+                let host = host_routes(&mut self.table, rule.host.as_deref());
+                let (map, key) = match p.path_type {
+                    PathType::Exact => (&mut host.exact, p.path.as_str()),
+                    PathType::Prefix | PathType::ImplementationSpecific => {
+                        (&mut host.prefix, p.path.trim_end_matches('/'))
+                    }
+                };
+                let Some(main) = map.get_mut(key) else {
+                    self.problems.push(Problem {
+                        object: ing.key.clone(),
+                        field: format!("spec.rules[{i}].http.paths[{j}]"),
+                        message: format!(
+                            "canary path {:?} on host {:?} has no main Ingress with the same path; ignored",
+                            p.path,
+                            rule.host.as_deref().unwrap_or("*")
+                        ),
+                    });
+                    continue;
+                };
+                if main.canary.is_some() {
+                    self.problems.push(Problem {
+                        object: ing.key.clone(),
+                        field: format!("spec.rules[{i}].http.paths[{j}]"),
+                        message: format!("path {:?} already has a canary; ignored", p.path),
+                    });
+                    continue;
+                }
+                let mut with_canary = (**main).clone();
+                with_canary.canary = Some(Canary {
+                    ingress: ing.key.clone(),
+                    backend,
+                    weight,
+                });
+                *main = Arc::new(with_canary);
+            }
+        }
+    }
+
     /// A route of `ing` (or of the controller-wide default), sharing request counters with
     /// every route of the same Ingress and backend, in this table and the previous one.
     fn route(
@@ -177,6 +226,7 @@ impl Builder<'_> {
             protocol: ing.map(|i| i.backend_protocol).unwrap_or_default(),
             max_body: ing.and_then(|i| i.max_body),
             stats,
+            canary: None,
         })
     }
 

@@ -529,3 +529,58 @@ fn backend_protocol_annotation() {
     assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
     assert!(c.problems[0].message.contains("\"SPDY\""));
 }
+
+#[test]
+fn canary_ingresses_attach_to_main_routes() {
+    let mut m = base();
+    let canary = |name: &str, weight: &str, host: &str, svc: &str| {
+        ingress_meta(
+            json!({"name": name, "namespace": "default", "creationTimestamp": "2023-01-01T00:00:00Z",
+                   "annotations": {"skiff.dev/canary-weight": weight}}),
+            json!({"rules": [rule(Some(host), vec![path("/", "Prefix", svc)])]}),
+        )
+    };
+    // Older than the main Ingress, still a canary of it.
+    m.add_ingress(&canary("c", "30", "foo.com", "s2"));
+    m.add_ingress(&canary("lonely", "50", "nomain.com", "s3"));
+    m.add_ingress(&canary("bad", "150", "bar.com", "s4"));
+    m.add_ingress(&ingress(
+        "main",
+        "2024-01-01T00:00:00Z",
+        json!({"rules": [
+            rule(Some("foo.com"), vec![path("/", "Prefix", "s1")]),
+            rule(Some("bar.com"), vec![path("/", "Prefix", "s1")]),
+        ]}),
+    ));
+    let c = compile(&m, &RoutingConfig::default(), None);
+    let Decision::Route(r) = c.table.lookup("foo.com", "/x") else {
+        panic!("not routed")
+    };
+    assert_eq!(r.ingress, Some(Key::new("default", "main")));
+    let canary = r
+        .canary
+        .as_ref()
+        .map(|c| (c.ingress.name.as_str(), c.weight));
+    assert_eq!(canary, Some(("c", 30)));
+    assert_eq!(r.choose_backend(29).name.service.name, "s2");
+    assert_eq!(r.choose_backend(30).name.service.name, "s1");
+    // A canary without a main Ingress routes nothing and is reported.
+    assert_eq!(routed(&c.table, "nomain.com", "/"), None);
+    // An invalid weight makes an ordinary Ingress of it: here the older one, so it owns the path.
+    let Decision::Route(bar) = c.table.lookup("bar.com", "/") else {
+        panic!("not routed")
+    };
+    assert!(bar.canary.is_none());
+    assert_eq!(bar.backend.name.service.name, "s4");
+    let msgs: Vec<String> = c.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("default/lonely") && m.contains("no main Ingress")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("default/bad") && m.contains("\"150\"")),
+        "{msgs:?}"
+    );
+}

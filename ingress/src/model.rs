@@ -24,6 +24,9 @@ pub const BACKEND_PROTOCOL_ANNOTATION: &str = "skiff.dev/backend-protocol";
 /// Largest accepted request body of an Ingress's routes (`0`: no limit); a size with an
 /// optional `k`, `m` or `g` suffix (powers of 1024), as ingress-nginx's `proxy-body-size`.
 pub const BODY_SIZE_ANNOTATION: &str = "skiff.dev/proxy-body-size";
+/// Marks an Ingress as a canary: this percentage (0-100) of the requests matching one of its
+/// paths goes to its backend instead of the backend of the main Ingress with the same path.
+pub const CANARY_WEIGHT_ANNOTATION: &str = "skiff.dev/canary-weight";
 /// Secret type of a certificate and key.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
@@ -213,6 +216,8 @@ pub struct IngressInfo {
     pub backend_protocol: BackendProtocol,
     /// `skiff.dev/proxy-body-size`; `None` is no limit.
     pub max_body: Option<u64>,
+    /// `skiff.dev/canary-weight`: a canary Ingress (percent of matching requests).
+    pub canary_weight: Option<u8>,
     /// Parts dropped because they were invalid.
     pub problems: Vec<Problem>,
     /// `status.loadBalancer.ingress` as it is now (IPs and hostnames), so status is written
@@ -266,6 +271,21 @@ impl IngressInfo {
                     .ok()
             })
             .filter(|n| *n > 0);
+        let canary_weight = annotations
+            .and_then(|a| a.get(CANARY_WEIGHT_ANNOTATION))
+            .and_then(|v| {
+                v.trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|w| *w <= 100)
+                    .or_else(|| {
+                        problem(
+                            format!("metadata.annotations[{CANARY_WEIGHT_ANNOTATION}]"),
+                            format!("canary weight {v:?} is not a percentage 0-100; not a canary"),
+                        );
+                        None
+                    })
+            });
         let mut rules = Vec::new();
         for (i, rule) in spec
             .and_then(|s| s.rules.as_ref())
@@ -329,6 +349,7 @@ impl IngressInfo {
             ssl_redirect,
             backend_protocol,
             max_body,
+            canary_weight,
             problems,
         })
     }

@@ -17,7 +17,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::balance::{self, Endpoint};
 use crate::metrics::Metrics;
 use crate::model::BackendProtocol;
-use crate::table::{Decision, Route, RouteTable, normalize_host};
+use crate::table::{Backend, Decision, Route, RouteTable, normalize_host};
 
 /// The `Server` response header.
 pub const SERVER: &str = "skiff-ingress";
@@ -66,6 +66,8 @@ impl IngressProxy {
 #[derive(Debug, Default)]
 pub struct RequestCtx {
     route: Option<Arc<Route>>,
+    /// The route's backend, or its canary's, drawn once per request.
+    backend: Option<Arc<Backend>>,
     endpoint: Option<Arc<Endpoint>>,
     sent: Option<Instant>,
     started: Option<Instant>,
@@ -182,12 +184,13 @@ impl ProxyHttp for IngressProxy {
             .await?;
             return Ok(true);
         }
-        if route.backend.endpoints.is_empty() {
-            let why = route
-                .backend
+        let draw = (balance::random_u64() % 100) as u8;
+        let backend = route.choose_backend(draw).clone();
+        if backend.endpoints.is_empty() {
+            let why = backend
                 .unavailable
                 .clone()
-                .unwrap_or_else(|| format!("service {} has no endpoints", route.backend.name));
+                .unwrap_or_else(|| format!("service {} has no endpoints", backend.name));
             ctx.local_status = Some(503);
             ctx.route = Some(route);
             respond_text(
@@ -220,6 +223,7 @@ impl ProxyHttp for IngressProxy {
             }
         }
         ctx.route = Some(route);
+        ctx.backend = Some(backend);
         Ok(false)
     }
 
@@ -249,9 +253,9 @@ impl ProxyHttp for IngressProxy {
         ctx.release_endpoint();
         ctx.tries += 1;
         let ep = ctx
-            .route
+            .backend
             .as_ref()
-            .and_then(|r| balance::pick(&r.backend.endpoints))
+            .and_then(|b| balance::pick(&b.endpoints))
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
         ep.start();
@@ -353,10 +357,7 @@ impl ProxyHttp for IngressProxy {
             || m == http::Method::OPTIONS
             || m == http::Method::PUT
             || m == http::Method::DELETE;
-        let others = ctx
-            .route
-            .as_ref()
-            .is_some_and(|r| r.backend.endpoints.len() > 1);
+        let others = ctx.backend.as_ref().is_some_and(|b| b.endpoints.len() > 1);
         if idempotent && others && ctx.tries < MAX_TRIES {
             e.set_retry(true);
         }
@@ -386,7 +387,7 @@ impl ProxyHttp for IngressProxy {
             path = req.uri.path(),
             status,
             ingress = route.and_then(|r| r.ingress.as_ref()).map(ToString::to_string),
-            service = route.map(|r| r.backend.name.to_string()),
+            service = ctx.backend.as_ref().map(|b| b.name.to_string()),
             duration_us = elapsed.as_micros() as u64,
             error = e.map(ToString::to_string),
         );

@@ -25,8 +25,17 @@ pub struct Backend {
     pub unavailable: Option<String>,
 }
 
+/// A canary's share of a route.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    pub ingress: Key,
+    pub backend: Arc<Backend>,
+    /// Percent of the route's requests, 0-100.
+    pub weight: u8,
+}
+
 /// A matched rule.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// The Ingress the rule came from; `None` for the controller-wide default backend.
     pub ingress: Option<Key>,
@@ -40,6 +49,18 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// Request counters of this (Ingress, backend), kept across tables.
     pub stats: Arc<RouteStats>,
+    /// A canary Ingress taking a share of this route's requests.
+    pub canary: Option<Canary>,
+}
+
+impl Route {
+    /// The backend of one request: the canary's for `weight` percent of draws.
+    pub fn choose_backend(&self, draw_percent: u8) -> &Arc<Backend> {
+        match &self.canary {
+            Some(c) if draw_percent < c.weight => &c.backend,
+            _ => &self.backend,
+        }
+    }
 }
 
 /// The rules of one host (or of all host-less rules), merged over Ingresses.

@@ -765,3 +765,26 @@ async fn connect_failures_are_retried_elsewhere_and_the_dead_pod_avoided() -> Re
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn canary_takes_its_share_per_request() -> Result<()> {
+    let mut e = env().await?;
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "canary", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/canary-weight": "50"}},
+        "spec": {"rules": [{"host": "foo.test", "http": {"paths": [
+            {"path": "/a", "pathType": "Prefix", "backend": {"service": {"name": "b", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let mut c = H1::connect(e.http()).await?;
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let (status, _, body) = c.get("foo.test", "/a").await?;
+        assert_eq!(status, 200);
+        seen.insert(json_of(&body)?["name"].as_str().unwrap_or("").to_owned());
+    }
+    // Per request, over one connection: both backends (probability of a miss: 2^-99).
+    assert_eq!(seen, HashSet::from(["a".into(), "b".into()]));
+    Ok(())
+}
