@@ -329,7 +329,9 @@ async fn post_events(client: &kube::Client, model: &Model, problems: Vec<(Key, S
     }
 }
 
-/// Sets `status.loadBalancer.ingress` on our Ingresses whose status differs.
+/// Sets `status.loadBalancer.ingress` on our Ingresses whose status differs, and clears it on
+/// Ingresses that are no longer ours but still show exactly our address. A failed write is
+/// retried after the next rebuild.
 async fn write_status(client: &kube::Client, model: &Model, cfg: &WatchConfig) {
     let Some(addr) = cfg.status_address.as_deref() else {
         return;
@@ -339,12 +341,19 @@ async fn write_status(client: &kube::Client, model: &Model, cfg: &WatchConfig) {
     } else {
         json!({"hostname": addr})
     };
-    for ing in our_ingresses(model, &cfg.routing) {
-        if ing.status.len() == 1 && ing.status[0] == addr {
-            continue;
-        }
+    let ours: std::collections::HashSet<&Key> = our_ingresses(model, &cfg.routing)
+        .into_iter()
+        .map(|i| &i.key)
+        .collect();
+    for ing in model.ingresses.values() {
+        let has_ours = ing.status.len() == 1 && ing.status[0] == addr;
+        let patch = match (ours.contains(&ing.key), has_ours) {
+            (true, false) => json!({"status": {"loadBalancer": {"ingress": [entry]}}}),
+            // No longer ours (its class changed): take back the address we wrote.
+            (false, true) => json!({"status": {"loadBalancer": {"ingress": null}}}),
+            _ => continue,
+        };
         let api = Api::<Ingress>::namespaced(client.clone(), &ing.key.namespace);
-        let patch = json!({"status": {"loadBalancer": {"ingress": [entry]}}});
         if let Err(e) = api
             .patch_status(
                 &ing.key.name,

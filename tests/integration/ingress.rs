@@ -187,6 +187,26 @@ async fn ingress_follows_the_api() -> anyhow::Result<()> {
     .await?;
     assert!(lb_status(&ingresses.get("foreign").await?).is_empty());
 
+    // Moved to a foreign class: no traffic, and the status we wrote is taken back.
+    let to_class = |class: &str| Patch::Merge(json!({"spec": {"ingressClassName": class}}));
+    ingresses
+        .patch("mine", &PatchParams::default(), &to_class("other"))
+        .await?;
+    eventually("status of a no longer ours Ingress cleared", || async {
+        Ok(lb_status(&ingresses.get("mine").await?)
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
+    assert_eq!(get(http, "mine.test").await?.0, 404);
+    ingresses
+        .patch("mine", &PatchParams::default(), &to_class("skiff"))
+        .await?;
+    eventually("mine.test is routed again", || async {
+        Ok((get(http, "mine.test").await?.0 == 200).then_some(()))
+    })
+    .await?;
+
     // The endpoint goes unready: 503 naming the Service.
     slices
         .patch(
