@@ -260,7 +260,13 @@ impl ProxyHttp for IngressProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
         ep.start();
         let protocol = ctx.route.as_ref().map(|r| r.protocol).unwrap_or_default();
-        let mut peer = HttpPeer::new(ep.addr, protocol == BackendProtocol::Https, String::new());
+        // The pod IP as the TLS name: rustls needs one, sends no SNI for an IP (as nginx's
+        // default `proxy_ssl_server_name off`), and verification is off for pods anyway.
+        let mut peer = HttpPeer::new(
+            ep.addr,
+            protocol == BackendProtocol::Https,
+            ep.addr.ip().to_string(),
+        );
         match protocol {
             BackendProtocol::Http => {}
             BackendProtocol::Https => {

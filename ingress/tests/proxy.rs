@@ -788,3 +788,59 @@ async fn canary_takes_its_share_per_request() -> Result<()> {
     assert_eq!(seen, HashSet::from(["a".into(), "b".into()]));
     Ok(())
 }
+
+/// A backend serving HTTP/1.1 over TLS with a self-signed certificate (pods rarely have
+/// certificates anything trusts).
+async fn tls_backend(name: &'static str) -> Result<SocketAddr> {
+    let c = rcgen::generate_simple_self_signed(vec!["pod.internal".to_owned()])?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(c.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(skiff_ingress::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![c.cert.der().clone()], key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = json!({"name": name, "path": req.uri().path()}).to_string();
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn https_upstreams_by_annotation() -> Result<()> {
+    let mut e = env().await?;
+    add_service(&mut e.model, "tlspod", &[tls_backend("tls-pod").await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "tlsup", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "HTTPS"}},
+        "spec": {"rules": [{"host": "tlsup.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "tlspod", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let mut c = H1::connect(e.http()).await?;
+    for i in 0..3 {
+        let (status, _, body) = c.get("tlsup.test", &format!("/s/{i}")).await?;
+        assert_eq!(status, 200, "{body}");
+        let v = json_of(&body)?;
+        assert_eq!(v["name"], "tls-pod");
+        assert_eq!(v["path"], format!("/s/{i}"));
+    }
+    Ok(())
+}
