@@ -145,6 +145,16 @@ impl ProxyHttp for IngressProxy {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 200)
             .map_or_else(new_request_id, str::to_owned);
+        if req
+            .headers
+            .get(http::header::HOST)
+            .is_some_and(|h| h.to_str().is_err())
+        {
+            ctx.local_status = Some(400);
+            let body = "400 Bad Request: invalid Host header (not visible ASCII)\n".to_owned();
+            respond_text(session, 400, body, None).await?;
+            return Ok(true);
+        }
         let host = request_host(req).to_owned();
         let path = req.uri.path().to_owned();
         let table = self.routes.load();

@@ -25,6 +25,8 @@ use crate::tls::{CertSnapshot, TlsError, default_certificate, server_config};
 
 /// A TLS handshake that has not finished by then is dropped (slowloris on the handshake).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A clear-text connection that sends nothing for this long is dropped.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -93,6 +95,18 @@ impl IngressServer {
             .or(https_addr.map(|a| a.port()))
             .unwrap_or(443);
         let mut tasks = Vec::new();
+        let proxy = |info: ListenerInfo, h2c: bool| {
+            let mut app = http_proxy(
+                &conf,
+                IngressProxy::new(state.routes.clone(), info, state.metrics.clone()),
+            );
+            if h2c {
+                let mut opts = HttpServerOptions::default();
+                opts.h2c = true;
+                app.server_options = Some(opts);
+            }
+            Arc::new(app)
+        };
         if let Some(l) = listeners.http {
             let info = ListenerInfo {
                 tls: false,
@@ -102,15 +116,13 @@ impl IngressServer {
                     .unwrap_or(80),
                 https_port,
             };
-            let mut app = http_proxy(
-                &conf,
-                IngressProxy::new(state.routes.clone(), info, state.metrics.clone()),
-            );
-            // Plaintext HTTP/2 with prior knowledge (h2c), detected by its preface.
-            let mut opts = HttpServerOptions::default();
-            opts.h2c = true;
-            app.server_options = Some(opts);
-            tasks.push(spawn_loop(l, Arc::new(app), None, rx.clone())?);
+            // Two apps: pingora's own h2c detection waits for 24 bytes, which hangs a shorter
+            // HTTP/1 request; `detect_h2c` decides first and the h2c app only sees h2c.
+            let mode = Mode::Plain {
+                h1: proxy(info.clone(), false),
+                h2c: proxy(info, true),
+            };
+            tasks.push(spawn_loop(l, Arc::new(mode), rx.clone())?);
         }
         if let Some(l) = listeners.https {
             let info = ListenerInfo {
@@ -118,17 +130,12 @@ impl IngressServer {
                 port: https_port,
                 https_port,
             };
-            let app = http_proxy(
-                &conf,
-                IngressProxy::new(state.routes.clone(), info, state.metrics.clone()),
-            );
             let acceptor = Acceptor::from_server_config(server_config(state.certs.clone())?);
-            tasks.push(spawn_loop(
-                l,
-                Arc::new(app),
-                Some(Arc::new(acceptor)),
-                rx.clone(),
-            )?);
+            let mode = Mode::Tls {
+                app: proxy(info, false),
+                acceptor,
+            };
+            tasks.push(spawn_loop(l, Arc::new(mode), rx.clone())?);
         }
         Ok(IngressServer {
             http_addr,
@@ -147,23 +154,59 @@ impl IngressServer {
     }
 }
 
+/// How a listener's connections are served.
+enum Mode {
+    /// Clear text: HTTP/1.x, or HTTP/2 with prior knowledge (h2c).
+    Plain {
+        h1: Arc<HttpProxy<IngressProxy>>,
+        h2c: Arc<HttpProxy<IngressProxy>>,
+    },
+    /// TLS, then HTTP/1.1 or HTTP/2 by ALPN.
+    Tls {
+        app: Arc<HttpProxy<IngressProxy>>,
+        acceptor: Acceptor,
+    },
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes diverge from the HTTP/2 preface (HTTP/1) or complete it (h2c), then
+/// puts them back. A short HTTP/1 request is decided on its first bytes, not left waiting.
+async fn detect_h2c(l4: &mut L4Stream) -> std::io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::with_capacity(H2_PREFACE.len());
+    let mut chunk = [0u8; 24];
+    let h2c = loop {
+        let want = H2_PREFACE.len() - seen.len();
+        let n = l4.read(&mut chunk[..want]).await?;
+        seen.extend_from_slice(&chunk[..n]);
+        if n == 0 || !H2_PREFACE.starts_with(&seen) {
+            break false;
+        }
+        if seen.len() == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    l4.rewind(&seen);
+    Ok(h2c)
+}
+
 fn spawn_loop(
     listener: std::net::TcpListener,
-    app: Arc<HttpProxy<IngressProxy>>,
-    tls: Option<Arc<Acceptor>>,
+    mode: Arc<Mode>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServerError> {
     listener
         .set_nonblocking(true)
         .map_err(ServerError::Listener)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ServerError::Listener)?;
-    Ok(tokio::spawn(accept_loop(listener, app, tls, shutdown)))
+    Ok(tokio::spawn(accept_loop(listener, mode, shutdown)))
 }
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    app: Arc<HttpProxy<IngressProxy>>,
-    tls: Option<Arc<Acceptor>>,
+    mode: Arc<Mode>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -179,30 +222,46 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => return,
         };
-        let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+        let (mode, shutdown) = (mode.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let fd = tcp.as_raw_fd();
             let mut l4 = L4Stream::from(tcp);
             l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
-            let stream: Stream = match tls {
-                None => Box::new(l4),
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await
-                    {
-                        Ok(Ok(s)) => Box::new(s),
+            match &*mode {
+                Mode::Plain { h1, h2c } => {
+                    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, detect_h2c(&mut l4)).await {
+                        Ok(Ok(true)) => {
+                            h2c.process_new(Box::new(l4), &shutdown).await;
+                        }
+                        Ok(Ok(false)) => {
+                            h1.process_new(Box::new(l4), &shutdown).await;
+                        }
                         Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
+                            tracing::debug!(error = %e, "read failed before the first request");
                         }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake timed out");
-                            return;
-                        }
+                        // Nothing sent within the limit: dropped.
+                        Err(_) => {}
                     }
                 }
-            };
-            app.process_new(stream, &shutdown).await;
+                Mode::Tls { app, acceptor } => {
+                    let stream: Stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
+                            .await
+                        {
+                            Ok(Ok(s)) => Box::new(s),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    app.process_new(stream, &shutdown).await;
+                }
+            }
         });
     }
 }
