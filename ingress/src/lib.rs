@@ -114,13 +114,31 @@ pub async fn start(
     config: IngressConfig,
     listeners: Listeners,
 ) -> Result<RunningIngress, IngressError> {
+    start_on(
+        client,
+        config,
+        listeners,
+        &tokio::runtime::Handle::current(),
+    )
+    .await
+}
+
+/// [`start`] with the data plane (accept loops, proxying, upstream connections) on
+/// `data_plane` and the watches on the current runtime: e.g. upstream sockets in the node
+/// network namespace of `skiff up`, API connections from the host's.
+pub async fn start_on(
+    client: kube::Client,
+    config: IngressConfig,
+    listeners: Listeners,
+    data_plane: &tokio::runtime::Handle,
+) -> Result<RunningIngress, IngressError> {
     if let Some(name) = &config.create_class {
         watch::ensure_class(&client, name)
             .await
             .map_err(|e| IngressError::Class(name.clone(), e))?;
     }
     let state = SharedState::new()?;
-    let server = IngressServer::start(listeners, &state)?;
+    let server = IngressServer::start_on(data_plane, listeners, &state)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let cfg = watch::WatchConfig {
         routing: config.routing,

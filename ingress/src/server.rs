@@ -78,6 +78,19 @@ pub struct IngressServer {
 }
 
 impl IngressServer {
+    /// Starts the accept loops on `runtime`: every socket the proxy creates (upstream
+    /// connections) belongs to the network namespace of that runtime's threads, while the
+    /// listeners keep the namespace they were bound in. `skiff up` runs this on its node-netns
+    /// runtime with listeners bound on the host loopback.
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
+        listeners: Listeners,
+        state: &SharedState,
+    ) -> Result<IngressServer, ServerError> {
+        let _entered = runtime.enter();
+        IngressServer::start(listeners, state)
+    }
+
     /// Starts the accept loops on the current tokio runtime.
     pub fn start(listeners: Listeners, state: &SharedState) -> Result<IngressServer, ServerError> {
         let conf = Arc::new(ServerConf::default());

@@ -123,7 +123,13 @@ async fn ingress_follows_the_api() -> anyhow::Result<()> {
         http: Some(std::net::TcpListener::bind("127.0.0.1:0")?),
         ..Default::default()
     };
-    let running = skiff_ingress::start(client.clone(), config, listeners).await?;
+    // The data plane on a runtime of its own (as `skiff up` runs it in the node netns).
+    let data_plane = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let running =
+        skiff_ingress::start_on(client.clone(), config, listeners, data_plane.handle()).await?;
     let http = running
         .http_addr()
         .ok_or_else(|| anyhow::anyhow!("no http"))?;
@@ -238,5 +244,6 @@ async fn ingress_follows_the_api() -> anyhow::Result<()> {
             .contains("skiff_ingress_requests_total")
     );
     running.shutdown().await;
+    data_plane.shutdown_background();
     Ok(())
 }
