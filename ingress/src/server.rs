@@ -25,6 +25,8 @@ use crate::tls::{CertSnapshot, TlsError, default_certificate, server_config};
 
 /// A TLS handshake that has not finished by then is dropped (slowloris on the handshake).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/2 client connection without streams for this long is closed.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// A clear-text connection that sends nothing for this long is dropped.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,11 +115,12 @@ impl IngressServer {
                 &conf,
                 IngressProxy::new(state.routes.clone(), info, state.metrics.clone()),
             );
-            if h2c {
-                let mut opts = HttpServerOptions::default();
-                opts.h2c = true;
-                app.server_options = Some(opts);
-            }
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = h2c;
+            // An HTTP/2 connection with no stream for this long is closed (HTTP/1.1 idle
+            // keep-alive is pingora's 60 s).
+            opts.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+            app.server_options = Some(opts);
             Arc::new(app)
         };
         if let Some(l) = listeners.http {
