@@ -5,6 +5,7 @@ mod controllers;
 mod dns;
 mod durability;
 mod images;
+mod ingress;
 mod kubelet;
 mod kubelet_streams;
 mod privileged;

@@ -1,0 +1,411 @@
+//! The pingora `ProxyHttp` implementation: each request is routed by the current
+//! `RouteTable` (one `ArcSwap` load), answered locally (404, 503, 308 to HTTPS) or sent to an
+//! endpoint chosen per request by P2C over peak-EWMA.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::balance::{self, Endpoint};
+use crate::metrics::Metrics;
+use crate::model::BackendProtocol;
+use crate::table::{Backend, Decision, Route, RouteTable, normalize_host};
+
+/// The `Server` response header.
+pub const SERVER: &str = "skiff-ingress";
+/// Upstream connect timeout: a dead pod is left fast and the request retried elsewhere.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an idle pooled upstream connection is kept.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+/// Concurrent streams per upstream HTTP/2 connection before another is opened.
+const H2_STREAMS: usize = 100;
+/// Connect attempts per request (idempotent requests only).
+const MAX_TRIES: u32 = 3;
+
+/// Which listener a proxy instance serves.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub tls: bool,
+    /// The port clients reach this listener on (`X-Forwarded-Port`).
+    pub port: u16,
+    /// The port clients reach HTTPS on, for the redirect's `Location` (443 is left out).
+    pub https_port: u16,
+}
+
+/// One proxy per listener; both read the same route table.
+#[derive(Debug)]
+pub struct IngressProxy {
+    routes: Arc<ArcSwap<RouteTable>>,
+    listener: ListenerInfo,
+    metrics: Arc<Metrics>,
+}
+
+impl IngressProxy {
+    pub fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
+        listener: ListenerInfo,
+        metrics: Arc<Metrics>,
+    ) -> IngressProxy {
+        IngressProxy {
+            routes,
+            listener,
+            metrics,
+        }
+    }
+}
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    route: Option<Arc<Route>>,
+    /// The route's backend, or its canary's, drawn once per request.
+    backend: Option<Arc<Backend>>,
+    endpoint: Option<Arc<Endpoint>>,
+    sent: Option<Instant>,
+    started: Option<Instant>,
+    tries: u32,
+    body_bytes: u64,
+    request_id: String,
+    /// Status of a locally generated response (404, 503, 308).
+    local_status: Option<u16>,
+}
+
+impl RequestCtx {
+    fn release_endpoint(&mut self) {
+        if let Some(ep) = self.endpoint.take() {
+            ep.finish();
+        }
+    }
+}
+
+fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// A new request id: 128 random bits in hex, unless the client sent one.
+fn new_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:016x}{:016x}",
+        balance::random_u64(),
+        balance::random_u64() ^ n
+    )
+}
+
+async fn respond_text(
+    session: &mut Session,
+    status: u16,
+    body: String,
+    location: Option<&str>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::SERVER, SERVER)?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    if let Some(l) = location {
+        resp.insert_header(http::header::LOCATION, l)?;
+    }
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head).await?;
+    if !head {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ProxyHttp for IngressProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started = Some(Instant::now());
+        let req = session.req_header();
+        ctx.request_id = req
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .map_or_else(new_request_id, str::to_owned);
+        if req
+            .headers
+            .get(http::header::HOST)
+            .is_some_and(|h| h.to_str().is_err())
+        {
+            ctx.local_status = Some(400);
+            let body = "400 Bad Request: invalid Host header (not visible ASCII)\n".to_owned();
+            respond_text(session, 400, body, None).await?;
+            return Ok(true);
+        }
+        let host = request_host(req).to_owned();
+        let path = req.uri.path().to_owned();
+        let table = self.routes.load();
+        let route = match table.lookup(&host, &path) {
+            Decision::Route(r) => r.clone(),
+            Decision::NotFound => {
+                ctx.local_status = Some(404);
+                let body = format!(
+                    "404 Not Found: no Ingress rule matches host {:?} path {path:?}\n",
+                    normalize_host(&host)
+                );
+                respond_text(session, 404, body, None).await?;
+                return Ok(true);
+            }
+        };
+        drop(table);
+        if route.redirect_https && !self.listener.tls {
+            let host = normalize_host(&host).into_owned();
+            let port = match self.listener.https_port {
+                443 => String::new(),
+                p => format!(":{p}"),
+            };
+            let pq = session
+                .req_header()
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str());
+            let location = format!("https://{host}{port}{pq}");
+            ctx.local_status = Some(308);
+            ctx.route = Some(route);
+            respond_text(
+                session,
+                308,
+                format!("308 Permanent Redirect to {location}\n"),
+                Some(&location),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let draw = (balance::random_u64() % 100) as u8;
+        let backend = route.choose_backend(draw).clone();
+        if backend.endpoints.is_empty() {
+            let why = backend
+                .unavailable
+                .clone()
+                .unwrap_or_else(|| format!("service {} has no endpoints", backend.name));
+            ctx.local_status = Some(503);
+            ctx.route = Some(route);
+            respond_text(
+                session,
+                503,
+                format!("503 Service Unavailable: {why}\n"),
+                None,
+            )
+            .await?;
+            return Ok(true);
+        }
+        if let Some(max) = route.max_body {
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                ctx.local_status = Some(413);
+                ctx.route = Some(route);
+                respond_text(
+                    session,
+                    413,
+                    format!("413 Payload Too Large: the limit of this route is {max} bytes\n"),
+                    None,
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+        ctx.route = Some(route);
+        ctx.backend = Some(backend);
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Bodies without (or lying about) Content-Length are counted as they stream.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        match ctx.route.as_ref().and_then(|r| r.max_body) {
+            Some(max) if ctx.body_bytes > max => Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                format!("request body over the route's limit of {max} bytes"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.release_endpoint();
+        ctx.tries += 1;
+        let ep = ctx
+            .backend
+            .as_ref()
+            .and_then(|b| balance::pick(&b.endpoints))
+            .cloned()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
+        ep.start();
+        let protocol = ctx.route.as_ref().map(|r| r.protocol).unwrap_or_default();
+        // The pod IP as the TLS name: rustls needs one, sends no SNI for an IP (as nginx's
+        // default `proxy_ssl_server_name off`), and verification is off for pods anyway.
+        let mut peer = HttpPeer::new(
+            ep.addr,
+            protocol == BackendProtocol::Https,
+            ep.addr.ip().to_string(),
+        );
+        match protocol {
+            BackendProtocol::Http => {}
+            BackendProtocol::Https => {
+                peer.options.set_http_version(2, 1);
+                peer.options.verify_cert = false;
+                peer.options.verify_hostname = false;
+                peer.options.max_h2_streams = H2_STREAMS;
+            }
+            BackendProtocol::H2c | BackendProtocol::Grpc => {
+                // Prior-knowledge HTTP/2: requests of every client multiplexed over pooled
+                // upstream connections.
+                peer.options.set_http_version(2, 2);
+                peer.options.max_h2_streams = H2_STREAMS;
+            }
+        }
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        ctx.endpoint = Some(ep);
+        ctx.sent = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = client.ip().to_string();
+            let xff = match up
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip,
+            };
+            up.insert_header("X-Forwarded-For", xff)?;
+        }
+        let host = request_host(up).to_owned();
+        if up.headers.get(http::header::HOST).is_none() && !host.is_empty() {
+            // HTTP/2 clients send :authority only; HTTP/1.1 backends need Host.
+            up.insert_header(http::header::HOST, &host)?;
+        }
+        up.insert_header(
+            "X-Forwarded-Proto",
+            if self.listener.tls { "https" } else { "http" },
+        )?;
+        up.insert_header("X-Forwarded-Host", host)?;
+        up.insert_header("X-Forwarded-Port", self.listener.port.to_string())?;
+        up.insert_header("X-Request-ID", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(ep), Some(sent)) = (&ctx.endpoint, ctx.sent) {
+            ep.observe(sent.elapsed());
+            ep.succeed();
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.insert_header(http::header::SERVER, SERVER)?;
+        resp.insert_header("X-Request-ID", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(ep) = &ctx.endpoint {
+            ep.penalize();
+        }
+        ctx.release_endpoint();
+        let m = &session.req_header().method;
+        let idempotent = m == http::Method::GET
+            || m == http::Method::HEAD
+            || m == http::Method::OPTIONS
+            || m == http::Method::PUT
+            || m == http::Method::DELETE;
+        let others = ctx.backend.as_ref().is_some_and(|b| b.endpoints.len() > 1);
+        if idempotent && others && ctx.tries < MAX_TRIES {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // Only the upstream's own failures count against it (not a client that went away).
+        if e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Upstream)
+            && let Some(ep) = &ctx.endpoint
+        {
+            ep.penalize();
+        }
+        ctx.release_endpoint();
+        let status = ctx
+            .local_status
+            .unwrap_or_else(|| session.response_written().map_or(0, |r| r.status.as_u16()));
+        let elapsed = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let route = ctx.route.as_ref();
+        self.metrics.record(route.map(|r| &**r), status, elapsed);
+        let req = session.req_header();
+        tracing::info!(
+            target: "skiff_ingress::access",
+            request_id = %ctx.request_id,
+            method = %req.method,
+            host = request_host(req),
+            path = req.uri.path(),
+            status,
+            ingress = route.and_then(|r| r.ingress.as_ref()).map(ToString::to_string),
+            service = ctx.backend.as_ref().map(|b| b.name.to_string()),
+            duration_us = elapsed.as_micros() as u64,
+            error = e.map(ToString::to_string),
+        );
+    }
+}

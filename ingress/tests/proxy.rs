@@ -1,0 +1,886 @@
+//! The proxy end to end on loopback: hyper test backends behind Services, pingora listeners
+//! started by `IngressServer`, hyper clients over HTTP/1.1, HTTP/2 over TLS and raw TLS.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use skiff_ingress::compile::our_ingresses;
+use skiff_ingress::server::{IngressServer, Listeners, SharedState};
+use skiff_ingress::tls::CertSnapshot;
+use skiff_ingress::{Model, RoutingConfig, compile};
+use tokio::net::TcpStream;
+
+/// A backend answering JSON: its name, the path and query it got, and its request headers.
+async fn backend(name: &'static str) -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let headers: BTreeMap<String, String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    let body = json!({
+                        "name": name,
+                        "path": req.uri().path_and_query().map(|p| p.as_str()),
+                        "headers": headers,
+                    });
+                    async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("test object")
+}
+
+/// A Service `name` whose one slice lists `addrs` (all on one port: loopback backends).
+fn add_service(m: &mut Model, name: &str, addrs: &[SocketAddr]) {
+    let svc: Service = obj(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80}]}
+    }));
+    m.add_service(&svc);
+    for (i, a) in addrs.iter().enumerate() {
+        let s: EndpointSlice = obj(json!({
+            "metadata": {"name": format!("{name}-{i}"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": a.port()}],
+            "endpoints": [{"addresses": [a.ip().to_string()]}],
+        }));
+        m.add_slice(&s);
+    }
+}
+
+fn cert(names: &[&str]) -> (String, String, CertificateDer<'static>) {
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("rcgen");
+    (
+        c.cert.pem(),
+        c.signing_key.serialize_pem(),
+        c.cert.der().clone(),
+    )
+}
+
+fn add_tls_secret(m: &mut Model, name: &str, crt: &str, key: &str) {
+    let mut s: Secret = obj(json!({
+        "metadata": {"name": name, "namespace": "default"}, "type": "kubernetes.io/tls"
+    }));
+    s.data = Some(
+        [
+            ("tls.crt".to_owned(), ByteString(crt.as_bytes().to_vec())),
+            ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
+        ]
+        .into(),
+    );
+    m.add_secret(&s);
+}
+
+struct Env {
+    model: Model,
+    state: SharedState,
+    server: IngressServer,
+    secure_der: CertificateDer<'static>,
+}
+
+impl Env {
+    fn http(&self) -> SocketAddr {
+        self.server.http_addr.expect("http listener")
+    }
+    fn https(&self) -> SocketAddr {
+        self.server.https_addr.expect("https listener")
+    }
+    /// Compiles the model into the running proxy (what the watch loop does).
+    fn apply(&self) {
+        let cfg = RoutingConfig::default();
+        let prev = self.state.routes.load();
+        let c = compile(&self.model, &cfg, Some(&prev));
+        self.state.routes.store(Arc::new(c.table));
+        let ours = our_ingresses(&self.model, &cfg);
+        let (certs, _) = CertSnapshot::build(
+            &self.model,
+            &ours,
+            self.state.certs.load().default_cert().clone(),
+        );
+        self.state.certs.store(Arc::new(certs));
+    }
+}
+
+async fn env() -> Result<Env> {
+    let a = backend("a").await?;
+    let b = backend("b").await?;
+    let pool = [
+        backend("p0").await?,
+        backend("p1").await?,
+        backend("p2").await?,
+    ];
+    let mut m = Model::default();
+    m.add_class(&obj::<IngressClass>(json!({
+        "metadata": {"name": "skiff", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": "skiff.dev/ingress-controller"}
+    })));
+    add_service(&mut m, "a", &[a]);
+    add_service(&mut m, "b", &[b]);
+    add_service(&mut m, "pool", &pool);
+    add_service(&mut m, "empty", &[]);
+    let (crt, key, secure_der) = cert(&["secure.test"]);
+    add_tls_secret(&mut m, "secure-cert", &crt, &key);
+    let p = |path: &str, ty: &str, svc: &str| json!({"path": path, "pathType": ty, "backend": {"service": {"name": svc, "port": {"number": 80}}}});
+    m.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "main", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {
+            "tls": [{"hosts": ["secure.test"], "secretName": "secure-cert"}],
+            "rules": [
+                {"host": "foo.test", "http": {"paths": [p("/a", "Prefix", "a"), p("/b", "Exact", "b")]}},
+                {"host": "*.wild.test", "http": {"paths": [p("/", "Prefix", "b")]}},
+                {"host": "pool.test", "http": {"paths": [p("/", "Prefix", "pool")]}},
+                {"host": "empty.test", "http": {"paths": [p("/", "Prefix", "empty")]}},
+                {"host": "secure.test", "http": {"paths": [p("/", "Prefix", "a")]}},
+            ]
+        }
+    })));
+    m.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "noredirect", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/ssl-redirect": "false"}},
+        "spec": {
+            "tls": [{"hosts": ["plain-ok.test"], "secretName": "secure-cert"}],
+            "rules": [{"host": "plain-ok.test", "http": {"paths": [p("/", "Prefix", "b")]}}]
+        }
+    })));
+    let state = SharedState::new()?;
+    let server = IngressServer::start(
+        Listeners {
+            http: Some(std::net::TcpListener::bind("127.0.0.1:0")?),
+            https: Some(std::net::TcpListener::bind("127.0.0.1:0")?),
+            ..Default::default()
+        },
+        &state,
+    )?;
+    let e = Env {
+        model: m,
+        state,
+        server,
+        secure_der,
+    };
+    e.apply();
+    Ok(e)
+}
+
+/// One HTTP/1.1 connection for several requests.
+struct H1 {
+    send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl H1 {
+    async fn connect(addr: SocketAddr) -> Result<H1> {
+        let s = TcpStream::connect(addr).await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+        tokio::spawn(conn);
+        Ok(H1 { send })
+    }
+    async fn get(&mut self, host: &str, path: &str) -> Result<(u16, hyper::HeaderMap, String)> {
+        let req = Request::get(path).header("host", host).body(Empty::new())?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, headers, String::from_utf8(body.to_vec())?))
+    }
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, hyper::HeaderMap, String)> {
+    H1::connect(addr).await?.get(host, path).await
+}
+
+fn json_of(body: &str) -> Result<Value> {
+    serde_json::from_str(body).with_context(|| format!("not JSON: {body}"))
+}
+
+#[tokio::test]
+async fn routes_by_host_and_path_with_forwarding_headers() -> Result<()> {
+    let e = env().await?;
+    let (status, headers, body) = get(e.http(), "FOO.test:8080", "/a/deep/path?q=1&r=%20").await?;
+    assert_eq!(status, 200, "{body}");
+    let v = json_of(&body)?;
+    assert_eq!(v["name"], "a");
+    // Paths and queries are passed unchanged; Host is preserved.
+    assert_eq!(v["path"], "/a/deep/path?q=1&r=%20");
+    let h = &v["headers"];
+    assert_eq!(h["host"], "FOO.test:8080");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "FOO.test:8080");
+    assert_eq!(h["x-forwarded-port"], e.http().port().to_string());
+    let rid = h["x-request-id"].as_str().context("request id")?;
+    assert_eq!(rid.len(), 32);
+    assert_eq!(headers["server"], "skiff-ingress");
+    assert_eq!(headers["x-request-id"], rid);
+
+    assert_eq!(
+        json_of(&get(e.http(), "foo.test", "/b").await?.2)?["name"],
+        "b"
+    );
+    // Counted in the logging phase, which may finish just after the client has the response.
+    let want = [
+        "skiff_ingress_route_requests_total{ingress=\"default/main\",service=\"default/a:80\",code=\"2xx\"} 1",
+        "skiff_ingress_route_requests_total{ingress=\"default/main\",service=\"default/b:80\",code=\"2xx\"} 1",
+        "skiff_ingress_route_duration_seconds_count{ingress=\"default/main\",service=\"default/a:80\"} 1",
+    ];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = e.state.metrics.render_with(&e.state.routes.load());
+        if want.iter().all(|l| text.contains(l)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for line in want {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    // Exact: no trailing slash variant.
+    assert_eq!(get(e.http(), "foo.test", "/b/").await?.0, 404);
+    assert_eq!(
+        json_of(&get(e.http(), "x.wild.test", "/z").await?.2)?["name"],
+        "b"
+    );
+    // The wildcard covers one label only.
+    assert_eq!(get(e.http(), "y.x.wild.test", "/z").await?.0, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn not_found_and_no_endpoints_have_clear_bodies() -> Result<()> {
+    let e = env().await?;
+    let (status, headers, body) = get(e.http(), "nothing.test", "/x").await?;
+    assert_eq!(status, 404);
+    assert_eq!(headers["server"], "skiff-ingress");
+    assert!(
+        body.contains("no Ingress rule matches host \"nothing.test\" path \"/x\""),
+        "{body}"
+    );
+    let (status, _, body) = get(e.http(), "empty.test", "/").await?;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("service default/empty port 80 has no ready endpoints"),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn keepalive_requests_spread_over_every_endpoint() -> Result<()> {
+    let e = env().await?;
+    let mut c = H1::connect(e.http()).await?;
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let (status, _, body) = c.get("pool.test", "/").await?;
+        assert_eq!(status, 200);
+        seen.insert(json_of(&body)?["name"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seen, HashSet::from(["p0".into(), "p1".into(), "p2".into()]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_redirects_tls_hosts_unless_disabled() -> Result<()> {
+    let e = env().await?;
+    let (status, headers, body) = get(e.http(), "secure.test", "/x?y=1").await?;
+    assert_eq!(status, 308, "{body}");
+    assert_eq!(
+        headers["location"],
+        format!("https://secure.test:{}/x?y=1", e.https().port())
+    );
+    let (status, _, body) = get(e.http(), "plain-ok.test", "/").await?;
+    assert_eq!(status, 200, "{body}");
+    Ok(())
+}
+
+fn client_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone())?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(skiff_ingress::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let s = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned())?;
+    Ok(tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, s)
+        .await?)
+}
+
+#[tokio::test]
+async fn https_with_sni_verified_h2_and_rotation() -> Result<()> {
+    let mut e = env().await?;
+    // HTTP/1.1 over TLS, the certificate verified against the Secret's.
+    let cfg = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
+    let tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::get("/p")
+                .header("host", "secure.test")
+                .body(Empty::<Bytes>::new())?,
+        )
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let v = json_of(std::str::from_utf8(
+        &resp.into_body().collect().await?.to_bytes(),
+    )?)?;
+    assert_eq!(v["name"], "a");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+
+    // HTTP/2 over TLS (ALPN h2), several requests on one connection.
+    let cfg = client_config(&[e.secure_der.clone()], &[b"h2", b"http/1.1"])?;
+    let tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    for i in 0..5 {
+        let req = Request::get(format!("https://secure.test/h2/{i}")).body(Empty::<Bytes>::new())?;
+        let resp = send.send_request(req).await?;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let v = json_of(std::str::from_utf8(
+            &resp.into_body().collect().await?.to_bytes(),
+        )?)?;
+        assert_eq!(v["path"], format!("/h2/{i}"));
+        assert_eq!(v["headers"]["host"], "secure.test");
+    }
+
+    // An unknown name gets the default certificate, which the Secret's root does not verify.
+    let cfg = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
+    if tls_connect(e.https(), "unknown.test", cfg).await.is_ok() {
+        bail!("unknown SNI must not be served the Secret's certificate");
+    }
+
+    // Rotation: a new certificate in the Secret is served on the next handshake.
+    let (crt, key, new_der) = cert(&["secure.test"]);
+    add_tls_secret(&mut e.model, "secure-cert", &crt, &key);
+    e.apply();
+    let old = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
+    assert!(tls_connect(e.https(), "secure.test", old).await.is_err());
+    let new = client_config(&[new_der], &[b"http/1.1"])?;
+    tls_connect(e.https(), "secure.test", new).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn route_changes_apply_without_restarting_listeners() -> Result<()> {
+    let mut e = env().await?;
+    let mut c = H1::connect(e.http()).await?;
+    assert_eq!(c.get("new.test", "/").await?.0, 404);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "later", "namespace": "default", "creationTimestamp": "2024-02-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "new.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "b", "port": {"name": "http"}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // Same keep-alive connection: the next request sees the new table.
+    let (status, _, body) = c.get("new.test", "/").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)?["name"], "b");
+    e.server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn steady_traffic_survives_route_endpoint_and_certificate_swaps() -> Result<()> {
+    let e = Arc::new(env().await?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Swap a rebuilt table and certificate snapshot every 2 ms, alternating an unrelated
+    // Ingress and the pool's endpoint set, while requests flow.
+    let swapper = {
+        let (e, stop) = (e.clone(), stop.clone());
+        let extra = [backend("x0").await?, backend("x1").await?];
+        tokio::spawn(async move {
+            let mut model = e.model.clone();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                add_service(&mut model, "churn", &extra[..(i % 2 + 1) as usize]);
+                let cfg = RoutingConfig::default();
+                let prev = e.state.routes.load();
+                e.state
+                    .routes
+                    .store(Arc::new(compile(&model, &cfg, Some(&prev)).table));
+                let ours = our_ingresses(&model, &cfg);
+                let default = e.state.certs.load().default_cert().clone();
+                e.state
+                    .certs
+                    .store(Arc::new(CertSnapshot::build(&model, &ours, default).0));
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            i
+        })
+    };
+    let mut keepalive = H1::connect(e.http()).await?;
+    let cfg = client_config(std::slice::from_ref(&e.secure_der), &[b"h2"])?;
+    let tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let mut failures = Vec::new();
+    for i in 0..300 {
+        let (status, _, body) = keepalive.get("pool.test", "/").await?;
+        if status != 200 {
+            failures.push(format!("h1 keep-alive {i}: {status} {body}"));
+        }
+        let (status, _, body) = get(e.http(), "foo.test", "/a").await?;
+        if status != 200 {
+            failures.push(format!("h1 new connection {i}: {status} {body}"));
+        }
+        let resp = h2
+            .send_request(Request::get("https://secure.test/").body(Empty::<Bytes>::new())?)
+            .await?;
+        if resp.status() != 200 {
+            failures.push(format!("h2 {i}: {}", resp.status()));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.await?;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(swaps > 10, "only {swaps} swaps happened during the traffic");
+    Ok(())
+}
+
+/// An h2c backend (gRPC-like): answers with its name, the HTTP version and `grpc-timeout` it
+/// saw, and a `grpc-status` trailer.
+async fn h2c_backend(name: &'static str) -> Result<SocketAddr> {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = json!({
+                        "name": name,
+                        "version": format!("{:?}", req.version()),
+                        "grpc-timeout": req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()),
+                    })
+                    .to_string();
+                    async move {
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers
+                            .insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                        let frames = futures::stream::iter(vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(body))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn grpc_over_one_h2c_connection_reaches_every_pod_with_trailers() -> Result<()> {
+    let mut e = env().await?;
+    let pods = [
+        h2c_backend("g0").await?,
+        h2c_backend("g1").await?,
+        h2c_backend("g2").await?,
+    ];
+    add_service(&mut e.model, "grpc", &pods);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "grpc", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "GRPC"}},
+        "spec": {"rules": [{"host": "grpc.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "grpc", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // One client connection, HTTP/2 with prior knowledge (h2c) on the plain listener.
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let mut seen = HashSet::new();
+    for i in 0..60 {
+        let req = Request::post(format!("http://grpc.test/echo.Echo/Say{i}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "5S")
+            .body(Empty::<Bytes>::new())?;
+        let resp = send.send_request(req).await?;
+        assert_eq!(resp.status(), 200);
+        let collected = resp.into_body().collect().await?;
+        let trailers = collected.trailers().cloned().context("no trailers")?;
+        assert_eq!(trailers["grpc-status"], "0");
+        let v = json_of(std::str::from_utf8(&collected.to_bytes())?)?;
+        assert_eq!(
+            v["version"], "HTTP/2.0",
+            "upstream must be HTTP/2 end to end"
+        );
+        assert_eq!(v["grpc-timeout"], "5S");
+        seen.insert(v["name"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seen, HashSet::from(["g0".into(), "g1".into(), "g2".into()]));
+    Ok(())
+}
+
+/// A backend that accepts any `Upgrade` and then echoes bytes (WebSocket framing is opaque
+/// to the proxy after the 101).
+async fn upgrade_backend() -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |mut req: Request<hyper::body::Incoming>| async move {
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(up) = on.await {
+                                let mut io = TokioIo::new(up);
+                                let (mut r, mut w) = tokio::io::split(&mut io);
+                                let _ = tokio::io::copy(&mut r, &mut w).await;
+                            }
+                        });
+                        let resp = Response::builder()
+                            .status(101)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "websocket")
+                            .body(Empty::<Bytes>::new())
+                            .expect("response");
+                        Ok::<_, Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut e = env().await?;
+    add_service(&mut e.model, "ws", &[upgrade_backend().await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "ws", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "ws.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let mut s = TcpStream::connect(e.http()).await?;
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if s.read(&mut b).await? == 0 {
+            bail!("closed during the 101: {}", String::from_utf8_lossy(&head));
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for round in 0..5 {
+        // An unrelated configuration change must not touch the established tunnel.
+        e.model.add_ingress(&obj::<Ingress>(json!({
+            "metadata": {"name": format!("other{round}"), "namespace": "default"},
+            "spec": {"defaultBackend": {"service": {"name": "b", "port": {"number": 80}}}}
+        })));
+        e.apply();
+        let msg = format!("frame {round}");
+        s.write_all(msg.as_bytes()).await?;
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).await?;
+        assert_eq!(buf, msg.as_bytes());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn body_size_limit_from_the_annotation() -> Result<()> {
+    let mut e = env().await?;
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "small", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/proxy-body-size": "1k"}},
+        "spec": {"rules": [{"host": "small.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "a", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    async fn post(addr: SocketAddr, body: Vec<u8>, chunked: bool) -> Result<(u16, String)> {
+        let s = TcpStream::connect(addr).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+        tokio::spawn(conn);
+        let req = Request::post("/upload").header("host", "small.test");
+        let resp = if chunked {
+            // A streamed body of unknown length goes out chunked.
+            let frames = futures::stream::iter(
+                body.chunks(256)
+                    .map(|c| {
+                        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::copy_from_slice(c)))
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            send.send_request(req.body(http_body_util::StreamBody::new(frames).boxed())?)
+                .await?
+        } else {
+            send.send_request(req.body(Full::new(Bytes::from(body)).boxed())?)
+                .await?
+        };
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+    assert_eq!(post(e.http(), vec![b'x'; 1000], false).await?.0, 200);
+    let (status, body) = post(e.http(), vec![b'x'; 2000], false).await?;
+    assert_eq!(status, 413);
+    assert!(body.contains("limit of this route is 1024 bytes"), "{body}");
+    assert_eq!(post(e.http(), vec![b'x'; 1000], true).await?.0, 200);
+    assert_eq!(post(e.http(), vec![b'x'; 4000], true).await?.0, 413);
+    // Other routes have no limit.
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::post("/a")
+                .header("host", "foo.test")
+                .body(Full::new(Bytes::from(vec![b'x'; 100_000])))?,
+        )
+        .await?;
+    assert_eq!(resp.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_elsewhere_and_the_dead_pod_avoided() -> Result<()> {
+    let mut e = env().await?;
+    // A port nobody listens on: connections are refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let live = backend("live").await?;
+    add_service(&mut e.model, "flaky", &[dead, live]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "flaky", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "flaky.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "flaky", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // Make the live endpoint look busy so the first pick is the dead one, deterministically.
+    let live_ep = e
+        .state
+        .routes
+        .load()
+        .endpoints()
+        .find(|ep| ep.addr == live)
+        .cloned()
+        .context("live endpoint")?;
+    for _ in 0..50 {
+        live_ep.start();
+    }
+    let mut c = H1::connect(e.http()).await?;
+    let (status, _, body) = c.get("flaky.test", "/").await?;
+    assert_eq!(status, 200, "retried on the live endpoint: {body}");
+    for _ in 0..50 {
+        live_ep.finish();
+    }
+    for i in 0..30 {
+        let (status, _, body) = c.get("flaky.test", "/").await?;
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(json_of(&body)?["name"], "live");
+    }
+    // The refused connects made the dead endpoint the expensive one, so P2C stops trying it
+    // (ejection after repeated failures is unit-tested in `balance`).
+    let table = e.state.routes.load();
+    let cost = |addr: SocketAddr| {
+        table
+            .endpoints()
+            .find(|ep| ep.addr == addr)
+            .map(|ep| ep.cost())
+            .context("endpoint in the table")
+    };
+    assert!(
+        cost(dead)? > 10.0 * cost(live)?,
+        "{} vs {}",
+        cost(dead)?,
+        cost(live)?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn canary_takes_its_share_per_request() -> Result<()> {
+    let mut e = env().await?;
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "canary", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/canary-weight": "50"}},
+        "spec": {"rules": [{"host": "foo.test", "http": {"paths": [
+            {"path": "/a", "pathType": "Prefix", "backend": {"service": {"name": "b", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let mut c = H1::connect(e.http()).await?;
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let (status, _, body) = c.get("foo.test", "/a").await?;
+        assert_eq!(status, 200);
+        seen.insert(json_of(&body)?["name"].as_str().unwrap_or("").to_owned());
+    }
+    // Per request, over one connection: both backends (probability of a miss: 2^-99).
+    assert_eq!(seen, HashSet::from(["a".into(), "b".into()]));
+    Ok(())
+}
+
+/// A backend serving HTTP/1.1 over TLS with a self-signed certificate (pods rarely have
+/// certificates anything trusts).
+async fn tls_backend(name: &'static str) -> Result<SocketAddr> {
+    let c = rcgen::generate_simple_self_signed(vec!["pod.internal".to_owned()])?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(c.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(skiff_ingress::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![c.cert.der().clone()], key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = json!({"name": name, "path": req.uri().path()}).to_string();
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn https_upstreams_by_annotation() -> Result<()> {
+    let mut e = env().await?;
+    add_service(&mut e.model, "tlspod", &[tls_backend("tls-pod").await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "tlsup", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "HTTPS"}},
+        "spec": {"rules": [{"host": "tlsup.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "tlspod", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let mut c = H1::connect(e.http()).await?;
+    for i in 0..3 {
+        let (status, _, body) = c.get("tlsup.test", &format!("/s/{i}")).await?;
+        assert_eq!(status, 200, "{body}");
+        let v = json_of(&body)?;
+        assert_eq!(v["name"], "tls-pod");
+        assert_eq!(v["path"], format!("/s/{i}"));
+    }
+    Ok(())
+}
+
+/// Sends raw bytes and returns what comes back until the server closes or 5 s pass.
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    // The server may answer and close before reading everything: write errors are expected.
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_4xx_and_harm_nothing() -> Result<()> {
+    let e = env().await?;
+    let garbage = raw(e.http(), b"THIS IS NOT HTTP\r\n\r\n").await?;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    let mut huge = b"GET /a HTTP/1.1\r\nHost: foo.test\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 2 << 20));
+    huge.extend(b"\r\n\r\n");
+    let big = raw(e.http(), &huge).await?;
+    assert!(
+        big.is_empty() || big.starts_with("HTTP/1.1 4"),
+        "an oversized header is refused: {:?}",
+        &big[..big.len().min(200)]
+    );
+    let bad_host = raw(
+        e.http(),
+        b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert!(bad_host.starts_with("HTTP/1.1 400"), "{bad_host:?}");
+    assert!(bad_host.contains("invalid Host header"), "{bad_host:?}");
+    // A request shorter than the HTTP/2 preface is answered, not left waiting for more bytes.
+    let short = raw(e.http(), b"GET / HTTP/1.0\r\n\r\n").await?;
+    assert!(short.contains(" 404 "), "{short:?}");
+    // The proxy still serves.
+    assert_eq!(get(e.http(), "foo.test", "/a").await?.0, 200);
+    Ok(())
+}
