@@ -36,10 +36,57 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Longest `timeoutSeconds` honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// One watch line around an encoded object: `{"type":KIND,"object":OBJECT}` and a newline.
+fn line(kind: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + kind.len() + 24);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
 fn event(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+    line(kind, &serde_json::to_vec(object).unwrap_or_default())
+}
+
+/// A stored object as it goes out, with `apiVersion` and `kind` first — what
+/// `with_type_meta` gives, encoded straight from the shared object instead of a copy.
+struct TypedObject<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    object: &'a Value,
+}
+
+impl serde::Serialize for TypedObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let Value::Object(fields) = self.object else {
+            return self.object.serialize(s);
+        };
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("apiVersion", self.api_version)?;
+        map.serialize_entry("kind", self.kind)?;
+        for (k, v) in fields {
+            if k != "apiVersion" && k != "kind" {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The object of `ev` encoded for watchers of `info`, once per change for all of them.
+fn shared_object(info: &KindInfo, api_version: &str, ev: &WatchEvent) -> Bytes {
+    ev.encoded.get_or_make(api_version, || {
+        let typed = TypedObject {
+            api_version,
+            kind: info.name,
+            object: &ev.object,
+        };
+        Bytes::from(serde_json::to_vec(&typed).unwrap_or_default())
+    })
 }
 
 fn bookmark(info: &KindInfo, revision: Revision) -> Bytes {
@@ -128,9 +175,23 @@ pub(crate) async fn watch(
 
     // With a Table Accept every object travels as a one-row Table (kubectl get -w).
     let table_query = query.as_table.then(|| query.clone());
-    let encode = move |kind: &str, object: Value| match &table_query {
-        Some(q) => event(kind, &object_table(info, object, q)),
-        None => event(kind, &object),
+    let api_version = info.api_version();
+    let encode = move |kind: &str, ev: &WatchEvent| match &table_query {
+        Some(q) => event(
+            kind,
+            &object_table(info, with_type_meta(info, (*ev.object).clone()), q),
+        ),
+        None => line(kind, &shared_object(info, &api_version, ev)),
+    };
+    let encode_initial = {
+        let table_query = query.as_table.then(|| query.clone());
+        move |object: Value| {
+            let object = with_type_meta(info, object);
+            match &table_query {
+                Some(q) => event("ADDED", &object_table(info, object, q)),
+                None => event("ADDED", &object),
+            }
+        }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut shutdown = ctx.shutdown.clone();
@@ -146,11 +207,7 @@ pub(crate) async fn watch(
             }
         };
         for object in initial {
-            if tx
-                .send(encode("ADDED", with_type_meta(info, object)))
-                .await
-                .is_err()
-            {
+            if tx.send(encode_initial(object)).await.is_err() {
                 return;
             }
         }
@@ -171,7 +228,7 @@ pub(crate) async fn watch(
                         let Some(kind) = filtered_event_type(&filter, &ev) else {
                             continue;
                         };
-                        encode(kind, with_type_meta(info, ev.object))
+                        encode(kind, &ev)
                     }
                     Some(Err(e)) => {
                         let err = ApiError::from_store(info, "", e);
@@ -193,4 +250,37 @@ pub(crate) async fn watch(
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::storage::{ObjectKey, ResourceName};
+
+    fn pod_event(object: Value) -> WatchEvent {
+        let key = ObjectKey::new(ResourceName::new("pods").unwrap(), Some("default"), "p");
+        WatchEvent::new(EventType::Modified, key, 7, object, None)
+    }
+
+    #[test]
+    fn shared_encoding_is_the_type_meta_object_once_for_every_watcher() {
+        let info = skiff_api::kinds::by_resource("", "pods").unwrap();
+        let object = json!({"metadata": {"name": "p"}, "kind": "Stale", "spec": {"x": 1}});
+        let ev = pod_event(object.clone());
+        let first = line("MODIFIED", &shared_object(info, &info.api_version(), &ev));
+        let expected = json!({"type": "MODIFIED", "object": with_type_meta(info, object)});
+        let parsed: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(parsed, expected);
+        assert!(first.ends_with(b"}\n"));
+        // A clone of the event (another watcher) reuses the same bytes.
+        let again = shared_object(info, &info.api_version(), &ev.clone());
+        let cached = ev.encoded.get_or_make(&info.api_version(), || Bytes::new());
+        assert_eq!(again, cached);
+        assert!(!cached.is_empty());
+        // Another API version of the resource gets its own encoding, not the cached one.
+        let other = shared_object(info, "v2", &ev);
+        let parsed: Value = serde_json::from_slice(&other).unwrap();
+        assert_eq!(parsed["apiVersion"], "v2");
+    }
 }

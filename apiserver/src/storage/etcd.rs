@@ -836,13 +836,13 @@ impl WatchState {
                 )
             }
         };
-        Ok(Some(WatchEvent {
+        Ok(Some(WatchEvent::new(
             kind,
             key,
             revision,
             object,
             prev_object,
-        }))
+        )))
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use serde_json::Value;
@@ -206,7 +207,8 @@ pub enum EventType {
     Deleted,
 }
 
-/// One change, delivered to watchers in revision order, exactly once.
+/// One change, delivered to watchers in revision order, exactly once. Cloning is cheap: the
+/// objects are shared by every watcher of the change.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WatchEvent {
     pub kind: EventType,
@@ -215,11 +217,61 @@ pub struct WatchEvent {
     pub revision: Revision,
     /// The object after the change; for `Deleted`, its last state, with
     /// `metadata.resourceVersion` set to the deletion's revision (as Kubernetes does).
-    pub object: Value,
+    pub object: Arc<Value>,
     /// For `Modified`, the object before the change, so a filtered watch can tell an object
     /// that left its selector from one that changed inside it. `None` for `Added` and
     /// `Deleted`, and when that state is no longer known (history compacted).
-    pub prev_object: Option<Value>,
+    pub prev_object: Option<Arc<Value>>,
+    /// The object's wire form, made by the first watcher that sends it and reused by the
+    /// others: one change, many watchers, one encoding.
+    pub encoded: EncodedOnce,
+}
+
+impl WatchEvent {
+    pub fn new(
+        kind: EventType,
+        key: ObjectKey,
+        revision: Revision,
+        object: Value,
+        prev_object: Option<Value>,
+    ) -> Self {
+        WatchEvent {
+            kind,
+            key,
+            revision,
+            object: Arc::new(object),
+            prev_object: prev_object.map(Arc::new),
+            encoded: EncodedOnce::default(),
+        }
+    }
+}
+
+/// A once-filled slot for an event's encoded object, keyed by the encoding (e.g. the API
+/// version it was written for), shared by the clones of one [`WatchEvent`].
+#[derive(Clone, Debug, Default)]
+pub struct EncodedOnce(Arc<std::sync::OnceLock<(String, bytes::Bytes)>>);
+
+impl EncodedOnce {
+    /// The bytes encoded under `key`: made by `make` the first time, shared after. A caller
+    /// with another key (a different API version of the resource) gets its own, uncached.
+    pub fn get_or_make(&self, key: &str, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        if let Some((k, bytes)) = self.0.get() {
+            if k == key {
+                return bytes.clone();
+            }
+            return make();
+        }
+        let bytes = make();
+        let _ = self.0.set((key.to_owned(), bytes.clone()));
+        bytes
+    }
+}
+
+impl PartialEq for EncodedOnce {
+    /// A cache is no part of an event's identity.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A live stream of changes. Ends with `Err(Expired)` if the watcher falls so far behind that

@@ -732,14 +732,14 @@ pub async fn list_is_a_consistent_snapshot(f: &dyn StoreFixture, tag: &str) -> R
                         !state.contains_key(&k),
                         "Added for an object already in the list: {k:?}"
                     );
-                    state.insert(k, e.object);
+                    state.insert(k, (*e.object).clone());
                 }
                 EventType::Modified => {
                     ensure!(
                         state.contains_key(&k),
                         "Modified for an object not in the list: {k:?}"
                     );
-                    state.insert(k, e.object);
+                    state.insert(k, (*e.object).clone());
                 }
                 EventType::Deleted => {
                     ensure!(
@@ -798,10 +798,10 @@ pub async fn watch_from_list_revision(f: &dyn StoreFixture, tag: &str) -> Result
             (EventType::Added, "c".into(), rv(&c)),
         ]
     );
-    assert_eq!(events[0].object, b);
-    assert_eq!(events[1].object, a2);
-    assert_eq!(events[2].object, bd);
-    assert_eq!(events[3].object, c);
+    assert_eq!(*events[0].object, b);
+    assert_eq!(*events[1].object, a2);
+    assert_eq!(*events[2].object, bd);
+    assert_eq!(*events[3].object, c);
     assert_eq!(events[3].key, key(&r, Some(&ns), "c"));
     assert_quiet(&mut watch).await?;
 
@@ -814,7 +814,7 @@ pub async fn watch_from_list_revision(f: &dyn StoreFixture, tag: &str) -> Result
         .await?;
     let e = next_event(&mut live).await?;
     assert_eq!(
-        (e.kind, e.revision, e.object),
+        (e.kind, e.revision, (*e.object).clone()),
         (EventType::Added, rv(&d), d)
     );
     assert_quiet(&mut live).await
@@ -854,9 +854,9 @@ pub async fn watch_from_older_history(f: &dyn StoreFixture, tag: &str) -> Result
     }
     let mut watch = store.watch(&scope, rv(&a1)).await?;
     let events = take_events(&mut watch, 3).await?;
-    assert_eq!(events[0].object, a2);
-    assert_eq!(events[1].object, b);
-    assert_eq!(events[2].object, ad);
+    assert_eq!(*events[0].object, a2);
+    assert_eq!(*events[1].object, b);
+    assert_eq!(*events[2].object, ad);
     Ok(())
 }
 
@@ -882,7 +882,7 @@ pub async fn watch_deleted_carries_last_state(f: &dyn StoreFixture, tag: &str) -
     assert_eq!(del.kind, EventType::Deleted);
     assert_eq!(del.key, k);
     assert_eq!(del.revision, rv(&deleted));
-    assert_eq!(del.object, deleted);
+    assert_eq!(*del.object, deleted);
     assert_eq!(data(&del.object), "last state");
     assert_eq!(uid(&del.object), uid(&created));
     // The same from history.
@@ -907,13 +907,13 @@ pub async fn watch_modified_carries_previous_state(f: &dyn StoreFixture, tag: &s
     let live = take_events(&mut watch, 4).await?;
     assert_eq!(
         live.iter()
-            .map(|e| e.prev_object.clone())
+            .map(|e| e.prev_object.as_deref().cloned())
             .collect::<Vec<_>>(),
         expected,
         "live events"
     );
-    assert_eq!(live[2].object, v3);
-    assert_eq!(live[3].object, gone);
+    assert_eq!(*live[2].object, v3);
+    assert_eq!(*live[3].object, gone);
     // The same read back from history.
     let mut replay = store.watch(&scope, rv(&v1) - 1).await?;
     let replayed = take_events(&mut replay, 4).await?;
@@ -1271,7 +1271,7 @@ pub async fn restart_durability(f: &dyn StoreFixture, tag: &str) -> Result<()> {
             (EventType::Deleted, "b".into(), rv(&bd)),
         ]
     );
-    assert_eq!(events[3].object, bd);
+    assert_eq!(*events[3].object, bd);
 
     // Revisions keep increasing after the restart; the optimistic concurrency still holds.
     assert!(is_conflict(
@@ -1477,8 +1477,8 @@ pub async fn secret_round_trip(f: &dyn StoreFixture, tag: &str) -> Result<()> {
     let updated = store.update(&k, next, &no_pre()).await?;
     assert_eq!(store.get(&k).await?["data"]["password"], "c3dvcmRmaXNo");
     let events = take_events(&mut watch, 2).await?;
-    assert_eq!(events[0].object, created);
-    assert_eq!(events[1].object, updated);
+    assert_eq!(*events[0].object, created);
+    assert_eq!(*events[1].object, updated);
     drop(store);
     let store: Arc<dyn Store> = f.open().await?;
     assert_eq!(store.get(&k).await?, updated);

@@ -226,13 +226,7 @@ fn read_history(
                 EventType::Modified => previous_state(shared, &tx, &key, revision)?,
                 EventType::Added | EventType::Deleted => None,
             };
-            events.push(WatchEvent {
-                kind,
-                key,
-                revision,
-                object,
-                prev_object,
-            });
+            events.push(WatchEvent::new(kind, key, revision, object, prev_object));
         }
     }
     tx.finish().map_err(|e| shared.sql(e))?;

@@ -227,13 +227,7 @@ fn applied(
     meta::set_revision(&mut object, revision);
     Applied {
         result: Ok(object.clone()),
-        event: Some(WatchEvent {
-            kind,
-            key,
-            revision,
-            object,
-            prev_object,
-        }),
+        event: Some(WatchEvent::new(kind, key, revision, object, prev_object)),
     }
 }
 
