@@ -275,7 +275,7 @@ mod tests {
         assert!(first.ends_with(b"}\n"));
         // A clone of the event (another watcher) reuses the same bytes.
         let again = shared_object(info, &info.api_version(), &ev.clone());
-        let cached = ev.encoded.get_or_make(&info.api_version(), || Bytes::new());
+        let cached = ev.encoded.get_or_make(&info.api_version(), Bytes::new);
         assert_eq!(again, cached);
         assert!(!cached.is_empty());
         // Another API version of the resource gets its own encoding, not the cached one.
