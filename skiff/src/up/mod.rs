@@ -4,6 +4,7 @@
 mod admin;
 mod apply;
 mod dns;
+mod ingress;
 mod netns;
 mod proxy;
 
@@ -97,10 +98,12 @@ async fn run_cluster(
         proxy_state.node().addresses.clone(),
         plane.stopped(),
     ));
-    tracing::warn!(
-        "this build has no ingress yet: nothing is published on the ingress ports ({}/{})",
-        args.http_port,
-        args.https_port,
+    let ingress = ingress::start(args, plane.client.clone(), node, plane.stopped()).await?;
+    tracing::info!(
+        http = %ingress.http_addr,
+        https = %ingress.https_addr,
+        class = skiff_ingress::DEFAULT_CLASS_NAME,
+        "ingress on the host loopback"
     );
     // The kubelet runs on the root runtime: its streaming server must listen on the host
     // loopback, where the API server reaches it; everything it does to pods names the node
@@ -180,6 +183,7 @@ async fn run_cluster(
             proxy: proxy_state.clone(),
             dataplane: dataplane.dataplane.clone(),
             dns: dns.metrics.clone(),
+            ingress: ingress.metrics.clone(),
         },
         plane.stopped(),
     ));
@@ -201,9 +205,11 @@ async fn run_cluster(
         if *stopping.borrow() {
             break;
         }
-        // Ready once the node is and the proxy programmed its first table.
+        // Ready once the node is, the proxy programmed its first table, DNS synced and the
+        // ingress serves its first route table.
         if *proxy_synced.borrow() > 0
             && dns.synced.iter().all(Synced::is_synced)
+            && *ingress.synced.borrow()
             && let Ok(Some(n)) = nodes.get_opt(&args.name).await
             && node_ready(&n)
         {
@@ -245,6 +251,9 @@ async fn run_cluster(
             Ok(Err(e)) => tracing::warn!(error = %e, "cluster DNS failed"),
             Err(e) => tracing::warn!(error = %e, "cluster DNS ended abnormally"),
         }
+    }
+    if let Err(e) = ingress.task.await {
+        tracing::warn!(error = %e, "the ingress ended abnormally");
     }
     if let Err(e) = admin.await {
         tracing::warn!(error = %e, "the admin endpoint ended abnormally");
