@@ -458,6 +458,9 @@ async fn skiff_up_ingress_routes_hosts_paths_tls_and_grpc_from_the_host() -> Res
     // request so one client connection reaches every pod of the Deployment.
     let grpc_pods = eventually("gRPC over one connection reaches the 3 pods", || async {
         let tcp = TcpStream::connect(http).await?;
+        // HEADERS and DATA are separate writes: without this, Nagle holds DATA back for the
+        // server's delayed ACK (40 ms a call).
+        tcp.set_nodelay(true)?;
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
         tokio::spawn(conn);

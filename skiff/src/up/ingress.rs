@@ -28,19 +28,25 @@ fn bind(port: u16, flag: &str) -> anyhow::Result<std::net::TcpListener> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} ({flag})"))
 }
 
-/// Binds both listeners here (the root netns), creates the IngressClass `skiff` and starts
-/// the controller. Called on the root runtime: the watches stay on it.
+/// Binds both listeners on the host loopback (the root netns), before anything else starts:
+/// a taken port stops `up` at once.
+pub fn listeners(args: &UpArgs) -> anyhow::Result<Listeners> {
+    Ok(Listeners {
+        http: Some(bind(args.http_port, "--http-port")?),
+        https: Some(bind(args.https_port, "--https-port")?),
+        ..Listeners::default()
+    })
+}
+
+/// Creates the IngressClass `skiff` and starts the controller on `listeners`. Called on the
+/// root runtime: the watches stay on it.
 pub async fn start(
     args: &UpArgs,
+    listeners: Listeners,
     client: kube::Client,
     node: &tokio::runtime::Runtime,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Ingress> {
-    let listeners = Listeners {
-        http: Some(bind(args.http_port, "--http-port")?),
-        https: Some(bind(args.https_port, "--https-port")?),
-        ..Listeners::default()
-    };
     let config = IngressConfig {
         routing: RoutingConfig {
             classes: ClassSelector {

@@ -29,6 +29,7 @@ use crate::server::ControlPlane;
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // A missing -f path is found before anything starts, not after the cluster is up.
     crate::manifests::expand_with(&args.cluster.manifests, true)?;
+    let ingress_listeners = ingress::listeners(&args)?;
     let netns_name = format!("skiff-{}", args.name);
     // Leftovers of a crashed run with the same name go first (pod namespaces are swept by the
     // kubelet's SandboxManager, which knows their prefix and state dir).
@@ -37,13 +38,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let _guard = netns::Guard(netns_name.clone());
     let root = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let node = netns::node_runtime(&netns_name)?;
-    root.block_on(run_cluster(&args, &netns_name, &node))
+    root.block_on(run_cluster(&args, &netns_name, &node, ingress_listeners))
 }
 
 async fn run_cluster(
     args: &UpArgs,
     netns_name: &str,
     node: &tokio::runtime::Runtime,
+    ingress_listeners: skiff_ingress::Listeners,
 ) -> anyhow::Result<()> {
     let data_dir = args
         .cluster
@@ -98,7 +100,14 @@ async fn run_cluster(
         proxy_state.node().addresses.clone(),
         plane.stopped(),
     ));
-    let ingress = ingress::start(args, plane.client.clone(), node, plane.stopped()).await?;
+    let ingress = ingress::start(
+        args,
+        ingress_listeners,
+        plane.client.clone(),
+        node,
+        plane.stopped(),
+    )
+    .await?;
     tracing::info!(
         http = %ingress.http_addr,
         https = %ingress.https_addr,
