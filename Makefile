@@ -20,6 +20,7 @@ unit:
 ## Build skiff and start the sandboxed cluster with the example app.
 demo: bootstrap
 	$(CARGO) build --release --locked -p skiff
+	@echo "once ready, from another shell: curl -k --resolve hello.skiff.test:8443:127.0.0.1 https://hello.skiff.test:8443/"
 	./target/release/skiff up -f examples/
 
 ## Criterion micro-benchmarks (the end-to-end comparisons arrive with `skiff bench`).

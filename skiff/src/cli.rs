@@ -188,9 +188,16 @@ pub struct ClusterArgs {
     #[arg(long, default_value = "172.18.255.0/24")]
     pub lb_pool: String,
 
-    /// IngressClass created at start (marked default) and served.
+    /// Also serve Ingresses of this IngressClass name, whatever its controller. The
+    /// IngressClass `skiff` (controller `skiff.dev/ingress-controller`) is created at start,
+    /// marked default, and always served.
     #[arg(long, default_value = "skiff")]
     pub ingress_class: String,
+
+    /// Where requests no Ingress rule matches go (else 404): `[NAMESPACE/]NAME[:PORT]`, PORT a
+    /// number or a port name; the namespace defaults to `default`, the port to 80.
+    #[arg(long, value_name = "SERVICE", value_parser = skiff_ingress::BackendRef::parse)]
+    pub default_backend: Option<skiff_ingress::BackendRef>,
 
     /// DNS record TTL in seconds (0-3600).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
@@ -232,7 +239,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 1053)]
     pub dns_port: u16,
 
-    /// Admin endpoint (plain HTTP): `/metrics` of the proxy and DNS, `/proxy/dump`, `/healthz`.
+    /// Admin endpoint (plain HTTP): `/metrics` of the proxy, DNS and ingress, `/proxy/dump`, `/healthz`.
     /// Port 0 picks a free one (logged).
     #[arg(long, default_value = "127.0.0.1:10249")]
     pub admin_addr: std::net::SocketAddr,
@@ -444,6 +451,17 @@ mod tests {
         assert_eq!(up.cluster.dns_ttl, 5);
         assert_eq!(up.cluster.proxy_mode, ProxyMode::Ebpf);
         assert_eq!(up.cluster.pods, PodRecords::Insecure);
+        assert_eq!(up.cluster.ingress_class, "skiff");
+        assert!(up.cluster.default_backend.is_none());
+        let cli = Cli::try_parse_from(["skiff", "up", "--default-backend", "demo/fallback:http"])
+            .unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(
+            up.cluster.default_backend.map(|b| b.to_string()).as_deref(),
+            Some("demo/fallback:http")
+        );
     }
 
     #[test]
@@ -495,6 +513,8 @@ mod tests {
         for bad in ["30000", "0-10", "20-10", "a-b", "1-70000"] {
             assert!(parse_port_range(bad).is_err(), "{bad}");
         }
+        assert!(Cli::try_parse_from(["skiff", "up", "--default-backend", "a/b/c"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "up", "--default-backend", "web:0"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "validate"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "server", "--bind-address", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "token", "create"]).is_err());

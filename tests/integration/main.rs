@@ -16,4 +16,5 @@ mod sandbox;
 mod storage;
 mod up;
 mod up_binary;
+mod up_ingress;
 mod userspace_proxy;

@@ -40,13 +40,17 @@ pub struct SkiffUp {
 
 impl SkiffUp {
     /// Starts `skiff up` with every published port on 0 (free ones; `extra` may give
-    /// `--dns-port` and `--admin-addr`) and `extra` arguments,
+    /// `--http-port`, `--https-port`, `--dns-port` and `--admin-addr`) and `extra` arguments,
     /// and waits for its ready line. Its logs go to this process's stderr.
     pub fn start(name: &str, data_dir: &Path, extra: &[&std::ffi::OsStr]) -> Result<SkiffUp> {
         let mut cmd = Command::new(skiff_exe()?);
-        cmd.args(["up", "--name", name, "--api-port", "0", "--http-port", "0"])
-            .args(["--https-port", "0"]);
-        for (flag, free) in [("--dns-port", "0"), ("--admin-addr", "127.0.0.1:0")] {
+        cmd.args(["up", "--name", name, "--api-port", "0"]);
+        for (flag, free) in [
+            ("--http-port", "0"),
+            ("--https-port", "0"),
+            ("--dns-port", "0"),
+            ("--admin-addr", "127.0.0.1:0"),
+        ] {
             if !extra.iter().any(|a| *a == flag) {
                 cmd.args([flag, free]);
             }

@@ -1,5 +1,5 @@
 //! `skiff up`'s admin endpoint on the host loopback (`--admin-addr`): Prometheus text of the
-//! service proxy and the cluster DNS on `/metrics`, the programmed service table and data
+//! service proxy, the cluster DNS and the ingress on `/metrics`, the programmed service table and data
 //! plane state on `/proxy/dump` (what `skiff proxy dump` would print), `/healthz`.
 
 use std::sync::Arc;
@@ -16,6 +16,7 @@ pub struct Sources {
     pub proxy: Arc<Proxy>,
     pub dataplane: Arc<dyn Dataplane>,
     pub dns: Vec<Arc<skiff_dns::Metrics>>,
+    pub ingress: Arc<skiff_ingress::Metrics>,
 }
 
 fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
@@ -27,6 +28,7 @@ fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
             if let Some(dns) = sources.dns.first() {
                 text.push_str(&dns.render());
             }
+            text.push_str(&sources.ingress.render());
             (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

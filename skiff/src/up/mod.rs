@@ -4,6 +4,7 @@
 mod admin;
 mod apply;
 mod dns;
+mod ingress;
 mod netns;
 mod proxy;
 
@@ -28,6 +29,7 @@ use crate::server::ControlPlane;
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // A missing -f path is found before anything starts, not after the cluster is up.
     crate::manifests::expand_with(&args.cluster.manifests, true)?;
+    let ingress_listeners = ingress::listeners(&args)?;
     let netns_name = format!("skiff-{}", args.name);
     // Leftovers of a crashed run with the same name go first (pod namespaces are swept by the
     // kubelet's SandboxManager, which knows their prefix and state dir).
@@ -36,13 +38,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let _guard = netns::Guard(netns_name.clone());
     let root = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let node = netns::node_runtime(&netns_name)?;
-    root.block_on(run_cluster(&args, &netns_name, &node))
+    root.block_on(run_cluster(&args, &netns_name, &node, ingress_listeners))
 }
 
 async fn run_cluster(
     args: &UpArgs,
     netns_name: &str,
     node: &tokio::runtime::Runtime,
+    ingress_listeners: skiff_ingress::Listeners,
 ) -> anyhow::Result<()> {
     let data_dir = args
         .cluster
@@ -97,10 +100,19 @@ async fn run_cluster(
         proxy_state.node().addresses.clone(),
         plane.stopped(),
     ));
-    tracing::warn!(
-        "this build has no ingress yet: nothing is published on the ingress ports ({}/{})",
-        args.http_port,
-        args.https_port,
+    let ingress = ingress::start(
+        args,
+        ingress_listeners,
+        plane.client.clone(),
+        node,
+        plane.stopped(),
+    )
+    .await?;
+    tracing::info!(
+        http = %ingress.http_addr,
+        https = %ingress.https_addr,
+        class = skiff_ingress::DEFAULT_CLASS_NAME,
+        "ingress on the host loopback"
     );
     // The kubelet runs on the root runtime: its streaming server must listen on the host
     // loopback, where the API server reaches it; everything it does to pods names the node
@@ -180,6 +192,7 @@ async fn run_cluster(
             proxy: proxy_state.clone(),
             dataplane: dataplane.dataplane.clone(),
             dns: dns.metrics.clone(),
+            ingress: ingress.metrics.clone(),
         },
         plane.stopped(),
     ));
@@ -201,9 +214,11 @@ async fn run_cluster(
         if *stopping.borrow() {
             break;
         }
-        // Ready once the node is and the proxy programmed its first table.
+        // Ready once the node is, the proxy programmed its first table, DNS synced and the
+        // ingress serves its first route table.
         if *proxy_synced.borrow() > 0
             && dns.synced.iter().all(Synced::is_synced)
+            && *ingress.synced.borrow()
             && let Ok(Some(n)) = nodes.get_opt(&args.name).await
             && node_ready(&n)
         {
@@ -245,6 +260,9 @@ async fn run_cluster(
             Ok(Err(e)) => tracing::warn!(error = %e, "cluster DNS failed"),
             Err(e) => tracing::warn!(error = %e, "cluster DNS ended abnormally"),
         }
+    }
+    if let Err(e) = ingress.task.await {
+        tracing::warn!(error = %e, "the ingress ended abnormally");
     }
     if let Err(e) = admin.await {
         tracing::warn!(error = %e, "the admin endpoint ended abnormally");
