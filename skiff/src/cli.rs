@@ -111,6 +111,10 @@ pub struct ValidateArgs {
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
     pub manifests: Vec<PathBuf>,
 
+    /// Also read the folders inside `-f` folders (kubectl's `-R`).
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+
     /// Unknown fields: an error (strict), a warning (warn) or dropped (ignore), like kubectl.
     #[arg(long, value_enum, default_value_t = FieldValidation::Strict)]
     pub validate: FieldValidation,
@@ -530,6 +534,17 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn validate_reads_subfolders_only_with_recursive() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Validate(v) => v.recursive,
+            _ => panic!("not validate"),
+        };
+        assert!(!parse(&["skiff", "validate", "-f", "examples/"]));
+        assert!(parse(&["skiff", "validate", "-R", "-f", "examples/"]));
+        assert!(parse(&["skiff", "validate", "--recursive", "-f", "x"]));
     }
 
     #[test]

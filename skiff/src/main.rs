@@ -96,7 +96,23 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     let (mut valid, mut failed) = (0usize, 0usize);
-    for file in manifests::expand(&args.manifests)? {
+    let files = manifests::expand_with(&args.manifests, args.recursive)?;
+    if files.is_empty() {
+        anyhow::bail!(
+            "no manifest files (.yaml, .yml, .json) in {}{}",
+            args.manifests
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if args.recursive {
+                ""
+            } else {
+                "; add -R to read the folders inside"
+            }
+        );
+    }
+    for file in files {
         let source = file.display().to_string();
         let checked = match manifests::read(&file) {
             Ok(text) => manifests::check(&source, &text, mode, &config),
