@@ -6,6 +6,7 @@
 //! the zone's SOA in the authority section, whose TTL and minimum are the record TTL.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::names::{self, labels, parse_ip_label, suffix_offset};
 use crate::snapshot::{PodRecords, Snapshot};
@@ -212,7 +213,7 @@ pub fn answer<'s>(zone: &[u8], snapshot: Option<&'s Snapshot>, q: &Question<'_>)
     Outcome::Answer(a)
 }
 
-fn push_set<'s>(a: &mut Answer<'s>, owner: RrOwner<'s>, rtype: u16, rdatas: &'s [Box<[u8]>]) {
+fn push_set<'s>(a: &mut Answer<'s>, owner: RrOwner<'s>, rtype: u16, rdatas: &'s [Arc<[u8]>]) {
     a.records.extend(rdatas.iter().map(|r| Rr {
         owner,
         rtype,
