@@ -142,6 +142,21 @@ impl Snapshot {
         self.len == 0
     }
 
+    /// Every record as (owner, type, RDATA), wire form, in no particular order (exports: the
+    /// benchmark's zone file for another server).
+    pub fn records(&self) -> impl Iterator<Item = (&[u8], u16, &[u8])> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter())
+            .flat_map(|(name, node)| {
+                node.rrsets.iter().flat_map(move |set| {
+                    set.rdatas
+                        .iter()
+                        .map(move |r| (&name[..], set.rtype, &r[..]))
+                })
+            })
+    }
+
     /// Every record as `name type rdata-debug` lines, sorted (for tests and debugging).
     pub fn dump(&self) -> Vec<String> {
         let mut out = Vec::new();
