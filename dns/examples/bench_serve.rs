@@ -46,7 +46,17 @@ fn main() -> Result<()> {
         .context("--services")?
         .unwrap_or(10_000);
     let settings = ZoneSettings::new("cluster.local", 5, PodRecords::Insecure)?;
-    let model = fixtures::bench_cluster(services);
+    let mut model = fixtures::bench_cluster(services);
+    // The nameserver's own Service, so `ns.dns.<zone>` (the apex NS) has an address.
+    let kube_dns = fixtures::service(
+        "kube-system",
+        "kube-dns",
+        &["10.96.0.10"],
+        &[("dns", "UDP", 53), ("dns-tcp", "TCP", 53)],
+    );
+    if let Some(info) = ServiceInfo::from_service(&kube_dns) {
+        model.services.insert(info.key.clone(), info);
+    }
     match command.as_str() {
         "zone" => {
             let out = opts.get("out").context("--out DIR")?;
