@@ -223,10 +223,15 @@ fn queries(services: usize) -> String {
 /// The programming cost of one Service change on this cluster (what the watch does after the
 /// debounce), and of a full build, in microseconds.
 fn updates(settings: &ZoneSettings, model: &skiff_dns::Model, services: usize) {
+    let rss0 = rss_mib();
     let t = Instant::now();
     let mut index = Index::from_model(settings, model);
     let mut served = index.snapshot();
     let full_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "RSS: model {rss0:.1} MiB, + index and snapshot {:.1} MiB",
+        rss_mib()
+    );
     let i = services / 2 + 1;
     let ns = format!("ns-{}", i % 100);
     let mut times = Vec::new();
@@ -250,4 +255,17 @@ fn updates(settings: &ZoneSettings, model: &skiff_dns::Model, services: usize) {
         at(0.99),
         times.last().copied().unwrap_or(0)
     );
+}
+
+/// This process's resident memory.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
