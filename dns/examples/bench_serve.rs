@@ -7,6 +7,7 @@
 //!                                                # DIR/queries.txt (dnsperf input)
 //! bench_serve serve --services N --listen ADDR --threads T
 //! bench_serve updates --services N              # one-change programming cost, p50/p99
+//! bench_serve answers --services N              # the answer path alone on queries.txt's mix
 //! ```
 //!
 //! Built in release for the measurement only:
@@ -88,7 +89,8 @@ fn main() -> Result<()> {
             updates(&settings, &model, services);
             Ok(())
         }
-        other => bail!("unknown command {other:?}: zone, serve or updates"),
+        "answers" => answers(&settings, &model, services),
+        other => bail!("unknown command {other:?}: zone, serve, updates or answers"),
     }
 }
 
@@ -108,17 +110,18 @@ async fn serve(
         ..DnsConfig::default()
     };
     let server = DnsServer::bind(config).await?;
-    server.install(&model);
-    println!(
-        "serving {} on {}",
-        model.services.len(),
-        server.local_addrs()[0]
-    );
+    // What the watch holds: the index (cut-down objects and the shards), not the model.
+    let services = model.services.len();
+    let mut index = Index::from_model(&settings, &model);
+    drop(model);
+    server.install_snapshot(index.snapshot());
+    println!("serving {services} Services on {}", server.local_addrs()[0]);
     server
         .serve(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    drop(index);
     Ok(())
 }
 
@@ -201,7 +204,7 @@ fn queries(services: usize) -> String {
         x ^= x << 17;
         let i = (x % services as u64) as usize;
         let name = |i: usize| format!("svc-{i}.ns-{}.svc.cluster.local", i % 100);
-        let clusterip = if i % BENCH_HEADLESS_EVERY == 0 {
+        let clusterip = if i.is_multiple_of(BENCH_HEADLESS_EVERY) {
             i + 1
         } else {
             i
@@ -268,4 +271,44 @@ fn rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// The synchronous answer path (`skiff_dns::respond`: parse, lookup, encode) on the dnsperf
+/// query mix, one core, no sockets.
+fn answers(settings: &ZoneSettings, model: &skiff_dns::Model, services: usize) -> Result<()> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let snap = Snapshot::build(settings, model);
+    let packets: Vec<Vec<u8>> = queries(services)
+        .lines()
+        .map(|line| {
+            let (name, rtype) = line.split_once(' ').context("query line")?;
+            let mut m = Message::query();
+            m.add_query(Query::query(
+                Name::from_ascii(name)?,
+                RecordType::from(rtype.parse::<u16>().unwrap_or(match rtype {
+                    "AAAA" => 28,
+                    "SRV" => 33,
+                    _ => 1,
+                })),
+            ));
+            Ok(m.to_vec()?)
+        })
+        .collect::<Result<_>>()?;
+    let mut out = Vec::with_capacity(2048);
+    let rounds = 20;
+    let start = Instant::now();
+    let mut answered = 0usize;
+    for _ in 0..rounds {
+        for p in &packets {
+            answered += usize::from(skiff_dns::respond(&snap, p, &mut out));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "answer path: {:.0}k queries/s on one core ({answered} of {} answered)",
+        (rounds * packets.len()) as f64 / secs / 1000.0,
+        rounds * packets.len()
+    );
+    Ok(())
 }

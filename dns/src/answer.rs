@@ -6,10 +6,9 @@
 //! the zone's SOA in the authority section, whose TTL and minimum are the record TTL.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use crate::names::{self, labels, parse_ip_label, suffix_offset};
-use crate::snapshot::{PodRecords, Snapshot};
+use crate::snapshot::{PodRecords, RrSet, Snapshot};
 use crate::wire::{
     self, CLASS_ANY, CLASS_IN, Flags, HEADER_LEN, Owner, Rcode, Request, ResponseWriter, Section,
     TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_NS, TYPE_SOA, TYPE_SRV,
@@ -222,18 +221,18 @@ pub fn answer<'s>(zone: &[u8], snapshot: Option<&'s Snapshot>, q: &Question<'_>)
     };
     for _ in 0..MAX_CNAME_CHAIN {
         if q.qtype == TYPE_ANY {
-            if node.rrsets.is_empty() {
+            if node.is_empty() {
                 a.soa_at = Some(zone_at);
             }
-            for set in &node.rrsets {
-                push_set(&mut a, owner, set.rtype, &set.rdatas);
+            for set in node.rrsets() {
+                push_set(&mut a, owner, set);
             }
         } else if let Some(set) = node.rrset(q.qtype) {
-            push_set(&mut a, owner, set.rtype, &set.rdatas);
-            add_target_addresses(&mut a, snap, zone, set.rtype, &set.rdatas);
+            push_set(&mut a, owner, set);
+            add_target_addresses(&mut a, snap, zone, set);
         } else if let Some(cname) = node.rrset(TYPE_CNAME) {
-            push_set(&mut a, owner, TYPE_CNAME, &cname.rdatas);
-            let Some(target) = cname.rdatas.first() else {
+            push_set(&mut a, owner, cname);
+            let Some(target) = cname.first() else {
                 break;
             };
             let target: &'s [u8] = target;
@@ -264,25 +263,19 @@ pub fn answer<'s>(zone: &[u8], snapshot: Option<&'s Snapshot>, q: &Question<'_>)
     Outcome::Answer(a)
 }
 
-fn push_set<'s>(a: &mut Answer<'s>, owner: RrOwner<'s>, rtype: u16, rdatas: &'s [Arc<[u8]>]) {
-    a.records.extend(rdatas.iter().map(|r| Rr {
+fn push_set<'s>(a: &mut Answer<'s>, owner: RrOwner<'s>, set: RrSet<'s>) {
+    a.records.extend(set.rdatas().map(|r| Rr {
         owner,
-        rtype,
-        rdata: Cow::Borrowed(&r[..]),
+        rtype: set.rtype,
+        rdata: Cow::Borrowed(r),
     }));
 }
 
 /// The A and AAAA records of the cluster names that SRV or NS records point at, each name once.
-fn add_target_addresses<'s>(
-    a: &mut Answer<'s>,
-    snap: &'s Snapshot,
-    zone: &[u8],
-    rtype: u16,
-    rdatas: &'s [Arc<[u8]>],
-) {
+fn add_target_addresses<'s>(a: &mut Answer<'s>, snap: &'s Snapshot, zone: &[u8], set: RrSet<'s>) {
     let mut seen: Vec<&[u8]> = Vec::new();
-    for rdata in rdatas {
-        let Some(skip) = target_offset(rtype, rdata) else {
+    for rdata in set.rdatas() {
+        let Some(skip) = target_offset(set.rtype, rdata) else {
             continue;
         };
         let target: &'s [u8] = &rdata[skip..];
@@ -295,10 +288,10 @@ fn add_target_addresses<'s>(
         };
         for t in [TYPE_A, TYPE_AAAA] {
             if let Some(set) = node.rrset(t) {
-                a.additional.extend(set.rdatas.iter().map(|r| Rr {
+                a.additional.extend(set.rdatas().map(|r| Rr {
                     owner: RrOwner::Name(target),
                     rtype: t,
-                    rdata: Cow::Borrowed(&r[..]),
+                    rdata: Cow::Borrowed(r),
                 }));
             }
         }
@@ -326,9 +319,9 @@ fn reverse<'s>(snapshot: Option<&'s Snapshot>, q: &Question<'_>) -> Outcome<'s> 
         soa: &[],
         ttl: snap.settings.ttl,
     };
-    for set in &node.rrsets {
+    for set in node.rrsets() {
         if set.rtype == q.qtype || q.qtype == TYPE_ANY {
-            push_set(&mut a, RrOwner::Question, set.rtype, &set.rdatas);
+            push_set(&mut a, RrOwner::Question, set);
         }
     }
     Outcome::Answer(a)

@@ -229,28 +229,35 @@ pub const BENCH_HEADLESS_EVERY: usize = 5;
 /// [`BENCH_HEADLESS_EVERY`]-th headless with 3 endpoints at `10.{128+e}.{i/256}.{i%256}`, the
 /// others ClusterIP at `10.{96 + i/65536}.{(i/256)%256}.{i%256}` with port `http` 80/TCP.
 pub fn bench_cluster(n: usize) -> crate::Model {
-    let mut services = Vec::with_capacity(n);
-    let mut slices = Vec::new();
+    use crate::model::{ServiceInfo, SliceInfo};
+    // Each object is cut down as soon as it is made, as the watch does with a listed page.
+    let mut model = crate::Model::default();
     for i in 0..n {
         let ns = format!("ns-{}", i % 100);
         let name = format!("svc-{i}");
-        if i % BENCH_HEADLESS_EVERY == 0 {
-            services.push(headless(&ns, &name, &[("http", "TCP", 8080)]));
+        let svc = if i.is_multiple_of(BENCH_HEADLESS_EVERY) {
             let ips: Vec<String> = (0..3)
                 .map(|e| format!("10.{}.{}.{}", 128 + e, (i / 256) % 256, i % 256))
                 .collect();
             let eps: Vec<Ep<'_>> = ips.iter().map(|a| (a.as_str(), None, true)).collect();
-            slices.push(slice(
+            let s = slice(
                 &ns,
                 &format!("{name}-1"),
                 &name,
                 &eps,
                 &[("http", "TCP", 8080)],
-            ));
+            );
+            if let Some(s) = SliceInfo::from_slice(&s) {
+                model.slices.insert(s.key.clone(), s);
+            }
+            headless(&ns, &name, &[("http", "TCP", 8080)])
         } else {
             let ip = format!("10.{}.{}.{}", 96 + i / 65536, (i / 256) % 256, i % 256);
-            services.push(service(&ns, &name, &[ip.as_str()], &[("http", "TCP", 80)]));
+            service(&ns, &name, &[ip.as_str()], &[("http", "TCP", 80)])
+        };
+        if let Some(s) = ServiceInfo::from_service(&svc) {
+            model.services.insert(s.key.clone(), s);
         }
     }
-    crate::Model::from_objects(&services, &slices, [])
+    model
 }

@@ -1,28 +1,33 @@
-//! The incremental record index: the cut-down objects, how many sources contribute each record
-//! and each name, and the served name map split into copy-on-write shards. A Service,
-//! EndpointSlice or Pod change recomputes only the records of the sources it touches (the
-//! Service it belongs to, or the Pod) and clones only the shards holding names whose records
-//! changed, so a snapshot swap costs work proportional to the change, not to the zone.
+//! The incremental record index: the cut-down objects, and the served name map split into
+//! copy-on-write shards that double as the index's bookkeeping. A Service, EndpointSlice or Pod
+//! change recomputes only the records of the sources it touches (the Service it belongs to, or
+//! the Pod), and only names whose records or existence changed are rewritten, in their shards;
+//! so a snapshot swap costs work proportional to the change, not to the zone.
 //!
 //! Why counts: records from different sources can coincide (two headless Services selecting one
 //! pod share its PTR name; two hostNetwork pods share an address), and a name exists while any
-//! record or existing child keeps it. Taking a source's records back decrements; whatever
-//! reaches zero disappears. A full build is the same index filled from nothing, so incremental
-//! and full builds give the same answers by construction (and a test checks it).
+//! record or existing child keeps it. Each node keeps how many sources contribute each of its
+//! records and how many reasons it has to exist (its own records and marks, plus its existing
+//! children); taking a source's records back decrements, and what reaches zero disappears. A
+//! full build is the same index filled from nothing, so incremental and full builds give the
+//! same answers by construction (and a test checks it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::model::{Key, Model, PodInfo, ServiceInfo, SliceInfo};
 use crate::names::{self, suffix_offset};
 use crate::records::{self, Records};
-use crate::snapshot::{Node, PodRecords, RrSet, Shard, Snapshot, ZoneSettings, shard_of};
+use crate::snapshot::{Node, PodRecords, Shard, Snapshot, ZoneSettings, shard_of};
 use crate::wire::TYPE_SOA;
 
 /// Shards of the served name map: a change clones the few it touches (each about names/1024
 /// entries), a snapshot clones 1024 `Arc`s.
 pub(crate) const SHARDS: usize = 1024;
+
+/// Sources whose changes are applied together in a big update.
+const BATCH: usize = 256;
 
 /// Who contributes records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,14 +37,11 @@ enum Source {
     Pod(Key),
 }
 
+/// What an update does to one name: reasons to exist gained or lost, records added or taken.
 #[derive(Debug, Default)]
-struct NameState {
-    /// Direct contributions (records and "exists" marks) plus existing children: the name
-    /// exists while this is above zero.
-    refs: u32,
-    /// (type, RDATA, sources contributing it), sorted by type then RDATA: the order RRsets and
-    /// their records are served in.
-    records: Vec<(u16, Arc<[u8]>, u32)>,
+struct Delta {
+    refs: i64,
+    records: Vec<(u16, Vec<u8>, i64)>,
 }
 
 /// Everything needed to turn object changes into snapshots. Owned by one task (the watch).
@@ -54,12 +56,11 @@ pub struct Index {
     /// Service key (namespace, `kubernetes.io/service-name`) → its slices' keys.
     slices_of: HashMap<Key, BTreeSet<Key>>,
     pods: HashMap<Key, PodInfo>,
-    names: HashMap<Arc<[u8]>, NameState>,
     shards: Vec<Arc<Shard>>,
+    /// Names in the shards.
+    len: usize,
     /// Sources changed since the last snapshot, with the records they had in it.
     stale: HashMap<Source, Records>,
-    /// Names whose node must be rebuilt (or removed) in the shards.
-    dirty: HashSet<Arc<[u8]>>,
 }
 
 impl Index {
@@ -78,12 +79,13 @@ impl Index {
             slices: HashMap::new(),
             slices_of: HashMap::new(),
             pods: HashMap::new(),
-            names: HashMap::new(),
             shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            len: 0,
             stale: HashMap::new(),
-            dirty: HashSet::new(),
         };
-        index.contribute(&zone);
+        let mut deltas = HashMap::new();
+        add(&mut deltas, &zone, 1);
+        index.apply(deltas);
         index
     }
 
@@ -218,41 +220,90 @@ impl Index {
     pub fn snapshot(&mut self) -> Snapshot {
         let stale = std::mem::take(&mut self.stale);
         let mut changed = false;
-        for (source, old) in stale {
+        let mut deltas: HashMap<Vec<u8>, Delta> = HashMap::new();
+        for (i, (source, old)) in stale.into_iter().enumerate() {
             let new = self.records_of(&source);
             if new != old {
-                self.retract(&old);
-                self.contribute(&new);
+                add(&mut deltas, &old, -1);
+                add(&mut deltas, &new, 1);
                 changed = true;
+            }
+            // A big update (the first sync, a relist) goes in batches, so the deltas in memory
+            // at once stay small next to the zone.
+            if i % BATCH == BATCH - 1 {
+                self.apply(std::mem::take(&mut deltas));
             }
         }
         let serial = now_serial();
         if changed && serial != self.serial {
             // The serial says when the zone last changed (what CoreDNS's kubernetes plugin does).
-            let old = records::zone(&self.settings, self.serial);
             let new = records::zone(&self.settings, serial);
-            self.retract(&old);
-            self.contribute(&new);
+            add(&mut deltas, &records::zone(&self.settings, self.serial), -1);
+            add(&mut deltas, &new, 1);
             self.serial = serial;
             self.soa = soa_of(&new);
         }
-        for name in std::mem::take(&mut self.dirty) {
-            let shard = Arc::make_mut(&mut self.shards[shard_of(&name)]);
-            match self.names.get(&name) {
-                Some(state) => {
-                    shard.insert(name, node_of(state));
-                }
-                None => {
-                    shard.remove(&name);
-                }
-            }
-        }
+        self.apply(deltas);
         Snapshot {
             settings: self.settings.clone(),
             shards: self.shards.clone(),
             soa: self.soa.clone(),
             pod_zone: self.pod_zone.clone(),
-            len: self.names.len(),
+            len: self.len,
+        }
+    }
+
+    /// Rewrites the nodes of the changed names, deepest first: a name that starts or stops
+    /// existing changes its parent's reasons to exist before the parent is rewritten.
+    fn apply(&mut self, mut deltas: HashMap<Vec<u8>, Delta>) {
+        let mut by_depth: Vec<Vec<Vec<u8>>> = Vec::new();
+        for name in deltas.keys() {
+            let depth = names::labels(name).count();
+            if by_depth.len() <= depth {
+                by_depth.resize_with(depth + 1, Vec::new);
+            }
+            by_depth[depth].push(name.clone());
+        }
+        while let Some(level) = by_depth.pop() {
+            for name in level {
+                let Some(delta) = deltas.remove(&name) else {
+                    continue;
+                };
+                let shard = Arc::make_mut(&mut self.shards[shard_of(&name)]);
+                let old = shard.get(name.as_slice());
+                let old_refs = old.map_or(0, Node::refs);
+                let Some(node) = merge(old, delta) else {
+                    continue;
+                };
+                let new_refs = node.as_ref().map_or(0, Node::refs);
+                match node {
+                    Some(node) => {
+                        shard.insert(name.clone().into_boxed_slice(), node);
+                    }
+                    None => {
+                        shard.remove(name.as_slice());
+                    }
+                }
+                let change = match (old_refs > 0, new_refs > 0) {
+                    (false, true) => 1,
+                    (true, false) => -1,
+                    _ => continue,
+                };
+                self.len = self.len.saturating_add_signed(change);
+                if let Some(parent) = self.parent_in_zone(&name) {
+                    // The parent is one level up, so still to come in this loop; queued unless
+                    // it already is.
+                    let queued = deltas.contains_key(&parent);
+                    delta_of(&mut deltas, &parent).refs += change as i64;
+                    if !queued {
+                        let depth = names::labels(&parent).count();
+                        if by_depth.len() <= depth {
+                            by_depth.resize_with(depth + 1, Vec::new);
+                        }
+                        by_depth[depth].push(parent);
+                    }
+                }
+            }
         }
     }
 
@@ -289,96 +340,6 @@ impl Index {
         }
     }
 
-    fn contribute(&mut self, r: &Records) {
-        for (name, rtype, rdata) in &r.records {
-            let key = self.hold(name);
-            let Some(state) = self.names.get_mut(&key) else {
-                continue;
-            };
-            match find(&state.records, *rtype, rdata) {
-                Ok(i) => state.records[i].2 += 1,
-                Err(i) => {
-                    state
-                        .records
-                        .insert(i, (*rtype, Arc::from(rdata.as_slice()), 1));
-                    self.dirty.insert(key);
-                }
-            }
-        }
-        for name in &r.exist {
-            self.hold(name);
-        }
-    }
-
-    fn retract(&mut self, r: &Records) {
-        for (name, rtype, rdata) in &r.records {
-            if let Some(state) = self.names.get_mut(name.as_slice())
-                && let Ok(i) = find(&state.records, *rtype, rdata)
-            {
-                state.records[i].2 -= 1;
-                if state.records[i].2 == 0 {
-                    state.records.remove(i);
-                    if let Some((key, _)) = self.names.get_key_value(name.as_slice()) {
-                        self.dirty.insert(key.clone());
-                    }
-                }
-            }
-            self.release(name);
-        }
-        for name in &r.exist {
-            self.release(name);
-        }
-    }
-
-    /// One more reason for `name` to exist; a name that starts existing holds its parent
-    /// (inside the zone, up to the apex), so ancestors of every name exist. Returns the key.
-    fn hold(&mut self, name: &[u8]) -> Arc<[u8]> {
-        let existing = self.names.get_key_value(name).map(|(k, _)| k.clone());
-        let (key, created) = match existing {
-            Some(k) => {
-                if let Some(state) = self.names.get_mut(name) {
-                    state.refs += 1;
-                }
-                (k, false)
-            }
-            None => {
-                let k: Arc<[u8]> = Arc::from(name);
-                self.names.insert(
-                    k.clone(),
-                    NameState {
-                        refs: 1,
-                        records: Vec::new(),
-                    },
-                );
-                (k, true)
-            }
-        };
-        if created {
-            self.dirty.insert(key.clone());
-            if let Some(parent) = self.parent_in_zone(name) {
-                self.hold(&parent);
-            }
-        }
-        key
-    }
-
-    /// The reverse of [`Index::hold`].
-    fn release(&mut self, name: &[u8]) {
-        let Some(state) = self.names.get_mut(name) else {
-            return;
-        };
-        state.refs -= 1;
-        if state.refs > 0 {
-            return;
-        }
-        if let Some((key, _)) = self.names.remove_entry(name) {
-            self.dirty.insert(key);
-        }
-        if let Some(parent) = self.parent_in_zone(name) {
-            self.release(&parent);
-        }
-    }
-
     /// The parent of a name strictly below the zone apex.
     fn parent_in_zone(&self, name: &[u8]) -> Option<Vec<u8>> {
         if suffix_offset(name, &self.settings.zone).is_some_and(|o| o > 0) {
@@ -389,22 +350,94 @@ impl Index {
     }
 }
 
-fn find(records: &[(u16, Arc<[u8]>, u32)], rtype: u16, rdata: &[u8]) -> Result<usize, usize> {
-    records.binary_search_by(|(t, d, _)| (*t, &**d).cmp(&(rtype, rdata)))
+/// Adds `sign` × the records of a source to the deltas.
+fn add(deltas: &mut HashMap<Vec<u8>, Delta>, r: &Records, sign: i64) {
+    for (name, rtype, rdata) in &r.records {
+        let d = delta_of(deltas, name);
+        d.refs += sign;
+        d.records.push((*rtype, rdata.clone(), sign));
+    }
+    for name in &r.exist {
+        delta_of(deltas, name).refs += sign;
+    }
 }
 
-fn node_of(state: &NameState) -> Node {
-    let mut rrsets: Vec<RrSet> = Vec::new();
-    for (rtype, rdata, _) in &state.records {
-        match rrsets.last_mut() {
-            Some(set) if set.rtype == *rtype => set.rdatas.push(rdata.clone()),
-            _ => rrsets.push(RrSet {
-                rtype: *rtype,
-                rdatas: vec![rdata.clone()],
-            }),
+fn delta_of<'d>(deltas: &'d mut HashMap<Vec<u8>, Delta>, name: &[u8]) -> &'d mut Delta {
+    // Looked up first: most names are touched several times, and `entry` would copy the key.
+    if !deltas.contains_key(name) {
+        deltas.insert(name.to_vec(), Delta::default());
+    }
+    deltas.get_mut(name).expect("inserted above")
+}
+
+/// The node after `delta`: `None` (outer) when nothing changes, `Some(None)` when the name stops
+/// existing. Records are merged in order; counts that reach zero drop the record.
+#[allow(clippy::option_option)]
+fn merge(old: Option<&Node>, mut delta: Delta) -> Option<Option<Node>> {
+    delta
+        .records
+        .sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    // Equal records from the old and the new version of a source cancel out.
+    let mut changes: Vec<(u16, Vec<u8>, i64)> = Vec::with_capacity(delta.records.len());
+    for (t, r, n) in delta.records {
+        match changes.last_mut() {
+            Some(last) if last.0 == t && last.1 == r => last.2 += n,
+            _ => changes.push((t, r, n)),
         }
     }
-    Node { rrsets }
+    changes.retain(|c| c.2 != 0);
+    if delta.refs == 0 && changes.is_empty() {
+        return None;
+    }
+    let old_refs = old.map_or(0, Node::refs);
+    let refs = (i64::from(old_refs) + delta.refs).clamp(0, i64::from(u32::MAX)) as u32;
+    if refs == 0 {
+        return Some(None);
+    }
+    let mut out = Vec::with_capacity(old.map_or(4, |n| n.0.len()) + changes.len() * 16);
+    out.extend_from_slice(&refs.to_be_bytes());
+    let push = |out: &mut Vec<u8>, t: u16, count: i64, rdata: &[u8]| {
+        if count > 0 {
+            out.extend_from_slice(&t.to_be_bytes());
+            out.extend_from_slice(&(count.min(i64::from(u32::MAX)) as u32).to_be_bytes());
+            out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            out.extend_from_slice(rdata);
+        }
+    };
+    let mut olds = old.into_iter().flat_map(Node::entries).peekable();
+    let mut news = changes.into_iter().peekable();
+    loop {
+        match (olds.peek(), news.peek()) {
+            (Some(&(ot, oc, or)), Some((nt, nr, _))) => match (ot, or).cmp(&(*nt, nr.as_slice())) {
+                std::cmp::Ordering::Less => {
+                    push(&mut out, ot, i64::from(oc), or);
+                    olds.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    if let Some((t, r, n)) = news.next() {
+                        push(&mut out, t, n, &r);
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    if let Some((t, r, n)) = news.next() {
+                        push(&mut out, t, i64::from(oc) + n, &r);
+                    }
+                    olds.next();
+                }
+            },
+            (Some(&(ot, oc, or)), None) => {
+                push(&mut out, ot, i64::from(oc), or);
+                olds.next();
+            }
+            (None, Some(_)) => {
+                if let Some((t, r, n)) = news.next() {
+                    push(&mut out, t, n, &r);
+                }
+            }
+            (None, None) => break,
+        }
+    }
+    Some(Some(Node(out.into_boxed_slice())))
 }
 
 fn soa_of(zone: &Records) -> Arc<[u8]> {

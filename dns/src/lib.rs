@@ -177,7 +177,11 @@ impl DnsServer {
     /// Serves `model` (built now) instead of a watch: tests, benchmarks, or a caller with its
     /// own source of objects. Marks the server synced.
     pub fn install(&self, model: &Model) {
-        let snap = Snapshot::build(&self.settings, model);
+        self.install_snapshot(Snapshot::build(&self.settings, model));
+    }
+
+    /// Serves `snap` (built by the caller, e.g. from its own [`Index`]); marks the server synced.
+    pub fn install_snapshot(&self, snap: Snapshot) {
         self.handler
             .metrics
             .snapshot_names

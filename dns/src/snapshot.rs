@@ -77,28 +77,108 @@ impl ZoneSettings {
     }
 }
 
-/// The records of one name.
+/// A name that exists, with its records in one allocation: `refs` (u32, why the name exists:
+/// see [`crate::index`]), then per record `type` (u16), `count` (u32, how many sources
+/// contribute it), RDATA length (u16) and the pre-encoded RDATA, sorted by type then RDATA
+/// (an RRset is a set, RFC 2181 §5). No records: an empty non-terminal.
+///
+/// Why one blob: a name costs one allocation instead of a vector of RRsets, each a vector of
+/// RDATA buffers, and the index's bookkeeping lives in the same bytes, so the zone is held once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RrSet {
-    pub rtype: u16,
-    /// Pre-encoded RDATA, sorted and without duplicates (an RRset is a set, RFC 2181 §5).
-    pub rdatas: Vec<Arc<[u8]>>,
-}
+pub struct Node(pub(crate) Box<[u8]>);
 
-/// A name that exists; no RRsets means an empty non-terminal.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Node {
-    pub rrsets: Vec<RrSet>,
-}
+/// Bytes of a record before its RDATA.
+pub(crate) const RECORD_HEAD: usize = 8;
 
 impl Node {
-    pub fn rrset(&self, rtype: u16) -> Option<&RrSet> {
-        self.rrsets.iter().find(|r| r.rtype == rtype)
+    /// Why the name exists (index bookkeeping).
+    pub(crate) fn refs(&self) -> u32 {
+        self.0
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    }
+
+    /// (type, count, RDATA) of every record, in order.
+    pub(crate) fn entries(&self) -> Entries<'_> {
+        Entries {
+            rest: self.0.get(4..).unwrap_or_default(),
+        }
+    }
+
+    /// No records (an empty non-terminal).
+    pub fn is_empty(&self) -> bool {
+        self.0.len() <= 4
+    }
+
+    /// The RRset of one type.
+    pub fn rrset(&self, rtype: u16) -> Option<RrSet<'_>> {
+        self.rrsets().find(|s| s.rtype == rtype)
+    }
+
+    /// Every RRset, by type.
+    pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
+        let mut rest = self.0.get(4..).unwrap_or_default();
+        std::iter::from_fn(move || {
+            let rtype = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+            // The set ends where the first record of another type starts.
+            let mut records = Entries { rest };
+            let mut end = 0;
+            while let Some((t, _, _)) = records.next()
+                && t == rtype
+            {
+                end = rest.len() - records.rest.len();
+            }
+            if end == 0 {
+                return None;
+            }
+            let (set, after) = rest.split_at(end);
+            rest = after;
+            Some(RrSet { rtype, bytes: set })
+        })
+    }
+}
+
+/// Iterator over a node's records; see [`Node::entries`].
+#[derive(Debug, Clone)]
+pub(crate) struct Entries<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (u16, u32, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let head = self.rest.get(..RECORD_HEAD)?;
+        let rtype = u16::from_be_bytes([head[0], head[1]]);
+        let count = u32::from_be_bytes([head[2], head[3], head[4], head[5]]);
+        let len = usize::from(u16::from_be_bytes([head[6], head[7]]));
+        let rdata = self.rest.get(RECORD_HEAD..RECORD_HEAD + len)?;
+        self.rest = &self.rest[RECORD_HEAD + len..];
+        Some((rtype, count, rdata))
+    }
+}
+
+/// The records of one type at one name.
+#[derive(Debug, Clone, Copy)]
+pub struct RrSet<'a> {
+    pub rtype: u16,
+    bytes: &'a [u8],
+}
+
+impl<'a> RrSet<'a> {
+    /// The pre-encoded RDATA of each record.
+    pub fn rdatas(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        Entries { rest: self.bytes }.map(|(_, _, r)| r)
+    }
+
+    pub fn first(&self) -> Option<&'a [u8]> {
+        self.rdatas().next()
     }
 }
 
 /// One shard of the name map.
-pub(crate) type Shard = HashMap<Arc<[u8]>, Node>;
+pub(crate) type Shard = HashMap<Box<[u8]>, Node>;
 
 /// The shard of a name (FNV-1a: cheap, and the shard's own map hashes again with SipHash, so
 /// crafted query names cannot pile up in one bucket).
@@ -148,31 +228,23 @@ impl Snapshot {
         self.shards
             .iter()
             .flat_map(|s| s.iter())
-            .flat_map(|(name, node)| {
-                node.rrsets.iter().flat_map(move |set| {
-                    set.rdatas
-                        .iter()
-                        .map(move |r| (&name[..], set.rtype, &r[..]))
-                })
-            })
+            .flat_map(|(name, node)| node.entries().map(move |(t, _, r)| (&name[..], t, r)))
     }
 
     /// Every record as `name type rdata-debug` lines, sorted (for tests and debugging).
     pub fn dump(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (name, node) in self.shards.iter().flat_map(|s| s.iter()) {
-            if node.rrsets.is_empty() {
+            if node.is_empty() {
                 out.push(format!("{} ENT", names::to_dotted(name)));
             }
-            for set in &node.rrsets {
-                for rdata in &set.rdatas {
-                    out.push(format!(
-                        "{} {} {}",
-                        names::to_dotted(name),
-                        set.rtype,
-                        rdata_text(set.rtype, rdata)
-                    ));
-                }
+            for (rtype, _, rdata) in node.entries() {
+                out.push(format!(
+                    "{} {} {}",
+                    names::to_dotted(name),
+                    rtype,
+                    rdata_text(rtype, rdata)
+                ));
             }
         }
         out.sort();
