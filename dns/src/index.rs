@@ -297,13 +297,15 @@ impl Index {
                 let Some(delta) = deltas.remove(&name) else {
                     continue;
                 };
-                let shard = Arc::make_mut(&mut self.shards[shard_of(&name)]);
-                let old = shard.get(name.as_slice());
+                let at = shard_of(&name);
+                let old = self.shards[at].get(name.as_slice());
                 let old_refs = old.map_or(0, Node::refs);
+                // A delta that cancels out copies no shard.
                 let Some(node) = merge(old, delta) else {
                     continue;
                 };
                 let new_refs = node.as_ref().map_or(0, Node::refs);
+                let shard = Arc::make_mut(&mut self.shards[at]);
                 match node {
                     Some(node) => {
                         shard.insert(name.clone().into_boxed_slice(), node);
