@@ -8,7 +8,9 @@
 # zones are left out and not queried). Each server is pinned to $SERVER_CPU with one worker
 # thread; dnsperf is pinned to $CLIENT_CPU. Runs are interleaved (skiff, Knot, skiff, ...),
 # $REPS of each:
-#   - throughput: dnsperf as fast as the server answers ($DURATION s, 100 queries in flight);
+#   - throughput: dnsperf as fast as the server answers ($DURATION s, 100 queries in flight),
+#     and queries per second of server CPU (utime + stime from /proc over that run), which
+#     still compares the servers when the one dnsperf core is the limit;
 #   - latency: dnsperf at a fixed $RATE queries/s with -v, p50/p99 computed from every
 #     query's latency (dnsperf 2.10 has no histogram option);
 #   - memory: the server's VmRSS (and peak, VmHWM) from /proc after the runs.
@@ -135,14 +137,24 @@ dnsperf_latency() { # port → "p50_us p99_us"
     awk '{v[NR]=$1} END {if (NR == 0) {print "- -"; exit} p50=v[int(NR*0.5)+1]; p99=v[int(NR*0.99)+1]; printf "%.0f %.0f\n", p50, p99}'
 }
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
+
 RESULTS="$WORK/results"
 : >"$RESULTS"
+TICKS=$(getconf CLK_TCK)
 for rep in $(seq "$REPS"); do
   for server in skiff knot; do
     port=$([ $server = skiff ] && echo "$SKIFF_PORT" || echo "$KNOT_PORT")
+    pid=$([ $server = skiff ] && echo "$SKIFF_PID" || echo "$KNOT_PID")
+    before=$(cpu_ticks "$pid")
     read -r qps lost < <(dnsperf_qps "$port")
+    after=$(cpu_ticks "$pid")
+    # Queries answered per second of server CPU: what the server costs, even when the one
+    # dnsperf core (not the server) is the limit.
+    per_cpu=$(awk -v q="$qps" -v d="$DURATION" -v t=$((after - before)) -v hz="$TICKS" \
+      'BEGIN {printf "%.0f", (t > 0) ? q * d / (t / hz) : 0}')
     read -r p50 p99 < <(dnsperf_latency "$port")
-    echo "$server $rep $qps $lost $p50 $p99" | tee -a "$RESULTS" >&2
+    echo "$server $rep $qps $lost $p50 $p99 $per_cpu" | tee -a "$RESULTS" >&2
   done
 done
 
@@ -154,14 +166,16 @@ median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 col() { awk -v s="$1" -v c="$2" '$1 == s {print $c}' "$RESULTS" | median; }
 echo
 echo "skiff-dns vs Knot DNS $(knotd -V | head -1 | awk '{print $NF}'), $SERVICES Services, one server core (cpu $SERVER_CPU), dnsperf on cpu $CLIENT_CPU, median of $REPS interleaved runs"
-printf "%-10s %12s %10s %14s %14s %10s %10s\n" server "QPS" lost "p50 µs@$RATE" "p99 µs@$RATE" "RSS MiB" "peak MiB"
+printf "%-10s %10s %6s %14s %14s %14s %9s %9s\n" server QPS lost "q/CPU-second" "p50 µs@$RATE" \
+  "p99 µs@$RATE" "RSS MiB" "peak MiB"
 for server in skiff knot; do
   r=$([ $server = skiff ] && echo "$skiff_rss $skiff_hwm" || echo "$knot_rss $knot_hwm")
   # shellcheck disable=SC2086
-  printf "%-10s %12.0f %10s %14s %14s %10s %10s\n" "$server" "$(col $server 3)" "$(col $server 4)" \
-    "$(col $server 5)" "$(col $server 6)" $r
+  printf "%-10s %10.0f %6s %14s %14s %14s %9s %9s\n" "$server" "$(col $server 3)" "$(col $server 4)" \
+    "$(col $server 7)" "$(col $server 5)" "$(col $server 6)" $r
 done
 awk -v sq="$(col skiff 3)" -v kq="$(col knot 3)" -v sr="$skiff_rss" -v kr="$knot_rss" \
+  -v sc="$(col skiff 7)" -v kc="$(col knot 7)" \
   -v s5="$(col skiff 5)" -v k5="$(col knot 5)" -v s9="$(col skiff 6)" -v k9="$(col knot 6)" \
-  'BEGIN {printf "skiff/knot: QPS %.2fx, p50 %.2fx, p99 %.2fx, RSS %.2fx\n", sq/kq, s5/k5, s9/k9, sr/kr}'
+  'BEGIN {printf "skiff/knot: QPS %.2fx, queries per CPU-second %.2fx, p50 %.2fx, p99 %.2fx, RSS %.2fx\n", sq/kq, sc/kc, s5/k5, s9/k9, sr/kr}'
 echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"
