@@ -367,3 +367,50 @@ fn an_update_shares_the_shards_it_did_not_touch() {
     assert!(changed <= 4, "{changed} shards copied for one change");
     assert!(changed >= 2, "the change is visible");
 }
+
+#[test]
+fn a_relist_replaces_what_changed_while_the_watch_was_down() {
+    let settings = settings(PodRecords::Verified);
+    let (services, slices, pods) = cluster();
+    let mut index = Index::from_model(&settings, &Model::from_objects(&services, &slices, &pods));
+    index.snapshot();
+    // While disconnected: `other/api` deleted, `default/kubernetes` moved, a Service, a slice
+    // and a pod added, `web-abc` deleted.
+    let mut after = services.clone();
+    after.retain(|s| s.metadata.name.as_deref() != Some("api"));
+    after.push(fixtures::service(
+        "default",
+        "kubernetes",
+        &["10.96.0.2"],
+        &[],
+    ));
+    after.push(fixtures::headless("late", "db", &[("pg", "TCP", 5432)]));
+    let mut after_slices: Vec<_> = slices
+        .iter()
+        .filter(|s| s.metadata.name.as_deref() != Some("web-abc"))
+        .cloned()
+        .collect();
+    after_slices.push(fixtures::slice(
+        "late",
+        "db-1",
+        "db",
+        &[("10.244.3.1", Some("db-0"), true)],
+        &[("pg", "TCP", 5432)],
+    ));
+    let mut after_pods = pods.clone();
+    after_pods.push(fixtures::pod("late", "db-0", &["10.244.3.1"]));
+    let want = Model::from_objects(&after, &after_slices, &after_pods);
+
+    assert!(index.replace_services(want.services.clone()));
+    assert!(index.replace_slices(want.slices.clone()));
+    assert!(index.replace_pods(want.pods.clone()));
+    let relisted = index.snapshot();
+    let full = Snapshot::build(&settings, &want);
+    assert_eq!(zone_without_soa(&relisted), zone_without_soa(&full));
+    assert_eq!(nodes(&relisted), nodes(&full));
+    // The same relist again changes nothing.
+    assert!(!index.replace_services(want.services.clone()));
+    assert!(!index.replace_slices(want.slices.clone()));
+    assert!(!index.replace_pods(want.pods));
+    assert_eq!(index.pending(), 0);
+}
