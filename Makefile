@@ -28,10 +28,11 @@ bench: bootstrap
 	$(CARGO) build --release --locked -p skiff
 	$(CARGO) bench --locked -p skiff-benches
 
-## Fuzz every target in turn, FUZZ_SECONDS each (needs nightly and cargo-fuzz).
+## Fuzz every target in turn, FUZZ_SECONDS each (needs cargo-fuzz; stable Rust with
+## RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes, so no nightly toolchain).
 FUZZ_TARGETS ?= manifest router patch dns_packet
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p corpus/$$t && \
-	  $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$${FUZZ_SECONDS:-300} -max_len=65536 || exit 1; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$${FUZZ_SECONDS:-300} -max_len=65536 || exit 1; \
 	done

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use skiff_dns::fixtures::{headless, service, slice};
+use skiff_dns::fixtures::{BENCH_HEADLESS_EVERY as HEADLESS_EVERY, bench_cluster};
 use skiff_dns::{DnsConfig, DnsServer, Model, PodRecords, Snapshot, ZoneSettings};
 
 const SERVICES: usize = 10_000;
-const HEADLESS_EVERY: usize = 5;
 
 fn queries() -> usize {
     if std::env::var_os("SKIFF_BENCH_QUICK").is_some() {
@@ -29,31 +28,7 @@ fn queries() -> usize {
 }
 
 fn model() -> Model {
-    let mut services = Vec::new();
-    let mut slices = Vec::new();
-    for i in 0..SERVICES {
-        let ns = format!("ns-{}", i % 100);
-        let name = format!("svc-{i}");
-        if i % HEADLESS_EVERY == 0 {
-            services.push(headless(&ns, &name, &[("http", "TCP", 8080)]));
-            let ips: Vec<String> = (0..3)
-                .map(|e| format!("10.{}.{}.{}", 128 + e, i / 256, i % 256))
-                .collect();
-            let eps: Vec<(&str, Option<&str>, bool)> =
-                ips.iter().map(|a| (a.as_str(), None, true)).collect();
-            slices.push(slice(
-                &ns,
-                &format!("{name}-1"),
-                &name,
-                &eps,
-                &[("http", "TCP", 8080)],
-            ));
-        } else {
-            let ip = format!("10.{}.{}.{}", 96 + i / 65536, (i / 256) % 256, i % 256);
-            services.push(service(&ns, &name, &[ip.as_str()], &[("http", "TCP", 80)]));
-        }
-    }
-    Model::from_objects(&services, &slices, [])
+    bench_cluster(SERVICES)
 }
 
 /// Makes the query packet for the i-th service.

@@ -8,10 +8,10 @@
 use std::borrow::Cow;
 
 use crate::names::{self, labels, parse_ip_label, suffix_offset};
-use crate::snapshot::{PodRecords, Snapshot};
+use crate::snapshot::{PodRecords, RrSet, Snapshot};
 use crate::wire::{
     self, CLASS_ANY, CLASS_IN, Flags, HEADER_LEN, Owner, Rcode, Request, ResponseWriter, Section,
-    TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_SOA,
+    TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_CNAME, TYPE_NS, TYPE_SOA, TYPE_SRV,
 };
 
 /// How many CNAMEs inside the cluster zone are followed before giving up (a loop of
@@ -52,6 +52,10 @@ pub struct Answer<'s> {
     pub rcode: Rcode,
     pub authoritative: bool,
     pub records: Vec<Rr<'s>>,
+    /// The additional section: addresses of the cluster names SRV and NS answers point at
+    /// (as CoreDNS gives them), so a client needs no second query. Dropped first when the
+    /// answer does not fit (RFC 2181 §9: no TC for a missing additional section).
+    pub additional: Vec<Rr<'s>>,
     /// Put the zone SOA in the authority section (negative answers), with the owner at this
     /// offset of the question's name (the zone apex is a suffix of it).
     pub soa_at: Option<usize>,
@@ -66,6 +70,7 @@ impl Answer<'_> {
             rcode,
             authoritative: false,
             records: Vec::new(),
+            additional: Vec::new(),
             soa_at: None,
             soa: &[],
             ttl: 0,
@@ -73,7 +78,8 @@ impl Answer<'_> {
     }
 
     /// Writes the response to `req` into `buf`; over UDP (`limit`), an answer that does not fit
-    /// becomes an empty TC response, so the client retries over TCP (RFC 2181 §9).
+    /// loses its additional section, and if it still does not fit becomes an empty TC response,
+    /// so the client retries over TCP (RFC 2181 §9).
     pub fn write(&self, req: &Request<'_>, buf: &mut Vec<u8>, limit: Option<usize>) {
         let flags = Flags {
             authoritative: self.authoritative,
@@ -81,13 +87,44 @@ impl Answer<'_> {
             recursion_available: true,
             rcode: self.rcode,
         };
+        let fits = |len: usize| limit.is_none_or(|l| len <= l);
+        if fits(self.write_sections(req, buf, flags, true)) {
+            return;
+        }
+        if !self.additional.is_empty() && fits(self.write_sections(req, buf, flags, false)) {
+            return;
+        }
+        wire::bare_response(
+            buf,
+            req,
+            Flags {
+                truncated: true,
+                ..flags
+            },
+        );
+    }
+
+    /// The whole response; its length.
+    fn write_sections(
+        &self,
+        req: &Request<'_>,
+        buf: &mut Vec<u8>,
+        flags: Flags,
+        additional: bool,
+    ) -> usize {
         let mut w = ResponseWriter::new(buf, req, flags);
+        // Where each SRV/NS target name sits in the message, so additional records can point
+        // at it (RFC 1035 §4.1.4) instead of spelling it again.
+        let mut targets: Vec<(&[u8], usize)> = Vec::new();
         for rr in &self.records {
             let owner = match rr.owner {
                 RrOwner::Question => Owner::Question,
                 RrOwner::Name(n) => Owner::Wire(n),
             };
-            w.record(Section::Answer, owner, rr.rtype, self.ttl, &rr.rdata);
+            let at = w.record(Section::Answer, owner, rr.rtype, self.ttl, &rr.rdata);
+            if let Some(skip) = target_offset(rr.rtype, &rr.rdata) {
+                targets.push((&rr.rdata[skip..], at + skip));
+            }
         }
         if let Some(at) = self.soa_at {
             w.record(
@@ -98,21 +135,33 @@ impl Answer<'_> {
                 self.soa,
             );
         }
+        if additional {
+            for rr in &self.additional {
+                let owner = match rr.owner {
+                    RrOwner::Question => Owner::Question,
+                    RrOwner::Name(n) => match targets.iter().find(|(t, _)| *t == n) {
+                        Some(&(_, at)) if at < 0x4000 => Owner::Pointer(at as u16),
+                        _ => Owner::Wire(n),
+                    },
+                };
+                w.record(Section::Additional, owner, rr.rtype, self.ttl, &rr.rdata);
+            }
+        }
         if let Some(e) = req.edns {
             w.opt(self.rcode, e.dnssec_ok);
         }
         let len = w.len();
         w.finish();
-        if limit.is_some_and(|l| len > l) {
-            wire::bare_response(
-                buf,
-                req,
-                Flags {
-                    truncated: true,
-                    ..flags
-                },
-            );
-        }
+        len
+    }
+}
+
+/// Where the target name starts in the RDATA of an SRV or NS record.
+fn target_offset(rtype: u16, rdata: &[u8]) -> Option<usize> {
+    match rtype {
+        TYPE_SRV if rdata.len() > 6 => Some(6),
+        TYPE_NS => Some(0),
+        _ => None,
     }
 }
 
@@ -147,6 +196,7 @@ pub fn answer<'s>(zone: &[u8], snapshot: Option<&'s Snapshot>, q: &Question<'_>)
         rcode: Rcode::NoError,
         authoritative: true,
         records: Vec::new(),
+        additional: Vec::new(),
         soa_at: None,
         soa: &snap.soa,
         ttl: snap.settings.ttl,
@@ -171,17 +221,18 @@ pub fn answer<'s>(zone: &[u8], snapshot: Option<&'s Snapshot>, q: &Question<'_>)
     };
     for _ in 0..MAX_CNAME_CHAIN {
         if q.qtype == TYPE_ANY {
-            if node.rrsets.is_empty() {
+            if node.is_empty() {
                 a.soa_at = Some(zone_at);
             }
-            for set in &node.rrsets {
-                push_set(&mut a, owner, set.rtype, &set.rdatas);
+            for set in node.rrsets() {
+                push_set(&mut a, owner, set);
             }
         } else if let Some(set) = node.rrset(q.qtype) {
-            push_set(&mut a, owner, set.rtype, &set.rdatas);
+            push_set(&mut a, owner, set);
+            add_target_addresses(&mut a, snap, zone, set);
         } else if let Some(cname) = node.rrset(TYPE_CNAME) {
-            push_set(&mut a, owner, TYPE_CNAME, &cname.rdatas);
-            let Some(target) = cname.rdatas.first() else {
+            push_set(&mut a, owner, cname);
+            let Some(target) = cname.first() else {
                 break;
             };
             let target: &'s [u8] = target;
@@ -212,12 +263,39 @@ pub fn answer<'s>(zone: &[u8], snapshot: Option<&'s Snapshot>, q: &Question<'_>)
     Outcome::Answer(a)
 }
 
-fn push_set<'s>(a: &mut Answer<'s>, owner: RrOwner<'s>, rtype: u16, rdatas: &'s [Box<[u8]>]) {
-    a.records.extend(rdatas.iter().map(|r| Rr {
+fn push_set<'s>(a: &mut Answer<'s>, owner: RrOwner<'s>, set: RrSet<'s>) {
+    a.records.extend(set.rdatas().map(|r| Rr {
         owner,
-        rtype,
-        rdata: Cow::Borrowed(&r[..]),
+        rtype: set.rtype,
+        rdata: Cow::Borrowed(r),
     }));
+}
+
+/// The A and AAAA records of the cluster names that SRV or NS records point at, each name once.
+fn add_target_addresses<'s>(a: &mut Answer<'s>, snap: &'s Snapshot, zone: &[u8], set: RrSet<'s>) {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for rdata in set.rdatas() {
+        let Some(skip) = target_offset(set.rtype, rdata) else {
+            continue;
+        };
+        let target: &'s [u8] = &rdata[skip..];
+        if seen.contains(&target) || suffix_offset(target, zone).is_none() {
+            continue;
+        }
+        seen.push(target);
+        let Some(node) = snap.node(target) else {
+            continue;
+        };
+        for t in [TYPE_A, TYPE_AAAA] {
+            if let Some(set) = node.rrset(t) {
+                a.additional.extend(set.rdatas().map(|r| Rr {
+                    owner: RrOwner::Name(target),
+                    rtype: t,
+                    rdata: Cow::Borrowed(r),
+                }));
+            }
+        }
+    }
 }
 
 /// PTR names: answered when a cluster address has one, forwarded otherwise (the reverse zones
@@ -236,13 +314,14 @@ fn reverse<'s>(snapshot: Option<&'s Snapshot>, q: &Question<'_>) -> Outcome<'s> 
         rcode: Rcode::NoError,
         authoritative: true,
         records: Vec::new(),
+        additional: Vec::new(),
         soa_at: None,
         soa: &[],
         ttl: snap.settings.ttl,
     };
-    for set in &node.rrsets {
+    for set in node.rrsets() {
         if set.rtype == q.qtype || q.qtype == TYPE_ANY {
-            push_set(&mut a, RrOwner::Question, set.rtype, &set.rdatas);
+            push_set(&mut a, RrOwner::Question, set);
         }
     }
     Outcome::Answer(a)

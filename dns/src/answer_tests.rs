@@ -509,6 +509,7 @@ mod zone_boundaries {
             Outcome::Forward => Outcome::Forward,
             Outcome::Answer(a) => Outcome::Answer(super::super::Answer {
                 records: Vec::new(),
+                additional: Vec::new(),
                 soa: &[],
                 ..a
             }),
@@ -641,5 +642,110 @@ mod transport_rules {
             ResponseCode::FormErr
         );
         assert!(!crate::respond(&s, &p[..5], &mut out));
+    }
+}
+
+/// The additional section (what CoreDNS adds): addresses of the cluster names SRV and NS point
+/// at, compressed against the answer, and dropped before truncating.
+mod additional_section {
+    use super::*;
+
+    fn additionals(m: &Message) -> Vec<String> {
+        sorted(
+            m.additionals
+                .iter()
+                .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn srv_of_a_cluster_ip_service_carries_its_address() {
+        let s = snap();
+        let m = ask(
+            &s,
+            "_https._tcp.kubernetes.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(
+            additionals(&m),
+            ["kubernetes.default.svc.cluster.local. A 10.96.0.1"]
+        );
+    }
+
+    #[test]
+    fn srv_of_a_headless_service_carries_every_target_address() {
+        let s = snap();
+        let m = ask(
+            &s,
+            "_http._tcp.web.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(
+            additionals(&m),
+            [
+                "10-244-0-6.web.default.svc.cluster.local. A 10.244.0.6",
+                "web-0.web.default.svc.cluster.local. A 10.244.0.5",
+                "web-0.web.default.svc.cluster.local. AAAA fd00:10:244::5",
+            ]
+        );
+        // Other types get none.
+        let m = ask(&s, "web.default.svc.cluster.local.", RecordType::A);
+        assert!(m.additionals.is_empty());
+    }
+
+    #[test]
+    fn ns_at_the_apex_names_the_soa_mname_with_its_address() {
+        let s = snap();
+        let m = ask(&s, "cluster.local.", RecordType::NS);
+        assert_records(&m, &["cluster.local. 5 NS ns.dns.cluster.local."]);
+        assert_eq!(additionals(&m), ["ns.dns.cluster.local. A 10.96.0.10"]);
+        let soa = ask(&s, "cluster.local.", RecordType::SOA);
+        match &soa.answers[0].data {
+            RData::SOA(soa) => assert_eq!(soa.mname.to_string(), "ns.dns.cluster.local."),
+            other => panic!("not a SOA: {other:?}"),
+        }
+        assert_records(
+            &ask(&s, "ns.dns.cluster.local.", RecordType::A),
+            &["ns.dns.cluster.local. 5 A 10.96.0.10"],
+        );
+        // NS only at the apex.
+        nodata(&s, "svc.cluster.local.", RecordType::NS);
+    }
+
+    #[test]
+    fn additional_records_go_before_the_answer_is_truncated() {
+        let eps: Vec<String> = (0..7).map(|i| format!("10.244.1.{i}")).collect();
+        let endpoints: Vec<fixtures::Ep<'_>> =
+            eps.iter().map(|a| (a.as_str(), None, true)).collect();
+        let services = [fixtures::headless("default", "big", &[("http", "TCP", 80)])];
+        let slices = [fixtures::slice(
+            "default",
+            "big-1",
+            "big",
+            &endpoints,
+            &[("http", "TCP", 80)],
+        )];
+        let settings =
+            ZoneSettings::new("cluster.local", 5, PodRecords::Insecure).expect("settings");
+        let s = Snapshot::build(&settings, &Model::from_objects(&services, &slices, []));
+        let name = "_http._tcp.big.default.svc.cluster.local.";
+        let full = ask_with(&s, name, RecordType::SRV, Some(1232)).expect("answered");
+        assert!(!full.metadata.truncation);
+        assert_eq!(full.answers.len(), 7);
+        assert_eq!(full.additionals.len(), 7);
+        // 512 bytes hold the 7 SRV records but not their addresses too.
+        let mut out = Vec::new();
+        assert!(crate::respond(
+            &s,
+            &packet(name, RecordType::SRV, None),
+            &mut out
+        ));
+        let small = Message::from_vec(&out).expect("decodes");
+        assert!(out.len() <= 512, "{}", out.len());
+        assert!(!small.metadata.truncation);
+        assert_eq!(small.answers.len(), 7);
+        assert!(small.additionals.is_empty());
     }
 }

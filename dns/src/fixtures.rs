@@ -220,3 +220,44 @@ pub fn cluster() -> (Vec<Service>, Vec<EndpointSlice>, Vec<Pod>) {
     let pods = vec![pod("default", "web-0", &["10.244.0.5", "fd00:10:244::5"])];
     (services, slices, pods)
 }
+
+/// Of the benchmark cluster's Services, every this-many-th is headless (3 ready endpoints);
+/// the others are ClusterIP with one named port.
+pub const BENCH_HEADLESS_EVERY: usize = 5;
+
+/// The benchmark cluster: `n` Services over 100 namespaces (`svc-<i>.ns-<i % 100>`), every
+/// [`BENCH_HEADLESS_EVERY`]-th headless with 3 endpoints at `10.{128+e}.{i/256}.{i%256}`, the
+/// others ClusterIP at `10.{96 + i/65536}.{(i/256)%256}.{i%256}` with port `http` 80/TCP.
+pub fn bench_cluster(n: usize) -> crate::Model {
+    use crate::model::{ServiceInfo, SliceInfo};
+    // Each object is cut down as soon as it is made, as the watch does with a listed page.
+    let mut model = crate::Model::default();
+    for i in 0..n {
+        let ns = format!("ns-{}", i % 100);
+        let name = format!("svc-{i}");
+        let svc = if i.is_multiple_of(BENCH_HEADLESS_EVERY) {
+            let ips: Vec<String> = (0..3)
+                .map(|e| format!("10.{}.{}.{}", 128 + e, (i / 256) % 256, i % 256))
+                .collect();
+            let eps: Vec<Ep<'_>> = ips.iter().map(|a| (a.as_str(), None, true)).collect();
+            let s = slice(
+                &ns,
+                &format!("{name}-1"),
+                &name,
+                &eps,
+                &[("http", "TCP", 8080)],
+            );
+            if let Some(s) = SliceInfo::from_slice(&s) {
+                model.slices.insert(s.key.clone(), s);
+            }
+            headless(&ns, &name, &[("http", "TCP", 8080)])
+        } else {
+            let ip = format!("10.{}.{}.{}", 96 + i / 65536, (i / 256) % 256, i % 256);
+            service(&ns, &name, &[ip.as_str()], &[("http", "TCP", 80)])
+        };
+        if let Some(s) = ServiceInfo::from_service(&svc) {
+            model.services.insert(s.key.clone(), s);
+        }
+    }
+    model
+}

@@ -3,12 +3,16 @@
 //! fast SERVFAIL when the upstreams are down: every exchange has a deadline, and an upstream
 //! that keeps failing is skipped for a while instead of being waited on by every query.
 //!
+//! Identical questions asked while one is already on its way upstream wait for that answer
+//! instead of asking again, so a burst (every pod resolving the same name at once) costs one
+//! upstream query. The cache evicts the entry that expires soonest when full.
+//!
 //! This is the slow path, so it uses hickory-proto's `Message` for decoding and encoding.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
@@ -36,6 +40,8 @@ pub enum ForwardError {
     Decode(SocketAddr, String),
     #[error("cannot encode the query: {0}")]
     Encode(String),
+    #[error("the same question, asked upstream for another client, failed: {0}")]
+    Shared(String),
 }
 
 /// Forwarding settings.
@@ -108,7 +114,41 @@ struct CacheEntry {
     message: Arc<Message>,
     stored: Instant,
     expires: Instant,
+    /// Its place in [`CacheShard::by_expiry`].
+    order: (Instant, u64),
 }
+
+/// One shard of the cache. Eviction takes the entry expiring soonest: expired entries go first
+/// by construction, among live ones it has the least life left to serve, and unlike LRU a hit
+/// changes nothing, so lookups only read (a shared lock).
+#[derive(Debug, Default)]
+struct CacheShard {
+    entries: HashMap<CacheKey, CacheEntry>,
+    /// (expiry, insertion number) → key.
+    by_expiry: BTreeMap<(Instant, u64), CacheKey>,
+    inserted: u64,
+}
+
+impl CacheShard {
+    fn insert(&mut self, key: CacheKey, mut entry: CacheEntry, capacity: usize) {
+        if let Some(old) = self.entries.remove(&key) {
+            self.by_expiry.remove(&old.order);
+        }
+        while self.entries.len() >= capacity.max(1) {
+            let Some((_, victim)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            self.entries.remove(&victim);
+        }
+        self.inserted += 1;
+        entry.order = (entry.expires, self.inserted);
+        self.by_expiry.insert(entry.order, key.clone());
+        self.entries.insert(key, entry);
+    }
+}
+
+/// What waiters on an upstream question get: the answer, or the error's text.
+type SharedAnswer = Option<Result<Arc<Message>, String>>;
 
 /// An upstream answer, from the cache or fresh.
 #[derive(Debug, Clone)]
@@ -124,8 +164,25 @@ pub struct Forwarder {
     config: ForwardConfig,
     upstreams: Vec<Upstream>,
     epoch: Instant,
-    shards: Vec<Mutex<HashMap<CacheKey, CacheEntry>>>,
+    shards: Vec<RwLock<CacheShard>>,
+    /// Questions on their way upstream; later askers of the same question wait on these.
+    in_flight: Mutex<HashMap<CacheKey, tokio::sync::watch::Receiver<SharedAnswer>>>,
     metrics: Arc<Metrics>,
+}
+
+/// Removes a question from [`Forwarder::in_flight`] however its asker ends (answered, failed or
+/// cancelled); dropping the sender with it wakes waiters, who then ask themselves.
+struct InFlight<'f> {
+    forwarder: &'f Forwarder,
+    key: CacheKey,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.forwarder.in_flight.lock() {
+            map.remove(&self.key);
+        }
+    }
 }
 
 const SHARDS: usize = 16;
@@ -145,12 +202,15 @@ impl Forwarder {
             config,
             upstreams,
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(CacheShard::default()))
+                .collect(),
+            in_flight: Mutex::new(HashMap::new()),
             metrics,
         }
     }
 
-    fn shard(&self, key: &CacheKey) -> &Mutex<HashMap<CacheKey, CacheEntry>> {
+    fn shard(&self, key: &CacheKey) -> &RwLock<CacheShard> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
@@ -172,29 +232,81 @@ impl Forwarder {
             dnssec_ok,
         };
         let now = Instant::now();
-        if let Ok(shard) = self.shard(&key).lock()
-            && let Some(e) = shard.get(&key)
-            && e.expires > now
-        {
+        if let Some(hit) = self.lookup(&key, now) {
             self.metrics.cache_hits.inc();
-            return Ok(Resolved {
-                message: e.message.clone(),
-                age: now.duration_since(e.stored).as_secs() as u32,
-            });
+            return Ok(hit);
         }
         self.metrics.cache_misses.inc();
-        let message = Arc::new(self.ask_upstreams(name, qtype, qclass, dnssec_ok).await?);
-        if let Some(ttl) = self.cache_ttl(&message) {
+        // Ask upstream, unless the same question is already on its way: then wait for that
+        // answer. A waiter whose asker went away (cancelled) asks itself.
+        let waiting = {
+            let Ok(mut map) = self.in_flight.lock() else {
+                return Err(ForwardError::Shared("in-flight table poisoned".into()));
+            };
+            match map.get(&key) {
+                Some(rx) => Err(rx.clone()),
+                // Answered and cached between the lookup above and this lock.
+                None if let Some(hit) = self.lookup(&key, now) => return Ok(hit),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    map.insert(key.clone(), rx);
+                    Ok(tx)
+                }
+            }
+        };
+        let tx = match waiting {
+            Ok(tx) => tx,
+            Err(mut rx) => {
+                self.metrics.upstream_merged.inc();
+                if let Ok(shared) = rx.wait_for(Option::is_some).await {
+                    return match shared.clone() {
+                        Some(Ok(message)) => Ok(Resolved { message, age: 0 }),
+                        Some(Err(e)) => Err(ForwardError::Shared(e)),
+                        None => Err(ForwardError::Shared("no answer".into())),
+                    };
+                }
+                let message = Arc::new(self.ask_upstreams(name, qtype, qclass, dnssec_ok).await?);
+                return Ok(Resolved { message, age: 0 });
+            }
+        };
+        let guard = InFlight {
+            forwarder: self,
+            key: key.clone(),
+        };
+        let result = self.ask_upstreams(name, qtype, qclass, dnssec_ok).await;
+        let result = result.map(Arc::new);
+        if let Ok(message) = &result
+            && let Some(ttl) = self.cache_ttl(message)
+        {
+            // Cached before the question leaves the in-flight table, so no asker in between
+            // goes upstream again.
             self.insert(
                 key,
                 CacheEntry {
                     message: message.clone(),
                     stored: now,
                     expires: now + ttl,
+                    order: (now, 0),
                 },
             );
         }
-        Ok(Resolved { message, age: 0 })
+        tx.send_replace(Some(
+            result.as_ref().map(Arc::clone).map_err(ToString::to_string),
+        ));
+        drop(guard);
+        Ok(Resolved {
+            message: result?,
+            age: 0,
+        })
+    }
+
+    fn lookup(&self, key: &CacheKey, now: Instant) -> Option<Resolved> {
+        let shard = self.shard(key).read().ok()?;
+        let e = shard.entries.get(key).filter(|e| e.expires > now)?;
+        Some(Resolved {
+            message: e.message.clone(),
+            age: now.duration_since(e.stored).as_secs() as u32,
+        })
     }
 
     /// How long an answer may be cached (RFC 2308 §5 for negative ones; no SOA, no caching).
@@ -220,27 +332,16 @@ impl Forwarder {
 
     fn insert(&self, key: CacheKey, entry: CacheEntry) {
         let per_shard = (self.config.cache_entries / SHARDS).max(1);
-        let Ok(mut shard) = self.shard(&key).lock() else {
-            return;
-        };
-        if shard.len() >= per_shard {
-            let now = Instant::now();
-            shard.retain(|_, e| e.expires > now);
-            if shard.len() >= per_shard {
-                // Still full of live entries: drop one arbitrary entry (bounded, O(1) amortised).
-                if let Some(victim) = shard.keys().next().cloned() {
-                    shard.remove(&victim);
-                }
-            }
+        if let Ok(mut shard) = self.shard(&key).write() {
+            shard.insert(key, entry, per_shard);
         }
-        shard.insert(key, entry);
     }
 
     /// How many answers are cached.
     pub fn cached(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
+            .map(|s| s.read().map(|s| s.entries.len()).unwrap_or(0))
             .sum()
     }
 
@@ -463,5 +564,166 @@ mod tests {
                 "[fd00::53]:53".parse().expect("addr")
             ]
         );
+    }
+
+    fn entry(expires_in: u64, now: Instant) -> CacheEntry {
+        CacheEntry {
+            message: Arc::new(Message::query()),
+            stored: now,
+            expires: now + Duration::from_secs(expires_in),
+            order: (now, 0),
+        }
+    }
+
+    fn key(name: &str) -> CacheKey {
+        CacheKey {
+            name: Name::from_ascii(name).expect("name"),
+            qtype: RecordType::A,
+            qclass: DNSClass::IN,
+            dnssec_ok: false,
+        }
+    }
+
+    #[test]
+    fn a_full_cache_evicts_what_expires_soonest() {
+        let now = Instant::now();
+        let mut shard = CacheShard::default();
+        shard.insert(key("a."), entry(10, now), 2);
+        shard.insert(key("b."), entry(5, now), 2);
+        // Replacing an entry is no eviction.
+        shard.insert(key("a."), entry(30, now), 2);
+        assert_eq!(shard.entries.len(), 2);
+        shard.insert(key("c."), entry(20, now), 2);
+        assert!(!shard.entries.contains_key(&key("b.")), "b expires first");
+        assert!(shard.entries.contains_key(&key("a.")));
+        assert!(shard.entries.contains_key(&key("c.")));
+        shard.insert(key("d."), entry(1, now), 2);
+        assert!(
+            !shard.entries.contains_key(&key("c.")),
+            "c (20 s) before a (30 s)"
+        );
+        assert_eq!(shard.entries.len(), 2);
+        assert_eq!(
+            shard.by_expiry.len(),
+            2,
+            "the expiry index follows the entries"
+        );
+    }
+
+    /// An upstream on loopback that answers `A 192.0.2.1` (TTL 0: nothing cached) to every
+    /// question, but only once `release` is notified; counts what it receives.
+    async fn held_upstream() -> (SocketAddr, Arc<AtomicU32>, Arc<tokio::sync::Notify>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        let count = Arc::new(AtomicU32::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (c, r) = (count.clone(), release.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    got = sock.recv_from(&mut buf) => {
+                        let Ok((n, peer)) = got else { return };
+                        c.fetch_add(1, Ordering::SeqCst);
+                        held.push((buf[..n].to_vec(), peer));
+                    }
+                    () = r.notified() => {
+                        for (q, peer) in held.drain(..) {
+                            let Ok(q) = Message::from_vec(&q) else { continue };
+                            let mut m = Message::response(q.metadata.id, OpCode::Query);
+                            m.queries = q.queries.clone();
+                            if let Some(qq) = q.queries.first() {
+                                m.answers.push(Record::from_rdata(
+                                    qq.name().clone(),
+                                    0,
+                                    RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
+                                ));
+                            }
+                            let _ = sock.send_to(&m.to_vec().expect("encode"), peer).await;
+                        }
+                    }
+                }
+            }
+        });
+        (addr, count, release)
+    }
+
+    fn forwarder(upstream: SocketAddr) -> Arc<Forwarder> {
+        Arc::new(Forwarder::new(
+            ForwardConfig {
+                upstreams: vec![upstream],
+                timeout: Duration::from_secs(30),
+                ..ForwardConfig::default()
+            },
+            Arc::new(Metrics::default()),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_one_question_makes_one_upstream_query() {
+        let (addr, count, release) = held_upstream().await;
+        let f = forwarder(addr);
+        let name = Name::from_ascii("burst.example.").expect("name");
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (f, name) = (f.clone(), name.clone());
+            tasks.push(tokio::spawn(async move {
+                f.resolve(&name, RecordType::A, DNSClass::IN, false).await
+            }));
+        }
+        // Every asker but the first is waiting on the first before the upstream answers.
+        while f.metrics.upstream_merged.get() < 19 || count.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        for t in tasks {
+            let r = t.await.expect("task").expect("answer");
+            assert_eq!(r.message.answers.len(), 1);
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1, "one upstream query");
+        assert!(f.in_flight.lock().expect("lock").is_empty());
+        // A different question (type) is not merged with it.
+        let other = {
+            let (f, name) = (f.clone(), name.clone());
+            tokio::spawn(async move {
+                f.resolve(&name, RecordType::AAAA, DNSClass::IN, false)
+                    .await
+            })
+        };
+        while count.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        other.await.expect("task").expect("answer");
+    }
+
+    #[tokio::test]
+    async fn waiters_ask_themselves_when_the_first_asker_goes_away() {
+        let (addr, count, release) = held_upstream().await;
+        let f = forwarder(addr);
+        let name = Name::from_ascii("cancel.example.").expect("name");
+        let first = {
+            let (f, name) = (f.clone(), name.clone());
+            tokio::spawn(async move { f.resolve(&name, RecordType::A, DNSClass::IN, false).await })
+        };
+        while count.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let second = {
+            let (f, name) = (f.clone(), name.clone());
+            tokio::spawn(async move { f.resolve(&name, RecordType::A, DNSClass::IN, false).await })
+        };
+        while f.metrics.upstream_merged.get() < 1 {
+            tokio::task::yield_now().await;
+        }
+        first.abort();
+        let _ = first.await;
+        while count.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        let r = second.await.expect("task").expect("answer");
+        assert_eq!(r.message.answers.len(), 1);
     }
 }

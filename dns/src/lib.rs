@@ -2,7 +2,8 @@
 //! forwarding and a cache for every other name.
 //!
 //! Data flow: `watch` (kube-runtime watchers) → `model` (objects cut down to what DNS needs)
-//! → `snapshot` (every record, pre-encoded, built whole and swapped with `ArcSwap`) →
+//! → `index` (per-source `records`, counted per name, updated per change) → `snapshot` (every
+//! record pre-encoded, in copy-on-write shards, swapped with `ArcSwap`) →
 //! `answer` (pure: question → records, rcode, SOA) → `wire` (our own encoder/decoder for the
 //! hot path) → `server` (UDP with SO_REUSEPORT, TCP). Names outside the cluster go to
 //! `forward` (upstreams + cache, hickory-proto messages). `metrics` renders Prometheus text.
@@ -14,9 +15,11 @@ pub mod answer;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod forward;
+pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod names;
+mod records;
 mod server;
 pub mod snapshot;
 mod watch;
@@ -30,6 +33,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 
 pub use forward::ForwardConfig;
+pub use index::Index;
 pub use metrics::Metrics;
 pub use model::Model;
 pub use snapshot::{PodRecords, Snapshot, ZoneSettings};
@@ -173,7 +177,11 @@ impl DnsServer {
     /// Serves `model` (built now) instead of a watch: tests, benchmarks, or a caller with its
     /// own source of objects. Marks the server synced.
     pub fn install(&self, model: &Model) {
-        let snap = Snapshot::build(&self.settings, model);
+        self.install_snapshot(Snapshot::build(&self.settings, model));
+    }
+
+    /// Serves `snap` (built by the caller, e.g. from its own [`Index`]); marks the server synced.
+    pub fn install_snapshot(&self, snap: Snapshot) {
         self.handler
             .metrics
             .snapshot_names

@@ -126,6 +126,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub upstream_errors: Counter,
+    /// Forwarded questions that waited for the same question already asked upstream.
+    pub upstream_merged: Counter,
     pub snapshot_builds: Counter,
     /// Object change seen by the watch → snapshot with it swapped in.
     pub programming_latency: Histogram,
@@ -143,6 +145,7 @@ impl Default for Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             upstream_errors: Counter::default(),
+            upstream_merged: Counter::default(),
             snapshot_builds: Counter::default(),
             programming_latency: Histogram::new(PROGRAMMING_BUCKETS),
             snapshot_names: AtomicU64::new(0),
@@ -194,7 +197,7 @@ impl Metrics {
             ),
             (
                 "skiff_dns_cache_misses_total",
-                "Forwarded questions sent upstream.",
+                "Forwarded questions not in the cache (sent upstream, or merged with one in flight).",
                 &self.cache_misses,
             ),
             (
@@ -203,8 +206,13 @@ impl Metrics {
                 &self.upstream_errors,
             ),
             (
+                "skiff_dns_upstream_merged_total",
+                "Forwarded questions answered by an identical question already in flight upstream.",
+                &self.upstream_merged,
+            ),
+            (
                 "skiff_dns_snapshot_builds_total",
-                "Cluster record snapshots built and swapped in.",
+                "Cluster record snapshots swapped in (first sync and each debounced update).",
                 &self.snapshot_builds,
             ),
         ] {

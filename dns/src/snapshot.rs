@@ -1,21 +1,22 @@
-//! One immutable index of every cluster record, built whole from the cut-down model and
-//! swapped with `ArcSwap`: the query path reads it without a lock, and a rebuild never shows a
-//! half-updated zone.
+//! One immutable view of every cluster record, swapped with `ArcSwap`: the query path reads it
+//! without a lock, and an update never shows a half-updated zone. The name map is split into
+//! shards behind `Arc`s, so the next snapshot ([`crate::index::Index`]) shares every shard a
+//! change did not touch.
 //!
 //! Names are keys in lowercase wire form; a name that exists without records (an empty
 //! non-terminal: the apex's children `svc`/`pod`, each namespace) is a node with no RRsets, so
 //! NXDOMAIN versus NODATA is one map lookup. RDATA is pre-encoded, so answering copies bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use crate::model::{Model, NamedPort, ServiceKind, SliceInfo};
-use crate::names::{self, ip_label, prepend, reverse_name, to_wire};
-use crate::wire::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_PTR, TYPE_SOA, TYPE_SRV, TYPE_TXT};
+use crate::index::{Index, SHARDS};
+use crate::model::{Key, Model};
+use crate::names::{self, to_wire};
+use crate::wire::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_PTR, TYPE_SRV, TYPE_TXT};
 
-/// The schema version of the Kubernetes DNS specification served (`dns-version.<zone>` TXT).
-pub const SCHEMA_VERSION: &str = "1.1.0";
+pub use crate::records::SCHEMA_VERSION;
 
 /// Pod records `<a-b-c-d>.<ns>.pod.<zone>` (`--pods`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +52,9 @@ pub struct ZoneSettings {
     pub zone: Box<[u8]>,
     pub ttl: u32,
     pub pods: PodRecords,
+    /// The Service whose ClusterIPs answer for `ns.dns.<zone>`, the name in the apex NS and the
+    /// SOA's MNAME (default `kube-system/kube-dns`).
+    pub nameserver_service: Key,
 }
 
 impl ZoneSettings {
@@ -68,161 +72,179 @@ impl ZoneSettings {
             zone: wire.into(),
             ttl,
             pods,
+            nameserver_service: crate::records::default_nameserver_service(),
         })
     }
 }
 
-/// The records of one name.
+/// A name that exists, with its records in one allocation: `refs` (u32, why the name exists:
+/// see [`crate::index`]), then per record `type` (u16), `count` (u32, how many sources
+/// contribute it), RDATA length (u16) and the pre-encoded RDATA, sorted by type then RDATA
+/// (an RRset is a set, RFC 2181 §5). No records: an empty non-terminal.
+///
+/// Why one blob: a name costs one allocation instead of a vector of RRsets, each a vector of
+/// RDATA buffers, and the index's bookkeeping lives in the same bytes, so the zone is held once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RrSet {
-    pub rtype: u16,
-    /// Pre-encoded RDATA, sorted and without duplicates (an RRset is a set, RFC 2181 §5).
-    pub rdatas: Vec<Box<[u8]>>,
-}
+pub struct Node(pub(crate) Box<[u8]>);
 
-/// A name that exists; no RRsets means an empty non-terminal.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Node {
-    pub rrsets: Vec<RrSet>,
-}
+/// Bytes of a record before its RDATA.
+pub(crate) const RECORD_HEAD: usize = 8;
 
 impl Node {
-    pub fn rrset(&self, rtype: u16) -> Option<&RrSet> {
-        self.rrsets.iter().find(|r| r.rtype == rtype)
+    /// Why the name exists (index bookkeeping).
+    pub(crate) fn refs(&self) -> u32 {
+        self.0
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    }
+
+    /// (type, count, RDATA) of every record, in order.
+    pub(crate) fn entries(&self) -> Entries<'_> {
+        Entries {
+            rest: self.0.get(4..).unwrap_or_default(),
+        }
+    }
+
+    /// No records (an empty non-terminal).
+    pub fn is_empty(&self) -> bool {
+        self.0.len() <= 4
+    }
+
+    /// The RRset of one type.
+    pub fn rrset(&self, rtype: u16) -> Option<RrSet<'_>> {
+        self.rrsets().find(|s| s.rtype == rtype)
+    }
+
+    /// Every RRset, by type.
+    pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
+        let mut rest = self.0.get(4..).unwrap_or_default();
+        std::iter::from_fn(move || {
+            let rtype = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+            // The set ends where the first record of another type starts.
+            let mut records = Entries { rest };
+            let mut end = 0;
+            while let Some((t, _, _)) = records.next()
+                && t == rtype
+            {
+                end = rest.len() - records.rest.len();
+            }
+            if end == 0 {
+                return None;
+            }
+            let (set, after) = rest.split_at(end);
+            rest = after;
+            Some(RrSet { rtype, bytes: set })
+        })
     }
 }
 
+/// Iterator over a node's records; see [`Node::entries`].
+#[derive(Debug, Clone)]
+pub(crate) struct Entries<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (u16, u32, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let head = self.rest.get(..RECORD_HEAD)?;
+        let rtype = u16::from_be_bytes([head[0], head[1]]);
+        let count = u32::from_be_bytes([head[2], head[3], head[4], head[5]]);
+        let len = usize::from(u16::from_be_bytes([head[6], head[7]]));
+        let rdata = self.rest.get(RECORD_HEAD..RECORD_HEAD + len)?;
+        self.rest = &self.rest[RECORD_HEAD + len..];
+        Some((rtype, count, rdata))
+    }
+}
+
+/// The records of one type at one name.
+#[derive(Debug, Clone, Copy)]
+pub struct RrSet<'a> {
+    pub rtype: u16,
+    bytes: &'a [u8],
+}
+
+impl<'a> RrSet<'a> {
+    /// The pre-encoded RDATA of each record.
+    pub fn rdatas(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        Entries { rest: self.bytes }.map(|(_, _, r)| r)
+    }
+
+    pub fn first(&self) -> Option<&'a [u8]> {
+        self.rdatas().next()
+    }
+}
+
+/// One shard of the name map.
+pub(crate) type Shard = HashMap<Box<[u8]>, Node>;
+
+/// The shard of a name (FNV-1a: cheap, and the shard's own map hashes again with SipHash, so
+/// crafted query names cannot pile up in one bucket).
+pub(crate) fn shard_of(name: &[u8]) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h as usize) & (SHARDS - 1)
+}
+
 /// Every record of the cluster zone (and the PTRs of cluster addresses).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub settings: ZoneSettings,
-    pub(crate) nodes: HashMap<Box<[u8]>, Node>,
-    pub(crate) soa: Box<[u8]>,
+    pub(crate) shards: Vec<Arc<Shard>>,
+    pub(crate) soa: Arc<[u8]>,
     /// `pod.<zone>` in wire form.
     pub(crate) pod_zone: Box<[u8]>,
+    pub(crate) len: usize,
 }
 
 impl Snapshot {
-    /// Builds the whole index from the model.
+    /// Builds the whole index from the model (the watch updates an [`Index`] instead).
     pub fn build(settings: &ZoneSettings, model: &Model) -> Snapshot {
-        let zone: &[u8] = &settings.zone;
-        let services = model.services.len();
-        let mut b = Builder {
-            zone,
-            records: Vec::with_capacity(16 + services * 4),
-            ents: Vec::with_capacity(16 + services * 2),
-        };
-        let serial = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(1);
-        let soa = soa_rdata(zone, serial, settings.ttl);
-        b.add(zone.to_vec(), TYPE_SOA, soa.clone());
-        let svc_zone = prepend("svc", zone).unwrap_or_default();
-        let pod_zone = prepend("pod", zone).unwrap_or_default();
-        b.ent(svc_zone.clone());
-        b.ent(pod_zone.clone());
-        if let Some(name) = prepend("dns-version", zone) {
-            let mut txt = vec![SCHEMA_VERSION.len() as u8];
-            txt.extend_from_slice(SCHEMA_VERSION.as_bytes());
-            b.add(name, TYPE_TXT, txt);
-        }
-
-        let mut slices_by_service: HashMap<(&str, &str), Vec<&SliceInfo>> = HashMap::new();
-        for slice in model.slices.values() {
-            slices_by_service
-                .entry((slice.key.namespace.as_str(), slice.service.as_str()))
-                .or_default()
-                .push(slice);
-        }
-
-        for svc in model.services.values() {
-            let Some(ns_name) = prepend(&svc.key.namespace, &svc_zone) else {
-                continue;
-            };
-            b.ent(ns_name.clone());
-            let Some(name) = prepend(&svc.key.name, &ns_name) else {
-                continue;
-            };
-            match &svc.kind {
-                ServiceKind::ClusterIp(ips) => {
-                    b.ent(name.clone());
-                    for ip in ips {
-                        b.address(&name, *ip);
-                        b.ptr(*ip, &name);
-                    }
-                    for port in &svc.ports {
-                        b.srv(&name, port, &[name.as_slice()]);
-                    }
-                }
-                ServiceKind::Headless => {
-                    let slices = slices_by_service
-                        .get(&(svc.key.namespace.as_str(), svc.key.name.as_str()))
-                        .map(Vec::as_slice)
-                        .unwrap_or_default();
-                    headless(&mut b, &name, slices, svc.publish_not_ready);
-                }
-                ServiceKind::ExternalName(target) => {
-                    match to_wire(target).filter(|t| t.len() > 1) {
-                        Some(t) => b.add(name, TYPE_CNAME, t),
-                        None => b.ent(name),
-                    }
-                }
-            }
-        }
-
-        if settings.pods == PodRecords::Verified {
-            for pod in model.pods.values() {
-                let Some(ns_name) = prepend(&pod.key.namespace, &pod_zone) else {
-                    continue;
-                };
-                for ip in &pod.ips {
-                    if let Some(name) = prepend(&ip_label(*ip), &ns_name) {
-                        b.address(&name, *ip);
-                    }
-                }
-            }
-        }
-
-        let nodes = b.finish();
-        Snapshot {
-            settings: settings.clone(),
-            nodes,
-            soa: soa.into(),
-            pod_zone: pod_zone.into(),
-        }
+        Index::from_model(settings, model).snapshot()
     }
 
     /// The node of a name (lowercase wire form).
     pub fn node(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.get(name)
+        self.shards.get(shard_of(name))?.get(name)
     }
 
     /// How many names the snapshot holds (empty non-terminals included).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.len == 0
+    }
+
+    /// Every record as (owner, type, RDATA), wire form, in no particular order (exports: the
+    /// benchmark's zone file for another server).
+    pub fn records(&self) -> impl Iterator<Item = (&[u8], u16, &[u8])> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter())
+            .flat_map(|(name, node)| node.entries().map(move |(t, _, r)| (&name[..], t, r)))
     }
 
     /// Every record as `name type rdata-debug` lines, sorted (for tests and debugging).
     pub fn dump(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (name, node) in &self.nodes {
-            if node.rrsets.is_empty() {
+        for (name, node) in self.shards.iter().flat_map(|s| s.iter()) {
+            if node.is_empty() {
                 out.push(format!("{} ENT", names::to_dotted(name)));
             }
-            for set in &node.rrsets {
-                for rdata in &set.rdatas {
-                    out.push(format!(
-                        "{} {} {}",
-                        names::to_dotted(name),
-                        set.rtype,
-                        rdata_text(set.rtype, rdata)
-                    ));
-                }
+            for (rtype, _, rdata) in node.entries() {
+                out.push(format!(
+                    "{} {} {}",
+                    names::to_dotted(name),
+                    rtype,
+                    rdata_text(rtype, rdata)
+                ));
             }
         }
         out.sort();
@@ -236,7 +258,7 @@ fn rdata_text(rtype: u16, rdata: &[u8]) -> String {
         (TYPE_AAAA, 16) => {
             IpAddr::from(<[u8; 16]>::try_from(rdata).unwrap_or_default()).to_string()
         }
-        (TYPE_PTR | TYPE_CNAME, _) => names::to_dotted(rdata),
+        (TYPE_PTR | TYPE_CNAME | TYPE_NS, _) => names::to_dotted(rdata),
         (TYPE_SRV, n) if n > 6 => format!(
             "{} {} {} {}",
             u16::from_be_bytes([rdata[0], rdata[1]]),
@@ -246,146 +268,5 @@ fn rdata_text(rtype: u16, rdata: &[u8]) -> String {
         ),
         (TYPE_TXT, n) if n > 0 => format!("{:?}", String::from_utf8_lossy(&rdata[1..])),
         _ => format!("{rdata:?}"),
-    }
-}
-
-/// Records of a headless Service: per ready endpoint address an A/AAAA at the service name, and
-/// at `<hostname>.<service>` (the endpoint's `hostname`, else its address spelled as a label:
-/// stable for the endpoint's life and the same in A, SRV and PTR), a PTR back to that name, and
-/// SRV per named port. No ready endpoint: the name does not exist (specification §2.4.1).
-fn headless(b: &mut Builder<'_>, name: &[u8], slices: &[&SliceInfo], publish_not_ready: bool) {
-    // (port) → targets, so weights can be shared out across the targets of one SRV set.
-    let mut srv: BTreeMap<&NamedPort, BTreeSet<Vec<u8>>> = BTreeMap::new();
-    for slice in slices {
-        for ep in &slice.endpoints {
-            if !(ep.ready || publish_not_ready) {
-                continue;
-            }
-            for ip in &ep.addresses {
-                let label = ep.hostname.clone().unwrap_or_else(|| ip_label(*ip));
-                let Some(host) = prepend(&label, name) else {
-                    continue;
-                };
-                b.address(name, *ip);
-                b.address(&host, *ip);
-                b.ptr(*ip, &host);
-                for port in &slice.ports {
-                    srv.entry(port).or_default().insert(host.clone());
-                }
-            }
-        }
-    }
-    for (port, targets) in srv {
-        let targets: Vec<&[u8]> = targets.iter().map(Vec::as_slice).collect();
-        b.srv(name, port, &targets);
-    }
-}
-
-fn soa_rdata(zone: &[u8], serial: u32, ttl: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mname = prepend("ns", &prepend("dns", zone).unwrap_or_else(|| zone.to_vec()))
-        .unwrap_or_else(|| zone.to_vec());
-    let rname = prepend("hostmaster", zone).unwrap_or_else(|| zone.to_vec());
-    out.extend_from_slice(&mname);
-    out.extend_from_slice(&rname);
-    // refresh, retry, expire as CoreDNS's kubernetes plugin; minimum = the record TTL, which makes
-    // the negative-caching TTL (RFC 2308 §5: min of the SOA's TTL and minimum) the record TTL.
-    for v in [serial, 7200, 1800, 86400, ttl] {
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-    out
-}
-
-/// Records are gathered flat, then sorted and grouped once: a rebuild of 10k Services is a few
-/// big allocations and one sort, not a tree of small maps per name.
-struct Builder<'z> {
-    zone: &'z [u8],
-    records: Vec<(Vec<u8>, u16, Vec<u8>)>,
-    ents: Vec<Vec<u8>>,
-}
-
-impl Builder<'_> {
-    /// Makes `name` (and every ancestor up to the zone apex) exist.
-    fn ent(&mut self, name: Vec<u8>) {
-        self.ents.push(name);
-    }
-
-    fn add(&mut self, name: Vec<u8>, rtype: u16, rdata: Vec<u8>) {
-        self.records.push((name, rtype, rdata));
-    }
-
-    /// The index: RRsets grouped per name (sorted, without duplicates), then every ancestor of
-    /// every name inside the zone made to exist.
-    fn finish(mut self) -> HashMap<Box<[u8]>, Node> {
-        self.records.sort_unstable();
-        self.records.dedup();
-        let mut nodes: HashMap<Box<[u8]>, Node> =
-            HashMap::with_capacity(self.records.len() + self.ents.len());
-        let mut records = std::mem::take(&mut self.records).into_iter().peekable();
-        while let Some((name, rtype, rdata)) = records.next() {
-            let mut rdatas = vec![rdata.into_boxed_slice()];
-            while let Some((_, _, more)) = records.next_if(|(n, t, _)| *n == name && *t == rtype) {
-                rdatas.push(more.into_boxed_slice());
-            }
-            self.ensure_ancestors(&mut nodes, &name);
-            nodes
-                .entry(name.into_boxed_slice())
-                .or_default()
-                .rrsets
-                .push(RrSet { rtype, rdatas });
-        }
-        for name in std::mem::take(&mut self.ents) {
-            self.ensure_ancestors(&mut nodes, &name);
-            nodes.entry(name.into_boxed_slice()).or_default();
-        }
-        nodes
-    }
-
-    /// Inserts the missing ancestors of `name` below the apex, stopping at the first present
-    /// one (its own ancestors were ensured when it was inserted).
-    fn ensure_ancestors(&self, nodes: &mut HashMap<Box<[u8]>, Node>, name: &[u8]) {
-        let mut cur = name;
-        while names::suffix_offset(cur, self.zone).is_some_and(|o| o > 0) {
-            let Some(parent) = names::parent(cur) else {
-                break;
-            };
-            if nodes.contains_key(parent) {
-                break;
-            }
-            nodes.insert(parent.into(), Node::default());
-            cur = parent;
-        }
-    }
-
-    fn address(&mut self, name: &[u8], ip: IpAddr) {
-        match ip {
-            IpAddr::V4(v4) => self.add(name.to_vec(), TYPE_A, v4.octets().to_vec()),
-            IpAddr::V6(v6) => self.add(name.to_vec(), TYPE_AAAA, v6.octets().to_vec()),
-        }
-    }
-
-    fn ptr(&mut self, ip: IpAddr, target: &[u8]) {
-        if let Some(rev) = to_wire(&reverse_name(ip)) {
-            self.add(rev, TYPE_PTR, target.to_vec());
-        }
-    }
-
-    /// `_<port>._<proto>.<name>` SRV to each target; priority 0, weights shared out as CoreDNS
-    /// does (100 / targets), so clients spread evenly.
-    fn srv(&mut self, name: &[u8], port: &NamedPort, targets: &[&[u8]]) {
-        let Some(owner) = prepend(port.protocol.label(), name)
-            .and_then(|n| prepend(&format!("_{}", port.name), &n))
-        else {
-            return;
-        };
-        let weight = (100 / targets.len().max(1)).max(1) as u16;
-        for target in targets {
-            let mut rdata = Vec::with_capacity(6 + target.len());
-            rdata.extend_from_slice(&0u16.to_be_bytes());
-            rdata.extend_from_slice(&weight.to_be_bytes());
-            rdata.extend_from_slice(&port.port.to_be_bytes());
-            rdata.extend_from_slice(target);
-            self.add(owner.clone(), TYPE_SRV, rdata);
-        }
     }
 }

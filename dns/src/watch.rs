@@ -1,11 +1,12 @@
 //! Services, EndpointSlices (and Pods for `--pods verified`) through kube-runtime watchers into
-//! the cut-down [`Model`], and debounced whole rebuilds of the snapshot.
+//! the incremental [`Index`], and debounced snapshot swaps.
 //!
 //! The watch keeps cut-down objects rather than a kube `reflector::Store` of whole objects: a
 //! change that leaves the cut-down object equal (a Pod's status churn, a Service annotation)
-//! triggers no rebuild, and memory holds only what answers need. A burst of changes is folded
-//! into one rebuild, at most `debounce` after the first change of the burst; the programming
-//! latency metric measures from that first change to the swap.
+//! triggers nothing, and memory holds only what answers need. A burst of changes is folded into
+//! one update, at most `debounce` after the first change of the burst; the update recomputes
+//! only the records of the Services and Pods that changed. The programming latency metric
+//! measures from that first change to the swap.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +20,14 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
+use crate::index::Index;
 use crate::metrics::Metrics;
-use crate::model::{Key, Model, PodInfo, ServiceInfo, SliceInfo};
+use crate::model::{Key, PodInfo, ServiceInfo, SliceInfo};
 use crate::snapshot::{PodRecords, Snapshot, ZoneSettings};
+
+/// Updates touching more sources than this run on a blocking thread (a relist), smaller ones
+/// inline (a thread hand-off would cost more than the update).
+const INLINE_UPDATE: usize = 64;
 
 // Boxed: a Pod event is kilobytes, and these sit in the merged stream's buffers.
 enum Change {
@@ -45,13 +51,16 @@ impl<T> Default for Kind<T> {
     }
 }
 
-/// Applies a watcher event to `map`; whether the map changed.
-fn apply<K, T: PartialEq>(
+/// Applies a watcher event through `set` (one object) or `replace` (a finished relist);
+/// whether the index changed.
+fn apply<K, T>(
     kind: &mut Kind<T>,
-    map: &mut BTreeMap<Key, T>,
     event: Event<K>,
     cut: impl Fn(&K) -> Option<T>,
     key: impl Fn(&K) -> Option<Key>,
+    index: &mut Index,
+    set: fn(&mut Index, Key, Option<T>) -> bool,
+    replace: fn(&mut Index, BTreeMap<Key, T>) -> bool,
 ) -> bool {
     match event {
         Event::Init => {
@@ -66,26 +75,15 @@ fn apply<K, T: PartialEq>(
         }
         Event::InitDone => {
             kind.synced = true;
-            match kind.relist.take() {
-                Some(fresh) if fresh != *map => {
-                    *map = fresh;
-                    true
-                }
-                _ => false,
-            }
+            kind.relist
+                .take()
+                .is_some_and(|fresh| replace(index, fresh))
         }
-        Event::Apply(obj) => {
-            let Some(k) = key(&obj) else { return false };
-            match cut(&obj) {
-                Some(v) if map.get(&k) == Some(&v) => false,
-                Some(v) => {
-                    map.insert(k, v);
-                    true
-                }
-                None => map.remove(&k).is_some(),
-            }
-        }
-        Event::Delete(obj) => key(&obj).is_some_and(|k| map.remove(&k).is_some()),
+        Event::Apply(obj) => match key(&obj) {
+            Some(k) => set(index, k, cut(&obj)),
+            None => false,
+        },
+        Event::Delete(obj) => key(&obj).is_some_and(|k| set(index, k, None)),
     }
 }
 
@@ -142,7 +140,7 @@ pub(crate) async fn watch(
     }
     let mut changes = futures::stream::select_all(streams);
 
-    let mut model = Arc::new(Model::default());
+    let mut index = Some(Index::new(&settings));
     let (mut services, mut slices, mut pods) = (Kind::default(), Kind::default(), Kind::default());
     let mut dirty_since: Option<Instant> = None;
     let mut first_done = false;
@@ -158,25 +156,37 @@ pub(crate) async fn watch(
                 c = changes.next() => c,
                 () = tokio::time::sleep_until(at.into()) => {
                     let started = dirty_since.unwrap_or_else(Instant::now);
-                    let built = {
-                        let (settings, model) = (settings.clone(), model.clone());
-                        tokio::task::spawn_blocking(move || Snapshot::build(&settings, &model)).await
+                    let Some(mut idx) = index.take() else { return };
+                    let built = if idx.pending() <= INLINE_UPDATE {
+                        let snap = idx.snapshot();
+                        Ok((idx, snap))
+                    } else {
+                        tokio::task::spawn_blocking(move || {
+                            let snap = idx.snapshot();
+                            (idx, snap)
+                        })
+                        .await
                     };
                     match built {
-                        Ok(snap) => {
+                        Ok((idx, snap)) => {
                             metrics.snapshot_names.store(snap.len() as u64, std::sync::atomic::Ordering::Relaxed);
                             target.store(Some(Arc::new(snap)));
                             metrics.snapshot_builds.inc();
                             if first_done {
                                 metrics.programming_latency.observe(started.elapsed());
                             } else {
-                                tracing::info!(services = model.services.len(), "cluster DNS synced");
+                                tracing::info!(services = idx.services(), "cluster DNS synced");
                             }
+                            index = Some(idx);
                             first_done = true;
                             dirty_since = None;
                             synced.send_replace(true);
                         }
-                        Err(e) => tracing::error!(error = %e, "DNS snapshot build failed"),
+                        Err(e) => {
+                            // The index went with the panicked task: nothing sound to update.
+                            tracing::error!(error = %e, "DNS snapshot update failed");
+                            return;
+                        }
                     }
                     continue;
                 }
@@ -184,25 +194,35 @@ pub(crate) async fn watch(
             None => changes.next().await,
         };
         let Some(change) = change else { return };
-        let m = Arc::make_mut(&mut model);
+        let Some(idx) = index.as_mut() else { return };
         let changed = match change {
             Change::Service(ev) => apply(
                 &mut services,
-                &mut m.services,
                 *ev,
                 ServiceInfo::from_service,
                 |s| meta_key(&s.metadata),
+                idx,
+                Index::set_service,
+                Index::replace_services,
             ),
             Change::Slice(ev) => apply(
                 &mut slices,
-                &mut m.slices,
                 *ev,
                 SliceInfo::from_slice,
                 |s| meta_key(&s.metadata),
+                idx,
+                Index::set_slice,
+                Index::replace_slices,
             ),
-            Change::Pod(ev) => apply(&mut pods, &mut m.pods, *ev, PodInfo::from_pod, |p| {
-                meta_key(&p.metadata)
-            }),
+            Change::Pod(ev) => apply(
+                &mut pods,
+                *ev,
+                PodInfo::from_pod,
+                |p| meta_key(&p.metadata),
+                idx,
+                Index::set_pod,
+                Index::replace_pods,
+            ),
         };
         if changed && dirty_since.is_none() {
             dirty_since = Some(Instant::now());

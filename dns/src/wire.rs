@@ -322,6 +322,7 @@ impl<'b> ResponseWriter<'b> {
         }
     }
 
+    /// Appends a record; where its RDATA starts in the message.
     pub fn record(
         &mut self,
         section: Section,
@@ -329,7 +330,7 @@ impl<'b> ResponseWriter<'b> {
         rtype: u16,
         ttl: u32,
         rdata: &[u8],
-    ) {
+    ) -> usize {
         match owner {
             Owner::Question => self.buf.extend_from_slice(&[0xc0, HEADER_LEN as u8]),
             Owner::Pointer(at) => self.buf.extend_from_slice(&(0xc000 | at).to_be_bytes()),
@@ -341,8 +342,10 @@ impl<'b> ResponseWriter<'b> {
         // RDATA is at most a name plus a few fixed fields, or a short TXT: always < 64 KiB.
         self.buf
             .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        let at = self.buf.len();
         self.buf.extend_from_slice(rdata);
         self.counts[section as usize] += 1;
+        at
     }
 
     /// The OPT pseudo-record answering a request that had one (RFC 6891 §6.1.1).

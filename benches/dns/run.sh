@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# skiff-dns side by side with Knot DNS on the same zone, measured with dnsperf.
+#
+# Both servers serve the benchmark cluster (skiff_dns::fixtures::bench_cluster: $SERVICES
+# Services over 100 namespaces, every 5th headless with 3 endpoints, plus kube-system/kube-dns)
+# on loopback: skiff-dns from its own snapshot, Knot from a master file that skiff's
+# `bench_serve zone` writes from that same snapshot (every record of cluster.local; the reverse
+# zones are left out and not queried). Each server is pinned to $SERVER_CPU with one worker
+# thread; dnsperf is pinned to $CLIENT_CPU. Runs are interleaved (skiff, Knot, skiff, ...),
+# $REPS of each:
+#   - throughput: dnsperf as fast as the server answers ($DURATION s, 100 queries in flight),
+#     and queries per second of server CPU (utime + stime from /proc over that run), which
+#     still compares the servers when the one dnsperf core is the limit;
+#   - latency: dnsperf at a fixed $RATE queries/s with -v, p50/p99 computed from every
+#     query's latency (dnsperf 2.10 has no histogram option);
+#   - memory: the server's VmRSS (and peak, VmHWM) from /proc after the runs.
+# The query mix (bench_serve's queries.txt): 40% A of ClusterIP Services, 20% A of headless
+# Services (3 addresses), 20% SRV, 10% AAAA (NODATA), 10% NXDOMAIN.
+#
+# Usage (as root): benches/dns/run.sh
+# Environment: SERVICES (10000) DURATION (10) RATE (20000) REPS (3) SERVER_CPU (0) CLIENT_CPU (1)
+#              BENCH_SERVE (a prebuilt bench_serve binary; default: cargo build --release)
+# Needs: knotd (Debian package knot), dnsperf, dig (dnsutils); installed with apt-get if missing.
+set -euo pipefail
+
+SERVICES=${SERVICES:-10000}
+DURATION=${DURATION:-10}
+RATE=${RATE:-20000}
+REPS=${REPS:-3}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+SKIFF_PORT=${SKIFF_PORT:-5300}
+KNOT_PORT=${KNOT_PORT:-5301}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run as root (taskset and knotd's run directory)" >&2
+  exit 1
+fi
+missing=()
+command -v knotd >/dev/null || missing+=(knot)
+command -v dnsperf >/dev/null || missing+=(dnsperf)
+command -v dig >/dev/null || missing+=(dnsutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ -z "${BENCH_SERVE:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p skiff-dns --example bench_serve)
+  BENCH_SERVE="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_serve"
+fi
+
+WORK=$(mktemp -d /tmp/skiff-dns-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BENCH_SERVE" zone --services "$SERVICES" --out "$WORK"
+mkdir -p "$WORK/run" "$WORK/db"
+cat >"$WORK/knot.conf" <<EOF
+server:
+    rundir: "$WORK/run"
+    listen: 127.0.0.1@$KNOT_PORT
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "$WORK/db"
+template:
+  - id: default
+    storage: "$WORK"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+zone:
+  - domain: cluster.local
+    file: cluster.local.zone
+log:
+  - target: stderr
+    any: warning
+EOF
+
+taskset -c "$SERVER_CPU" "$BENCH_SERVE" serve --services "$SERVICES" \
+  --listen "127.0.0.1:$SKIFF_PORT" --threads 1 >"$WORK/skiff.log" 2>&1 &
+SKIFF_PID=$!
+PIDS+=("$SKIFF_PID")
+taskset -c "$SERVER_CPU" knotd -c "$WORK/knot.conf" >"$WORK/knot.log" 2>&1 &
+KNOT_PID=$!
+PIDS+=("$KNOT_PID")
+
+probe=svc-1.ns-1.svc.cluster.local
+for port in "$SKIFF_PORT" "$KNOT_PORT"; do
+  for _ in $(seq 100); do
+    if [ -n "$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" "$probe" A 2>/dev/null)" ]; then
+      break
+    fi
+    sleep 0.2
+  done
+  if [ -z "$(dig +short +time=1 +tries=1 @127.0.0.1 -p "$port" "$probe" A 2>/dev/null)" ]; then
+    echo "no answer on port $port" >&2
+    cat "$WORK/skiff.log" "$WORK/knot.log" >&2
+    exit 1
+  fi
+done
+
+# Same answers from both (the record sets, sorted) for a sample of the queries.
+for q in "svc-1.ns-1.svc.cluster.local A" "svc-5.ns-5.svc.cluster.local A" \
+  "_http._tcp.svc-10.ns-10.svc.cluster.local SRV" "_http._tcp.svc-11.ns-11.svc.cluster.local SRV" \
+  "cluster.local NS" "ns.dns.cluster.local A" "dns-version.cluster.local TXT"; do
+  # shellcheck disable=SC2086
+  a=$(dig +short @127.0.0.1 -p "$SKIFF_PORT" $q | sort)
+  # shellcheck disable=SC2086
+  b=$(dig +short @127.0.0.1 -p "$KNOT_PORT" $q | sort)
+  if [ "$a" != "$b" ]; then
+    echo "answers differ for $q: skiff [$a] knot [$b]" >&2
+    exit 1
+  fi
+done
+# shellcheck disable=SC2086
+for server in skiff knot; do
+  port=$([ $server = skiff ] && echo "$SKIFF_PORT" || echo "$KNOT_PORT")
+  dig @127.0.0.1 -p "$port" nope.ns-1.svc.cluster.local A | grep -q 'status: NXDOMAIN' ||
+    { echo "$server: no NXDOMAIN" >&2; exit 1; }
+done
+
+dnsperf_qps() { # port → "qps lost"
+  taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries.txt" -l "$DURATION" \
+    -q 100 -t 2 2>&1 | awk '/Queries per second/ {q=$4} /Queries lost/ {l=$3} END {print q, l}'
+}
+dnsperf_latency() { # port → "p50_us p99_us"
+  taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries.txt" -l 5 \
+    -Q "$RATE" -q 1000 -t 2 -v 2>/dev/null | awk '/^> / {print $NF * 1e6}' | sort -g |
+    awk '{v[NR]=$1} END {if (NR == 0) {print "- -"; exit} p50=v[int(NR*0.5)+1]; p99=v[int(NR*0.99)+1]; printf "%.0f %.0f\n", p50, p99}'
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
+
+RESULTS="$WORK/results"
+: >"$RESULTS"
+TICKS=$(getconf CLK_TCK)
+for rep in $(seq "$REPS"); do
+  for server in skiff knot; do
+    port=$([ $server = skiff ] && echo "$SKIFF_PORT" || echo "$KNOT_PORT")
+    pid=$([ $server = skiff ] && echo "$SKIFF_PID" || echo "$KNOT_PID")
+    before=$(cpu_ticks "$pid")
+    read -r qps lost < <(dnsperf_qps "$port")
+    after=$(cpu_ticks "$pid")
+    # Queries answered per second of server CPU: what the server costs, even when the one
+    # dnsperf core (not the server) is the limit.
+    per_cpu=$(awk -v q="$qps" -v d="$DURATION" -v t=$((after - before)) -v hz="$TICKS" \
+      'BEGIN {printf "%.0f", (t > 0) ? q * d / (t / hz) : 0}')
+    read -r p50 p99 < <(dnsperf_latency "$port")
+    echo "$server $rep $qps $lost $p50 $p99 $per_cpu" | tee -a "$RESULTS" >&2
+  done
+done
+
+rss() { awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.1f %.1f\n", r/1024, h/1024}' "/proc/$1/status"; }
+read -r skiff_rss skiff_hwm < <(rss "$SKIFF_PID")
+read -r knot_rss knot_hwm < <(rss "$KNOT_PID")
+
+median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+col() { awk -v s="$1" -v c="$2" '$1 == s {print $c}' "$RESULTS" | median; }
+echo
+echo "skiff-dns vs Knot DNS $(knotd -V | head -1 | awk '{print $NF}'), $SERVICES Services, one server core (cpu $SERVER_CPU), dnsperf on cpu $CLIENT_CPU, median of $REPS interleaved runs"
+printf "%-10s %10s %6s %14s %14s %14s %9s %9s\n" server QPS lost "q/CPU-second" "p50 µs@$RATE" \
+  "p99 µs@$RATE" "RSS MiB" "peak MiB"
+for server in skiff knot; do
+  r=$([ $server = skiff ] && echo "$skiff_rss $skiff_hwm" || echo "$knot_rss $knot_hwm")
+  # shellcheck disable=SC2086
+  printf "%-10s %10.0f %6s %14s %14s %14s %9s %9s\n" "$server" "$(col $server 3)" "$(col $server 4)" \
+    "$(col $server 7)" "$(col $server 5)" "$(col $server 6)" $r
+done
+awk -v sq="$(col skiff 3)" -v kq="$(col knot 3)" -v sr="$skiff_rss" -v kr="$knot_rss" \
+  -v sc="$(col skiff 7)" -v kc="$(col knot 7)" \
+  -v s5="$(col skiff 5)" -v k5="$(col knot 5)" -v s9="$(col skiff 6)" -v k9="$(col knot 6)" \
+  'BEGIN {printf "skiff/knot: QPS %.2fx, queries per CPU-second %.2fx, p50 %.2fx, p99 %.2fx, RSS %.2fx\n", sq/kq, sc/kc, s5/k5, s9/k9, sr/kr}'
+echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"
