@@ -12,13 +12,8 @@ use skiff_api::{Manifest, Strictness, ValidationConfig};
 const EXTENSIONS: &[&str] = &["json", "yaml", "yml"];
 
 /// The files `-f` paths name: a file as given (`-` is standard input), a folder's manifest
-/// files in name order (not recursive, like kubectl without `-R`).
-pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    expand_with(paths, false)
-}
-
-/// As [`expand`]; with `recursive`, a folder's subfolders contribute too (kubectl's `-R`), each
-/// after the files beside it, in name order.
+/// files in name order; with `recursive`, a folder's subfolders contribute too (kubectl's
+/// `-R`), each after the files beside it, in name order.
 pub fn expand_with(paths: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
@@ -139,7 +134,7 @@ mod tests {
                 .map(|e| e.unwrap().path())
                 .filter(|p| p.is_dir()),
         );
-        let files = expand(&folders).unwrap();
+        let files = expand_with(&folders, false).unwrap();
         assert!(!files.is_empty(), "no example manifests found");
         for file in files {
             let text = read(&file).unwrap();
@@ -165,7 +160,7 @@ mod tests {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
         std::fs::create_dir(dir.path().join("sub.yaml")).unwrap();
-        let files = expand(&[dir.path().to_owned()]).unwrap();
+        let files = expand_with(&[dir.path().to_owned()], false).unwrap();
         let names: Vec<_> = files
             .iter()
             .map(|f| f.file_name().unwrap().to_str().unwrap())
@@ -176,7 +171,7 @@ mod tests {
         let last = nested.last().unwrap().strip_prefix(dir.path()).unwrap();
         assert_eq!(nested.len(), 4);
         assert_eq!(last, Path::new("sub.yaml/d.yaml"));
-        let err = expand(&[dir.path().join("missing.yaml")]).unwrap_err();
+        let err = expand_with(&[dir.path().join("missing.yaml")], false).unwrap_err();
         assert!(format!("{err:#}").contains("missing.yaml"));
     }
 
