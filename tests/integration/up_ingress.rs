@@ -379,7 +379,7 @@ impl Up {
             "--https-port".as_ref(),
             sp.as_ref(),
         ];
-        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         let up = SkiffUp::start(&name, &dir.join("data"), &args)?;
         let k = Kubectl::default_binary(&up.kubeconfig);
         Ok(Up {
@@ -504,6 +504,18 @@ async fn rotate_secret_mid_traffic(up: &Up, dir: &std::path::Path, old: &Pki) ->
     let https = up.https;
     let new_leaf = new.leaf.clone();
     let old_leaf = old.leaf.clone();
+    // A keep-alive connection made on the old certificate, used again after the rotation.
+    let kept = tls_connect(https, SECURE_HOST, cfg.clone()).await?;
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(kept)).await?;
+    tokio::spawn(conn);
+    let kept_get = || {
+        hyper::Request::get("/kept")
+            .header("host", SECURE_HOST)
+            .body(Empty::<Bytes>::new())
+    };
+    let resp = kept.send_request(kept_get()?).await?;
+    ensure!(resp.status() == 200, "kept connection: {}", resp.status());
+    resp.into_body().collect().await?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
     let traffic = tokio::spawn(async move {
@@ -580,6 +592,15 @@ async fn rotate_secret_mid_traffic(up: &Up, dir: &std::path::Path, old: &Pki) ->
     ensure!(
         olds > 0,
         "no request was served by the old certificate ({n} requests)"
+    );
+    let resp = kept
+        .send_request(kept_get()?)
+        .await
+        .context("the connection made before the rotation")?;
+    ensure!(
+        resp.status() == 200,
+        "kept connection after the rotation: {}",
+        resp.status()
     );
     eprintln!(
         "TLS rotation: {n} HTTPS requests, {olds} on the old cert, {news} on the new, 0 failed"
