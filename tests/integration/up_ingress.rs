@@ -272,6 +272,9 @@ impl H1 {
         let req = hyper::Request::get(path)
             .header("host", host)
             .body(Empty::<Bytes>::new())?;
+        // Until the connection task has taken in the last response, a send fails with
+        // "connection was not ready" (a race a busy machine loses).
+        self.0.ready().await?;
         let resp = self.0.send_request(req).await?;
         let status = resp.status().as_u16();
         let location = resp
@@ -593,6 +596,7 @@ async fn rotate_secret_mid_traffic(up: &Up, dir: &std::path::Path, old: &Pki) ->
         olds > 0,
         "no request was served by the old certificate ({n} requests)"
     );
+    kept.ready().await?;
     let resp = kept
         .send_request(kept_get()?)
         .await
@@ -866,6 +870,7 @@ async fn skiff_up_ingress_routes_hosts_paths_tls_and_grpc_from_the_host() -> Res
                 .header("content-type", "application/grpc")
                 .header("te", "trailers")
                 .body(Full::new(echo_request(&format!("hi{i}"))))?;
+            send.ready().await?;
             let resp = send.send_request(req).await?;
             if resp.status() != 200 {
                 return Ok(None);
