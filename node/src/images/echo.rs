@@ -3,6 +3,7 @@
 //! The JSON is the one of the Kubernetes ingress conformance echo server: `path`, `host`,
 //! `method`, `proto`, `headers` (Go's canonical names → values, keys sorted as Go's encoder
 //! sorts them), `namespace`, `ingress`, `service`, `pod`. `/health` answers an empty 200.
+//! A WebSocket handshake on `/ws` is upgraded and every message echoed back (`echo_ws`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use super::echo_ws;
 use super::listen::{ServeError, accept_loop, serve_until_signal};
 
 /// The port when neither `--port` nor `PORT` is given.
@@ -111,7 +113,7 @@ pub async fn serve_on(
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(state.answer(req, remote).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended");
             }
@@ -132,7 +134,28 @@ struct State {
 }
 
 impl State {
-    async fn answer(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Full<Bytes>> {
+    async fn answer(
+        &self,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        if let Some(key) = echo_ws::upgrade_key(&req) {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let result = match upgrade.await {
+                    Ok(io) => echo_ws::echo(TokioIo::new(io)).await,
+                    Err(e) => Err(std::io::Error::other(e)),
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%remote, error = %e, "websocket echo ended");
+                }
+            });
+            if let Some(log) = &self.log {
+                let status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+                log.line(format!("GET {} {status} {remote} HTTP/1.1", req.uri()));
+            }
+            return echo_ws::switching_protocols(&key);
+        }
         let (parts, mut body) = req.into_parts();
         let path = request_uri(&parts.uri, parts.version);
         let health = parts.uri.path() == "/health";
@@ -375,5 +398,77 @@ mod tests {
         assert_eq!(request_uri(&parts.uri, parts.version), "/x?y=1");
         assert_eq!(host(&parts), "h2.example");
         assert_eq!(proto(parts.version), "HTTP/2.0");
+    }
+
+    /// The server on a loopback listener, its identity `pod-1`, no request log.
+    async fn running() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = EchoConfig {
+            port: 0,
+            host: None,
+            identity: EchoIdentity {
+                pod: "pod-1".into(),
+                ..EchoIdentity::default()
+            },
+            log_requests: false,
+        };
+        tokio::spawn(serve_on(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    #[tokio::test]
+    async fn websocket_on_ws_echoes_and_plain_ws_still_answers_json() {
+        use crate::streaming::ws::{encode_frame, read_frame};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (addr, _stop) = running().await;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: e.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        // The response head, byte by byte so no frame byte is consumed with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(
+            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&mut out, 0x1, b"hi there", Some([9, 8, 7, 6]));
+        encode_frame(&mut out, 0x2, &[1, 2, 3], Some([9, 8, 7, 6]));
+        tcp.write_all(&out).await.unwrap();
+        let text = read_frame(&mut tcp).await.unwrap().unwrap();
+        assert_eq!(
+            (text.opcode, text.payload.as_slice()),
+            (0x1, &b"hi there"[..])
+        );
+        let bin = read_frame(&mut tcp).await.unwrap().unwrap();
+        assert_eq!(
+            (bin.opcode, bin.payload.as_slice()),
+            (0x2, &[1u8, 2, 3][..])
+        );
+
+        // Without the handshake headers, /ws is an ordinary path.
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: e.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut all = String::new();
+        tcp.read_to_string(&mut all).await.unwrap();
+        assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+        assert!(
+            all.contains(r#""path":"/ws""#) && all.contains(r#""pod":"pod-1""#),
+            "{all}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 mod builtin;
 pub mod echo;
+mod echo_ws;
 mod glob;
 pub mod grpc_echo;
 mod image_map;
