@@ -230,15 +230,22 @@ h2_run() { # url → "rps p50_ms p99_ms errors"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 RESULTS="$WORK/results"
 : >"$RESULTS"
+TICKS=$(getconf CLK_TCK)
 for rep in $(seq "$REPS"); do
   for c in "${CANDIDATES[@]}"; do
     for t in h1 h1tls h2tls; do
+      before=$(cpu_ticks "${PID[$c]}")
       case $t in
         h1) r=$(wrk_run "http://127.0.0.1:${HTTP_PORT[$c]}/") ;;
         h1tls) r=$(wrk_run "https://127.0.0.1:${HTTPS_PORT[$c]}/") ;;
         h2tls) r=$(h2_run "https://127.0.0.1:${HTTPS_PORT[$c]}/") ;;
       esac
-      echo "$c $t $rep $r" | tee -a "$RESULTS" >&2
+      after=$(cpu_ticks "${PID[$c]}")
+      # Requests per second of proxy CPU (utime + stime): what the proxy costs, even when the
+      # client core (load generator and backend) is the limit; and how busy the proxy core was.
+      read -r per_cpu busy < <(awk -v r="${r%% *}" -v d="$DURATION" -v t=$((after - before)) \
+        -v hz="$TICKS" 'BEGIN {printf "%.0f %.0f\n", (t > 0) ? r * d / (t / hz) : 0, 100 * t / hz / d}')
+      echo "$c $t $rep $r $per_cpu $busy" | tee -a "$RESULTS" >&2
     done
   done
 done
@@ -250,17 +257,18 @@ echo
 echo "skiff ingress vs nginx $(nginx -v 2>&1 | awk -F/ '{print $2}') and haproxy $(haproxy -v | awk 'NR==1 {print $3}')," \
   "one proxy core (cpu $SERVER_CPU), wrk/h2load and the backend on cpu $CLIENT_CPU," \
   "median of $REPS interleaved runs of ${DURATION}s; skiff with $ROUTES extra rules"
-printf "%-8s %-6s %10s %9s %9s %7s\n" proxy test RPS "p50 ms" "p99 ms" errors
+printf "%-8s %-6s %10s %9s %9s %12s %10s %7s\n" proxy test RPS "p50 ms" "p99 ms" "req/CPU-s" "proxy CPU%" errors
 for t in h1 h1tls h2tls; do
   for c in "${CANDIDATES[@]}"; do
     errs=$(awk -v c="$c" -v t="$t" '$1 == c && $2 == t && $7 != "-"' "$RESULTS" | wc -l)
-    printf "%-8s %-6s %10.0f %9s %9s %7s\n" "$c" "$t" "$(col "$c" "$t" 4)" "$(col "$c" "$t" 5)" \
-      "$(col "$c" "$t" 6)" "$errs/$REPS"
+    printf "%-8s %-6s %10.0f %9s %9s %12s %10s %7s\n" "$c" "$t" "$(col "$c" "$t" 4)" "$(col "$c" "$t" 5)" \
+      "$(col "$c" "$t" 6)" "$(col "$c" "$t" 8)" "$(col "$c" "$t" 9)" "$errs/$REPS"
   done
 done
 for t in h1 h1tls h2tls; do
   awk -v t="$t" -v sr="$(col skiff "$t" 4)" -v nr="$(col nginx "$t" 4)" -v s9="$(col skiff "$t" 6)" \
-    -v n9="$(col nginx "$t" 6)" 'BEGIN {printf "%s skiff/nginx: RPS %.2fx, p99 %.2fx\n", t, sr/nr, s9/n9}'
+    -v n9="$(col nginx "$t" 6)" -v sc="$(col skiff "$t" 8)" -v nc="$(col nginx "$t" 8)" \
+    'BEGIN {printf "%s skiff/nginx: RPS %.2fx, requests per CPU-second %.2fx, p99 %.2fx\n", t, sr/nr, sc/nc, s9/n9}'
 done
 echo "RSS MiB after the runs: skiff $(rss "${PID[skiff]}") nginx $(rss "${PID[nginx]}") haproxy $(rss "${PID[haproxy]}")"
 echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"
