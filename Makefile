@@ -23,10 +23,14 @@ demo: bootstrap
 	@echo "once ready, from another shell: curl -k --resolve hello.skiff.test:8443:127.0.0.1 https://hello.skiff.test:8443/"
 	./target/release/skiff up -f examples/
 
-## Criterion micro-benchmarks (the end-to-end comparisons arrive with `skiff bench`).
+## Criterion micro-benchmarks and end-to-end ones (pod startup, eBPF programming), then the
+## side-by-side comparisons: cluster DNS vs Knot, ingress vs nginx and haproxy (each script
+## installs its peers and prints its table; `skiff bench` and RESULTS.md arrive with #10).
 bench: bootstrap
 	$(CARGO) build --release --locked -p skiff
 	$(CARGO) bench --locked -p skiff-benches
+	benches/dns/run.sh
+	benches/ingress/run.sh
 
 ## Fuzz every target in turn, FUZZ_SECONDS each (needs cargo-fuzz; stable Rust with
 ## RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes, so no nightly toolchain).
