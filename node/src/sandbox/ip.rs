@@ -58,34 +58,16 @@ impl Ip {
     }
 }
 
-async fn run(cmd: tokio::process::Command, shown: String) -> Result<String> {
-    run_with_input(cmd, shown, None).await
-}
-
-async fn run_with_input(
-    mut cmd: tokio::process::Command,
-    shown: String,
-    input: Option<String>,
-) -> Result<String> {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+async fn run(mut cmd: tokio::process::Command, shown: String) -> Result<String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     tracing::trace!(command = %shown, "running");
     let spawn_err = |source| SandboxError::Spawn {
         command: shown.clone(),
         source,
     };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        use tokio::io::AsyncWriteExt as _;
-        stdin.write_all(text.as_bytes()).await.map_err(spawn_err)?;
-        stdin.write_all(b"\n").await.map_err(spawn_err)?;
-        // Dropping stdin ends the batch.
-    }
+    let child = cmd.spawn().map_err(spawn_err)?;
     let out = child.wait_with_output().await.map_err(spawn_err)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

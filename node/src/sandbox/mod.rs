@@ -217,6 +217,14 @@ impl Sandbox {
     }
 }
 
+/// The node's netlink socket; a panic while another thread held it makes it unusable.
+fn lock_netlink(m: &std::sync::Mutex<Netlink>) -> Result<std::sync::MutexGuard<'_, Netlink>> {
+    m.lock().map_err(|_| SandboxError::Netlink {
+        action: "lock the node netlink socket".into(),
+        source: std::io::Error::other("poisoned"),
+    })
+}
+
 fn cstring(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| {
         SandboxError::io(
@@ -678,10 +686,7 @@ impl SandboxManager {
             let mut pod = netns::create_netns(&ns)?;
             let pod_fd = netns::open_netns(&netns_path(&ns))?;
             {
-                let mut node = node.lock().map_err(|_| SandboxError::Netlink {
-                    action: "lock the node netlink socket".into(),
-                    source: std::io::Error::other("poisoned"),
-                })?;
+                let mut node = lock_netlink(&node)?;
                 node.del_link(&veth)
                     .map_err(nl_err(format!("delete stale link {veth}")))?;
                 node.add_veth(&veth, "eth0", pod_fd.as_fd())
@@ -689,19 +694,11 @@ impl SandboxManager {
                         "add veth {veth} with peer eth0 in netns {ns}"
                     )))?;
                 let index = node
-                    .link_index(&veth)
-                    .map_err(nl_err(format!("find link {veth}")))?
-                    .ok_or_else(|| SandboxError::Netlink {
-                        action: format!("find link {veth}"),
-                        source: std::io::Error::from_raw_os_error(libc::ENODEV),
-                    })?;
+                    .require_index(&veth)
+                    .map_err(nl_err(format!("find link {veth}")))?;
                 let master = node
-                    .link_index(&bridge)
-                    .map_err(nl_err(format!("find bridge {bridge}")))?
-                    .ok_or_else(|| SandboxError::Netlink {
-                        action: format!("find bridge {bridge}"),
-                        source: std::io::Error::from_raw_os_error(libc::ENODEV),
-                    })?;
+                    .require_index(&bridge)
+                    .map_err(nl_err(format!("find bridge {bridge}")))?;
                 node.set_up(index, Some(master))
                     .map_err(nl_err(format!("put {veth} on {bridge} and up")))?;
                 node.set_hairpin(index)
@@ -711,12 +708,8 @@ impl SandboxManager {
             pod.set_up(1, None)
                 .map_err(nl_err(format!("set lo up in netns {ns}")))?;
             let eth0 = pod
-                .link_index("eth0")
-                .map_err(nl_err(format!("find eth0 in netns {ns}")))?
-                .ok_or_else(|| SandboxError::Netlink {
-                    action: format!("find eth0 in netns {ns}"),
-                    source: std::io::Error::from_raw_os_error(libc::ENODEV),
-                })?;
+                .require_index("eth0")
+                .map_err(nl_err(format!("find eth0 in netns {ns}")))?;
             for (ip, prefix, v6) in addrs {
                 // No duplicate address detection: IPAM already made the address unique.
                 pod.add_addr(eth0, ip, prefix, v6)
@@ -748,10 +741,7 @@ impl SandboxManager {
         if let Some(veth) = rec.veth.clone() {
             let node = self.node_netlink.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
-                let mut node = node.lock().map_err(|_| SandboxError::Netlink {
-                    action: "lock the node netlink socket".into(),
-                    source: std::io::Error::other("poisoned"),
-                })?;
+                let mut node = lock_netlink(&node)?;
                 node.del_link(&veth)
                     .map(drop)
                     .map_err(|source| SandboxError::Netlink {

@@ -217,6 +217,12 @@ impl Netlink {
         }
     }
 
+    /// The index of the link called `name`; no such link is `ENODEV`, as the kernel says it.
+    pub(crate) fn require_index(&mut self, name: &str) -> io::Result<u32> {
+        self.link_index(name)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
+    }
+
     /// `ip link add <name> type veth peer name <peer> netns <peer_netns>`.
     pub(crate) fn add_veth(
         &mut self,
