@@ -384,8 +384,13 @@ async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Res
         sleeper.try_wait()?.is_none(),
         "re-adopting the sandbox killed its process"
     );
-    let ipam_path = fx.dir.path().join("state/ipam.json");
-    ensure!(std::fs::read_to_string(&ipam_path)?.contains("eeee-0005"));
+    let holds =
+        |all: Vec<(String, Vec<std::net::IpAddr>)>, uid: &str| all.iter().any(|(u, _)| u == uid);
+    ensure!(
+        second.allocations().await == [("eeee-0005".to_owned(), a.ips.clone())],
+        "re-adopted addresses: {:?}",
+        second.allocations().await
+    );
 
     ensure!(
         second.remove("eeee-0005").await?,
@@ -399,7 +404,7 @@ async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Res
     wait_gone(pid).await?;
     let _ = sleeper.wait().await;
     ensure!(
-        !std::fs::read_to_string(&ipam_path)?.contains("eeee-0005"),
+        !holds(second.allocations().await, "eeee-0005"),
         "addresses not released"
     );
     ensure!(
@@ -435,7 +440,7 @@ async fn sandbox_ipam_persists_across_restart_and_is_released_on_remove() -> Res
         "netns left"
     );
     ensure!(
-        !std::fs::read_to_string(&ipam_path)?.contains("ffff-0008"),
+        !holds(second.allocations().await, "ffff-0008"),
         "addresses not released"
     );
     ensure!(
@@ -467,17 +472,23 @@ async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()>
     let rec =
         std::fs::read_to_string(&rec_path)?.replace("\"complete\": true", "\"complete\": false");
     std::fs::write(&rec_path, rec)?;
-    // ... a namespace with our prefix that no record knows, and addresses of a vanished pod.
+    // ... a namespace with our prefix that no record knows, and the record of a vanished pod
+    // (its namespace and cgroup gone): its addresses must not stay taken.
     let stray_ns = format!("{}3333-0003", fx.prefix);
     ip(&["netns", "add", &stray_ns])?;
     // ... and a namespace that shares the prefix but is not a pod's (it has a bridge).
     let foreign_ns = format!("{}9999-0009", fx.prefix);
     ip(&["netns", "add", &foreign_ns])?;
     ip(&["-n", &foreign_ns, "link", "add", "br9", "type", "bridge"])?;
-    let ipam_path = fx.dir.path().join("state/ipam.json");
-    let mut ipam: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ipam_path)?)?;
-    ipam["allocations"]["4444-0004"] = serde_json::json!(["10.244.7.200"]);
-    std::fs::write(&ipam_path, serde_json::to_vec(&ipam)?)?;
+    let vanished =
+        std::fs::read_to_string(fx.dir.path().join("state/pods/1111-0001/sandbox.json"))?
+            .replace("1111-0001", "4444-0004")
+            .replace(&whole.ips[0].to_string(), "10.244.7.200");
+    std::fs::create_dir_all(fx.dir.path().join("state/pods/4444-0004"))?;
+    std::fs::write(
+        fx.dir.path().join("state/pods/4444-0004/sandbox.json"),
+        vanished,
+    )?;
 
     let second = SandboxManager::new(fx.config()).await?;
     wait_gone(orphan_pid).await?;
@@ -488,14 +499,14 @@ async fn sandbox_crash_leftovers_are_cleaned_by_the_next_manager() -> Result<()>
         "netns after restart: {left:?}"
     );
     ip(&["netns", "delete", &foreign_ns])?;
-    let ipam = std::fs::read_to_string(&ipam_path)?;
+    let ipam = second.allocations().await;
     ensure!(
-        !ipam.contains("4444-0004") && !ipam.contains("2222-0002"),
-        "stale IPAM entries: {ipam}"
+        ipam == [("1111-0001".to_owned(), whole.ips.clone())],
+        "after recovery IPAM holds {ipam:?}: only the whole pod's addresses may stay"
     );
     ensure!(
-        ipam.contains("1111-0001"),
-        "the whole pod lost its addresses: {ipam}"
+        !fx.dir.path().join("state/pods/4444-0004").exists(),
+        "the vanished pod's record was kept"
     );
     let cgroups = fx.pod_cgroups();
     ensure!(

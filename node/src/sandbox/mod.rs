@@ -68,7 +68,7 @@ pub struct SandboxConfig {
     pub name_prefix: String,
     /// The node's pod CIDRs (one IPv4 and/or one IPv6); the first address of each is the gateway.
     pub pod_cidrs: Vec<IpCidr>,
-    /// Where IPAM and per-pod files live (`ipam.json`, `pods/<uid>/`).
+    /// Where the per-pod files live (`pods/<uid>/`: record, resolv.conf, hosts).
     pub state_dir: PathBuf,
     /// The cgroup pods go under: absolute (`/skiff`) from each hierarchy's root, or relative
     /// (`skiff-test`) to the cgroup this process is in.
@@ -131,7 +131,8 @@ struct Record {
     netns: Option<String>,
     veth: Option<String>,
     ips: Vec<IpAddr>,
-    /// False until every part exists: a crash mid-create leaves `false`, cleaned at next start.
+    /// Written true once every part exists; `false` only in a record made up from a uid (or
+    /// left by an older version mid-create): such a sandbox is cleaned at next start.
     complete: bool,
 }
 
@@ -273,7 +274,9 @@ impl SandboxManager {
             });
         }
         let layout = CgroupLayout::detect()?;
-        let ipam = Ipam::load(&config.state_dir.join("ipam.json"), &config.pod_cidrs)?;
+        let ipam = Ipam::new(&config.pod_cidrs)?;
+        // Earlier versions kept the allocations in a file of their own; the records carry them.
+        let _ = std::fs::remove_file(config.state_dir.join("ipam.json"));
         let node_netlink =
             run_in_netns(config.node_netns.as_deref(), Netlink::open)?.map_err(|e| {
                 SandboxError::Netlink {
@@ -351,20 +354,12 @@ impl SandboxManager {
             ips: Vec::new(),
             complete: false,
         };
-        // Only the record and the addresses are made under the lock; the namespaces, links and
-        // cgroup of different pods are independent, so sandboxes are built concurrently.
-        let reserved = self.write_record(&rec).and_then(|()| {
-            if !spec.host_network {
-                rec.ips = ipam.allocate(&spec.uid)?;
-                self.write_record(&rec)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = reserved {
-            if let Err(e2) = self.destroy(&rec, &mut ipam).await {
-                warn!(uid = %spec.uid, error = %e2, "cleanup after failed creation failed");
-            }
-            return Err(e);
+        // Only the addresses are taken under the lock (in memory); the namespaces, links and
+        // cgroup of different pods are independent, so sandboxes are built concurrently. The
+        // record is written once, when the sandbox is whole: a crash before that leaves parts
+        // without a record, which start-up recovery sweeps by their names.
+        if !spec.host_network {
+            rec.ips = ipam.allocate(&spec.uid)?;
         }
         drop(ipam);
         match self.build(spec, &mut rec, &resolv).await {
@@ -409,6 +404,7 @@ impl SandboxManager {
         };
         let hosts = pod_hosts(spec, &rec.ips, &self.config.cluster_domain, &node_hosts);
         let dir = self.pod_dir(&spec.uid);
+        std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("create directory", &dir, e))?;
         write_in_place(&dir.join("resolv.conf"), resolv.as_bytes())?;
         write_in_place(&dir.join("hosts"), hosts.as_bytes())?;
         rec.complete = true;
@@ -430,6 +426,18 @@ impl SandboxManager {
             .into_iter()
             .filter(|r| r.complete)
             .map(|r| self.sandbox(&r))
+            .collect()
+    }
+
+    /// The pod uids holding addresses, with their addresses (what IPAM has handed out).
+    pub async fn allocations(&self) -> Vec<(String, Vec<IpAddr>)> {
+        let ipam = self.ipam.lock().await;
+        ipam.uids()
+            .into_iter()
+            .map(|u| {
+                let ips = ipam.get(&u).map(<[IpAddr]>::to_vec).unwrap_or_default();
+                (u, ips)
+            })
             .collect()
     }
 
@@ -763,7 +771,7 @@ impl SandboxManager {
 
     /// The shared parts of `destroy`: the addresses and the record (under the IPAM lock).
     fn release(&self, rec: &Record, ipam: &mut Ipam) -> Result<()> {
-        ipam.release(&rec.uid)?;
+        ipam.release(&rec.uid);
         let dir = self.pod_dir(&rec.uid);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -779,6 +787,7 @@ impl SandboxManager {
         let mut known = HashSet::new();
         for rec in self.records() {
             if rec.complete && self.alive(&rec).await {
+                ipam.adopt(&rec.uid, &rec.ips);
                 known.insert(rec.uid.clone());
             } else {
                 warn!(uid = %rec.uid, pod = %format!("{}/{}", rec.namespace, rec.name), "removing leftover pod sandbox");
@@ -829,7 +838,7 @@ impl SandboxManager {
         for uid in ipam.uids() {
             if !known.contains(&uid) {
                 warn!(uid = %uid, "releasing leftover pod addresses");
-                ipam.release(&uid)?;
+                ipam.release(&uid);
             }
         }
         for leaf in self.layout.children(&self.config.cgroup_parent, "pod") {
