@@ -1,7 +1,6 @@
 //! One container's life in a pod: resolve, start, watch, record, restart with backoff.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use crate::env::{container_env, expand_args};
 use crate::logs::{LogWriter, RotationPolicy, container_log_dir, instance_log_path, mark_finished};
 use crate::probes::{ProbeHandle, Prober, SandboxProbeTarget};
 use crate::sandbox::Sandbox;
+use crate::sandbox::spawn::{Process, ProcessSpec};
 use crate::status::{ContainerRecord, PodRecord, State};
 
 /// Which record a container writes: an init container's or a regular one's, by index.
@@ -235,27 +235,23 @@ pub async fn run_container(
         let started = Instant::now();
         let started_at = Timestamp::now();
         let log_path = instance_log_path(&log_dir, restart_count.max(0) as u32);
-        let spawned = sandbox
-            .command_with_mounts(program, &mounts)
-            .map_err(|e| e.to_string())
-            .and_then(|mut cmd| {
-                cmd.args(rest)
-                    .env_clear()
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                if let Some(dir) = container.working_dir.as_deref().filter(|d| !d.is_empty()) {
-                    cmd.current_dir(dir);
-                }
-                cmd.spawn().map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        format!("exec: {program:?}: executable file not found: {e}")
-                    } else {
-                        format!("exec: {program:?}: {e}")
-                    }
-                })
-            });
+        let process = ProcessSpec {
+            program: program.into(),
+            args: rest.iter().map(Into::into).collect(),
+            env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            cwd: container
+                .working_dir
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(Into::into),
+        };
+        let spawned = sandbox.spawn(&process, &mounts).map_err(|e| {
+            if e.is_not_found() {
+                format!("exec: {program:?}: executable file not found: {e}")
+            } else {
+                format!("exec: {e}")
+            }
+        });
         let terminated = match spawned {
             Err(message) => {
                 warn!(pod = %entry.name, container = %name, %message, "container did not start");
@@ -386,7 +382,7 @@ async fn watch_probes(
     entry: &PodEntry,
     slot: Slot,
     name: &str,
-    child: &mut tokio::process::Child,
+    child: &mut Process,
     probes: &mut ProbeHandle,
 ) -> std::io::Result<std::process::ExitStatus> {
     let node = ctx.config.node_name.as_str();

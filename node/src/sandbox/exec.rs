@@ -1,6 +1,7 @@
-//! The one place with `unsafe`: a `pre_exec` hook that moves a child into the pod's cgroup,
-//! a private mount namespace with the pod's DNS files, the pod's network and UTS namespaces,
-//! one that gives a child a controlling terminal, and the reactor registration of a
+//! Entering a pod (one of the two places with `unsafe`, with `spawn`): what a child does
+//! before exec to move into the pod's cgroup, a private mount namespace with the pod's DNS
+//! files and volumes, the pod's network and UTS namespaces; the `pre_exec` hooks that do it
+//! (and give a child a controlling terminal), and the reactor registration of a
 //! pseudo-terminal master.
 #![allow(unsafe_code)]
 
@@ -10,8 +11,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags, move_into_link_name_space, unshare_unsafe};
 
-/// What a child enters between fork and exec. Everything is opened or allocated before the
-/// fork, so the hook makes only raw system calls (async-signal-safe).
+/// What a child enters between fork (or [`super::spawn`]'s clone) and exec. Everything is
+/// opened or allocated before, so [`Entry::apply`] makes only raw system calls
+/// (async-signal-safe, and safe in a child that shares the parent's memory).
 #[derive(Debug, Default)]
 pub(crate) struct Entry {
     /// Open `cgroup.procs` files; writing "0" moves the writer in.
@@ -20,19 +22,26 @@ pub(crate) struct Entry {
     pub netns: Option<OwnedFd>,
     /// Bind mounts `(source, target)` made in a new private mount namespace.
     pub binds: Vec<(CString, CString)>,
+    /// Volume bind mounts `(source, target, read_only)`, made after `binds` in the same
+    /// private mount namespace (which needs `binds` to be non-empty to exist).
+    pub mounts: Vec<(CString, CString, bool)>,
     /// A hostname for a new UTS namespace.
     pub hostname: Option<Vec<u8>>,
 }
 
-/// Registers `entry` to be applied in the child of `cmd` right before exec.
-pub(crate) fn enter_on_exec(cmd: &mut tokio::process::Command, entry: Entry) {
-    let hook = move || -> std::io::Result<()> {
-        for fd in &entry.cgroup_procs {
+impl Entry {
+    /// Moves the calling process into the cgroup, a private mount namespace with the binds,
+    /// the network namespace and a UTS namespace with the hostname.
+    ///
+    /// Only for a process about to exec that no other thread can observe: it unshares the
+    /// calling process's namespaces.
+    pub(crate) fn apply(&self) -> std::io::Result<()> {
+        for fd in &self.cgroup_procs {
             rustix::io::write(fd, b"0")?;
         }
-        if !entry.binds.is_empty() {
-            // SAFETY: unsharing the mount namespace (not the file table) in the single-threaded
-            // child between fork and exec; no other thread can observe it.
+        if !self.binds.is_empty() {
+            // SAFETY: unsharing the mount namespace (not the file table) in a child about to
+            // exec, that no other thread observes (the caller's contract).
             unsafe { unshare_unsafe(UnshareFlags::NEWNS) }?;
             // Downstream (slave): the bind mounts below never propagate back to the node,
             // while unmounts there (e.g. `ip netns delete`) still reach this namespace.
@@ -40,24 +49,39 @@ pub(crate) fn enter_on_exec(cmd: &mut tokio::process::Command, entry: Entry) {
                 c"/",
                 MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
             )?;
-            for (source, target) in &entry.binds {
+            for (source, target) in &self.binds {
                 mount_bind(source.as_c_str(), target.as_c_str())?;
             }
+            for (source, target, read_only) in &self.mounts {
+                mount_bind(source.as_c_str(), target.as_c_str())?;
+                if *read_only {
+                    rustix::mount::mount_remount(
+                        target.as_c_str(),
+                        rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+                        c"",
+                    )?;
+                }
+            }
         }
-        if let Some(ns) = &entry.netns {
+        if let Some(ns) = &self.netns {
             move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))?;
         }
-        if let Some(name) = &entry.hostname {
-            // SAFETY: as above, a new UTS namespace for the single-threaded child.
+        if let Some(name) = &self.hostname {
+            // SAFETY: as above, a new UTS namespace for a child about to exec.
             unsafe { unshare_unsafe(UnshareFlags::NEWUTS) }?;
             rustix::system::sethostname(name)?;
         }
         Ok(())
-    };
+    }
+}
+
+/// Registers `entry` to be applied in the child of `cmd` right before exec.
+pub(crate) fn enter_on_exec(cmd: &mut tokio::process::Command, entry: Entry) {
     // SAFETY: the hook only makes system calls on memory and fds prepared before the fork
-    // (no allocation, no locks), which is what `pre_exec` requires.
+    // (no allocation, no locks), which is what `pre_exec` requires; the forked child is
+    // single-threaded, as `Entry::apply` requires.
     unsafe {
-        cmd.pre_exec(hook);
+        cmd.pre_exec(move || entry.apply());
     }
 }
 
@@ -105,40 +129,24 @@ impl super::Sandbox {
         program: impl AsRef<std::ffi::OsStr>,
         mounts: &[Mount],
     ) -> super::Result<tokio::process::Command> {
-        let mut cmd = self.command(program)?;
-        if mounts.is_empty() {
-            return Ok(cmd);
-        }
-        let mut binds = Vec::with_capacity(mounts.len());
+        let entry = self.entry(mounts)?;
+        let mut cmd = tokio::process::Command::new(program);
+        enter_on_exec(&mut cmd, entry);
+        Ok(cmd)
+    }
+
+    /// What a process of this pod enters, with `mounts` (volumes) in its mount namespace.
+    pub(crate) fn entry(&self, mounts: &[Mount]) -> super::Result<Entry> {
+        let mut entry = self.base_entry()?;
         for m in mounts {
             prepare_target(m)?;
-            let read_only = m.read_only;
-            binds.push((
+            entry.mounts.push((
                 super::cstring(&m.source)?,
                 super::cstring(&m.target)?,
-                read_only,
+                m.read_only,
             ));
         }
-        // Runs after the hook `command` registered, which always unshared the mount namespace
-        // (it binds resolv.conf and hosts), so these mounts stay private to the process.
-        let hook = move || -> std::io::Result<()> {
-            for (source, target, read_only) in &binds {
-                mount_bind(source.as_c_str(), target.as_c_str())?;
-                if *read_only {
-                    rustix::mount::mount_remount(
-                        target.as_c_str(),
-                        rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
-                        c"",
-                    )?;
-                }
-            }
-            Ok(())
-        };
-        // SAFETY: as in `enter_on_exec`: only system calls on memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(hook);
-        }
-        Ok(cmd)
+        Ok(entry)
     }
 }
 

@@ -19,6 +19,7 @@ mod netns;
 mod pod;
 mod pty;
 mod quantity;
+pub mod spawn;
 mod spec;
 
 use std::collections::HashSet;
@@ -169,8 +170,27 @@ impl Sandbox {
 
     /// A command whose process runs inside the pod: in its cgroup, its network namespace, its
     /// own hostname (UTS namespace, not for hostNetwork pods) and a private mount namespace
-    /// where /etc/resolv.conf and /etc/hosts are the pod's. Used for containers and exec.
+    /// where /etc/resolv.conf and /etc/hosts are the pod's. Used for exec and exec probes;
+    /// containers start through [`Sandbox::spawn`], which does not copy skiff's memory.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Result<tokio::process::Command> {
+        let mut cmd = tokio::process::Command::new(program);
+        enter_on_exec(&mut cmd, self.base_entry()?);
+        Ok(cmd)
+    }
+
+    /// A process of this pod (see [`Sandbox::command`]) with `mounts` (volumes), started by
+    /// [`spawn::spawn`]: stdin `/dev/null`, stdout and stderr piped.
+    pub fn spawn(
+        &self,
+        process: &spawn::ProcessSpec,
+        mounts: &[Mount],
+    ) -> std::result::Result<spawn::Process, spawn::SpawnError> {
+        let entry = self.entry(mounts).map_err(spawn::SpawnError::Setup)?;
+        spawn::spawn(process, entry)
+    }
+
+    /// What every process of this pod enters: cgroup, netns, DNS files, hostname.
+    fn base_entry(&self) -> Result<Entry> {
         let mut entry = Entry::default();
         for procs in self.cgroup.procs_files() {
             let f = std::fs::OpenOptions::new()
@@ -192,9 +212,7 @@ impl Sandbox {
         if !self.host_network {
             entry.hostname = Some(self.hostname.as_bytes().to_vec());
         }
-        let mut cmd = tokio::process::Command::new(program);
-        enter_on_exec(&mut cmd, entry);
-        Ok(cmd)
+        Ok(entry)
     }
 
     /// A TCP connection to `port` on the pod's loopback (what port-forward does).
