@@ -18,11 +18,15 @@
 mod abi;
 mod cgroup;
 mod error;
+pub mod maglev;
 mod netns;
+mod nodeport;
+mod nodeport_abi;
 mod sock_lb;
 
 pub use cgroup::cgroup_v2_root;
 pub use error::EbpfError;
+pub use nodeport::{FrontendOptions, NodePortCounters, NodePortLb, NodePortOptions};
 pub use netns::{current_netns_cookie, netns_cookie, netns_cookie_fd, socket_netns_cookie};
 pub use sock_lb::{
     BackendAddr, Protocol, ServiceOptions, ServiceSlot, SlotCounters, SockLb, SockLbOptions, Vip,
