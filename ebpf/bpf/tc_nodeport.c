@@ -310,9 +310,10 @@ static __always_inline int fib(struct __sk_buff *skb, const struct pkt *p,
 		f->ipv4_src = p->t.saddr[3];
 		f->ipv4_dst = p->t.daddr[3];
 	}
-	/* OUTPUT: route as the node would send it (the source may be one of its addresses),
-	 * without the forwarding checks of an input lookup */
-	return bpf_fib_lookup(skb, f, sizeof(*f), BPF_FIB_LOOKUP_OUTPUT);
+	/* an input lookup from the interface the packet came in on, as the stack would route
+	 * it (BPF_FIB_LOOKUP_OUTPUT would take ifindex as the required output device); it needs
+	 * forwarding on in this namespace, as any router does, and checks no source address */
+	return bpf_fib_lookup(skb, f, sizeof(*f), 0);
 }
 
 /* Sends a translated packet to its next hop; a local destination goes up the stack. */

@@ -26,8 +26,8 @@ mod sock_lb;
 
 pub use cgroup::cgroup_v2_root;
 pub use error::EbpfError;
-pub use nodeport::{FrontendOptions, NodePortCounters, NodePortLb, NodePortOptions};
 pub use netns::{current_netns_cookie, netns_cookie, netns_cookie_fd, socket_netns_cookie};
+pub use nodeport::{FrontendOptions, NodePortCounters, NodePortLb, NodePortOptions};
 pub use sock_lb::{
     BackendAddr, Protocol, ServiceOptions, ServiceSlot, SlotCounters, SockLb, SockLbOptions, Vip,
     remove_pins,

@@ -157,8 +157,8 @@ fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfEr
 /// Runs `f` on a short-lived thread inside the network namespace at `netns` (setns changes
 /// only the calling thread, and interface names and indexes are per namespace).
 fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> Result<T, EbpfError> {
-    let file = File::open(netns)
-        .map_err(|e| EbpfError::io(format!("opening {}", netns.display()), e))?;
+    let file =
+        File::open(netns).map_err(|e| EbpfError::io(format!("opening {}", netns.display()), e))?;
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -222,16 +222,15 @@ impl NodePortLb {
             .map_err(map_err("ns_services"))?;
         let backends = BpfHashMap::try_from(take_map(&mut bpf, "ns_backends")?)
             .map_err(map_err("ns_backends"))?;
-        let maglev = BpfHashMap::try_from(take_map(&mut bpf, "ns_maglev")?)
-            .map_err(map_err("ns_maglev"))?;
+        let maglev =
+            BpfHashMap::try_from(take_map(&mut bpf, "ns_maglev")?).map_err(map_err("ns_maglev"))?;
         let members = BpfHashMap::try_from(take_map(&mut bpf, "ns_members")?)
             .map_err(map_err("ns_members"))?;
-        let flows = BpfHashMap::try_from(take_map(&mut bpf, "ns_flows")?)
-            .map_err(map_err("ns_flows"))?;
+        let flows =
+            BpfHashMap::try_from(take_map(&mut bpf, "ns_flows")?).map_err(map_err("ns_flows"))?;
         let replies = BpfHashMap::try_from(take_map(&mut bpf, "ns_replies")?)
             .map_err(map_err("ns_replies"))?;
-        let snat =
-            Array::try_from(take_map(&mut bpf, "ns_snat")?).map_err(map_err("ns_snat"))?;
+        let snat = Array::try_from(take_map(&mut bpf, "ns_snat")?).map_err(map_err("ns_snat"))?;
         let counters = PerCpuArray::try_from(take_map(&mut bpf, "ns_counters")?)
             .map_err(map_err("ns_counters"))?;
         tracing::info!(
@@ -314,8 +313,7 @@ impl NodePortLb {
             let netns = a.netns.clone();
             let result = self.program().and_then(|p| {
                 // netlink filters must be removed from inside their namespace
-                in_netns(&netns, || p.detach(a.link))?
-                    .map_err(|e| EbpfError::program(PROGRAM, e))
+                in_netns(&netns, || p.detach(a.link))?.map_err(|e| EbpfError::program(PROGRAM, e))
             });
             if let Err(e) = result {
                 // a deleted namespace or interface took the attachment with it
@@ -382,8 +380,7 @@ impl NodePortLb {
             vip: vip.to_string(),
             reason,
         };
-        if backends.len() > self.maglev_size as usize || backends.len() > usize::from(u16::MAX)
-        {
+        if backends.len() > self.maglev_size as usize || backends.len() > usize::from(u16::MAX) {
             return Err(invalid(format!(
                 "{} backends, more than the Maglev table's {} entries",
                 backends.len(),
@@ -551,11 +548,7 @@ impl NodePortLb {
         let table = maglev::table(&addrs, self.maglev_size);
         for (chunk, entries) in (0u32..).zip(table.chunks(nabi::MAGLEV_CHUNK)) {
             self.maglev
-                .insert(
-                    abi::backend_key(set, chunk),
-                    nabi::maglev_chunk(entries),
-                    0,
-                )
+                .insert(abi::backend_key(set, chunk), nabi::maglev_chunk(entries), 0)
                 .map_err(|e| EbpfError::map("ns_maglev", e))?;
         }
         Ok(())
@@ -647,8 +640,16 @@ impl NodePortLb {
                 v.slot,
                 v.set,
                 v.count,
-                if v.flags & nabi::NS_F_SNAT != 0 { " snat" } else { " client-ip" },
-                if v.flags & nabi::NS_F_AFFINITY != 0 { " affinity" } else { "" },
+                if v.flags & nabi::NS_F_SNAT != 0 {
+                    " snat"
+                } else {
+                    " client-ip"
+                },
+                if v.flags & nabi::NS_F_AFFINITY != 0 {
+                    " affinity"
+                } else {
+                    ""
+                },
                 c.packets,
                 c.replies,
                 c.flows,

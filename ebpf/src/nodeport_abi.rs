@@ -144,7 +144,11 @@ mod tests {
         let dst: SocketAddr = "[fd00::1]:30080".parse().expect("addr");
         let t = tuple(src, dst, 6);
         assert_eq!(parse_tuple(&t), (src, dst, 6));
-        assert_eq!(&t[32..34], &40000u16.to_be_bytes(), "ports in network order");
+        assert_eq!(
+            &t[32..34],
+            &40000u16.to_be_bytes(),
+            "ports in network order"
+        );
         let c = maglev_chunk(&[5, 1]);
         assert_eq!(u16::from_ne_bytes([c[0], c[1]]), 5);
         assert_eq!(u16::from_ne_bytes([c[2], c[3]]), 1);
