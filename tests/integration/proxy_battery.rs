@@ -780,20 +780,28 @@ fn internal_traffic_policy_local(kind: Kind) -> Result<()> {
 fn endpoints_change_under_load(kind: Kind) -> Result<()> {
     let env = Env::new(kind, "pbu")?;
     env.apply(&web())?;
-    let client = env.pod_netns(2);
-    let vip = sa("10.96.0.50:80")?;
     let done = Arc::new(AtomicBool::new(false));
-    let d2 = done.clone();
-    let load = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0usize, Vec::new());
-        while !d2.load(Ordering::Relaxed) {
-            match tcp_get(&client, vip) {
-                Ok(_) => ok += 1,
-                Err(e) => failed.push(format!("{e:#}")),
+    // a pod to the ClusterIP (socket hooks on eBPF) and an outside client to the NodePort
+    // (the tc program on eBPF)
+    let loads: Vec<_> = [
+        (env.pod_netns(2), sa("10.96.0.50:80")?),
+        (env.external_netns(), sa(&format!("{NODE_ADDR}:30080"))?),
+    ]
+    .into_iter()
+    .map(|(client, vip)| {
+        let d2 = done.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !d2.load(Ordering::Relaxed) {
+                match tcp_get(&client, vip) {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
             }
-        }
-        (ok, failed)
-    });
+            (vip, ok, failed)
+        })
+    })
+    .collect();
     let only_b = web().replace(
         "- {addresses: [\"{A4}\"], conditions: {ready: true}, nodeName: node-1}\n",
         "",
@@ -809,19 +817,21 @@ fn endpoints_change_under_load(kind: Kind) -> Result<()> {
     }
     std::thread::sleep(Duration::from_millis(50));
     done.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.join().map_err(|_| anyhow::anyhow!("load thread"))?;
-    ensure!(
-        failed.is_empty(),
-        "{kind:?}: {} of {} connections failed while endpoints changed: {:?}",
-        failed.len(),
-        ok + failed.len(),
-        &failed[..failed.len().min(3)]
-    );
-    ensure!(
-        ok > 10,
-        "{kind:?}: only {ok} connections in {:?}",
-        started.elapsed()
-    );
+    for load in loads {
+        let (vip, ok, failed) = load.join().map_err(|_| anyhow::anyhow!("load thread"))?;
+        ensure!(
+            failed.is_empty(),
+            "{kind:?} {vip}: {} of {} connections failed while endpoints changed: {:?}",
+            failed.len(),
+            ok + failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+        ensure!(
+            ok > 10,
+            "{kind:?} {vip}: only {ok} connections in {:?}",
+            started.elapsed()
+        );
+    }
     Ok(())
 }
 
