@@ -8,6 +8,11 @@
 //! v2 root, the programs act only on sockets whose network namespace was allowed with
 //! [`SockLb::allow_netns`] (cookies from [`netns_cookie`]).
 //!
+//! [`NodePortLb`] is the north-south load balancer (`bpf/tc_nodeport.c`): a tc classifier at
+//! ingress of interfaces named inside a given network namespace, translating packets from
+//! outside the node to NodePorts, LoadBalancer IPs and externalIPs (Maglev backends from
+//! [`maglev`], DNAT, SNAT or the client address kept), and their replies back.
+//!
 //! What a client sees: a connect to a virtual address goes to a backend chosen at random (or
 //! its affinity backend), and getpeername()/recvfrom() report the virtual address. A service
 //! with zero backends fails connect() and sendto() at once, without a packet, with
