@@ -522,6 +522,30 @@ fn a_udp_flow_moves_when_its_backend_goes_and_tcp_flows_stay() -> Result<()> {
 }
 
 #[test]
+fn affinity_keeps_a_client_on_one_backend_across_its_connections() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let mut env = Env::new()?;
+    let addr: SocketAddr = FRONT.parse()?;
+    env.lb.upsert_frontend(
+        Vip::tcp(addr),
+        &backends(&[B1, B2]),
+        FrontendOptions {
+            snat: true,
+            affinity: true,
+        },
+    )?;
+    // every connection has a new source port; only the client address is hashed (without
+    // affinity, 11 connections over 2 backends all on one would be a 1-in-1024 chance)
+    let first = env.tcp(FRONT, 10)?.0;
+    for _ in 0..10 {
+        ensure!(env.tcp(FRONT, 10)?.0 == first, "affinity broken");
+    }
+    Ok(())
+}
+
+#[test]
 fn a_bad_maglev_size_is_refused() {
     if !privileged() {
         return;
