@@ -47,6 +47,14 @@ pub enum EbpfError {
         /// Why.
         reason: String,
     },
+    /// An option the loader cannot use as given.
+    #[error("{option}: {reason}")]
+    InvalidOption {
+        /// The option (field) name.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// Every service slot is in use.
     #[error("all {0} service slots are in use")]
     SlotsExhausted(u32),

@@ -8,6 +8,11 @@
 //! v2 root, the programs act only on sockets whose network namespace was allowed with
 //! [`SockLb::allow_netns`] (cookies from [`netns_cookie`]).
 //!
+//! [`NodePortLb`] is the north-south load balancer (`bpf/tc_nodeport.c`): a tc classifier at
+//! ingress of interfaces named inside a given network namespace, translating packets from
+//! outside the node to NodePorts, LoadBalancer IPs and externalIPs (Maglev backends from
+//! [`maglev`], DNAT, SNAT or the client address kept), and their replies back.
+//!
 //! What a client sees: a connect to a virtual address goes to a backend chosen at random (or
 //! its affinity backend), and getpeername()/recvfrom() report the virtual address. A service
 //! with zero backends fails connect() and sendto() at once, without a packet, with
@@ -18,12 +23,16 @@
 mod abi;
 mod cgroup;
 mod error;
+pub mod maglev;
 mod netns;
+mod nodeport;
+mod nodeport_abi;
 mod sock_lb;
 
 pub use cgroup::cgroup_v2_root;
 pub use error::EbpfError;
 pub use netns::{current_netns_cookie, netns_cookie, netns_cookie_fd, socket_netns_cookie};
+pub use nodeport::{FrontendOptions, NodePortCounters, NodePortLb, NodePortOptions};
 pub use sock_lb::{
     BackendAddr, Protocol, ServiceOptions, ServiceSlot, SlotCounters, SockLb, SockLbOptions, Vip,
     remove_pins,

@@ -87,14 +87,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn number(self) -> u8 {
+    pub(crate) fn number(self) -> u8 {
         match self {
             Protocol::Tcp => abi::IPPROTO_TCP,
             Protocol::Udp => abi::IPPROTO_UDP,
         }
     }
 
-    fn from_number(n: u8) -> Option<Self> {
+    pub(crate) fn from_number(n: u8) -> Option<Self> {
         match n {
             abi::IPPROTO_TCP => Some(Protocol::Tcp),
             abi::IPPROTO_UDP => Some(Protocol::Udp),

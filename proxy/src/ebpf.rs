@@ -1,34 +1,79 @@
 //! The eBPF `Dataplane`: every frontend becomes a VIP of `skiff-ebpf`'s socket load balancer,
-//! so connections from the node and its pods are translated once, at connect time.
+//! so connections from the node and its pods are translated once, at connect time; external
+//! frontends (NodePort, LoadBalancer IP, externalIP) also go to its tc north-south load
+//! balancer, which translates packets arriving from outside the node.
 //!
-//! North-south traffic (external clients reaching NodePorts, LoadBalancer IPs and externalIPs
-//! through the node's interfaces) never passes a local connect(), so until the tc programs
-//! exist those frontends are also served by the userspace engine: local clients are still
-//! translated by the socket hooks (the listener never sees them), external ones reach the
-//! listener. This is the documented gap of this build; `preserve_client_ip` is not honoured
-//! for that path.
+//! North-south: `externalTrafficPolicy: Cluster` frontends are SNATed to the node's first
+//! address of their family (`NodeInfo::addresses`), `Local` ones keep the client address and
+//! balance over this node's endpoints only. Without a [`NodePortLb`]
+//! ([`EbpfDataplane::with_north_south`]) external frontends serve local clients only: nothing
+//! listens for outside traffic (the userspace listeners belong to the userspace data plane).
+//!
+//! When a UDP backend stops serving every UDP frontend, the kernel's conntrack entries whose
+//! replies come from it are deleted in the node namespace (see `conntrack`).
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skiff_ebpf::{BackendAddr, ServiceOptions, SockLb, Vip};
+use skiff_ebpf::{BackendAddr, FrontendOptions, NodePortLb, ServiceOptions, SockLb, Vip};
 
+use crate::conntrack::Conntrack;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::diff::TableDiff;
 use crate::model::Protocol;
 use crate::program::{FrontendProgram, plan};
-use crate::table::ServiceTable;
-use crate::userspace::{Engine, L4Proto, ListenKey, Pool};
+use crate::table::{NodeInfo, ServiceTable};
 
-/// The eBPF data plane over a loaded and attached [`SockLb`].
+type Key = (SocketAddr, Protocol);
+
+/// What this data plane programmed: frontend → backends, and how many UDP frontends each UDP
+/// backend serves (so a removed one is known without a scan).
+#[derive(Debug, Default)]
+struct State {
+    frontends: BTreeMap<Key, Vec<SocketAddr>>,
+    udp_backends: HashMap<SocketAddr, usize>,
+    snat: Option<(Option<IpAddr>, Option<IpAddr>)>,
+}
+
+impl State {
+    /// Records `key` → `backends` (None: removed); returns the UDP backends that no UDP
+    /// frontend uses any more.
+    fn record(&mut self, key: Key, backends: Option<&[SocketAddr]>) -> Vec<SocketAddr> {
+        let old = match backends {
+            Some(b) => self.frontends.insert(key, b.to_vec()),
+            None => self.frontends.remove(&key),
+        };
+        let mut gone = Vec::new();
+        if key.1 != Protocol::Udp {
+            return gone;
+        }
+        for b in backends.unwrap_or_default() {
+            *self.udp_backends.entry(*b).or_default() += 1;
+        }
+        for b in old.unwrap_or_default() {
+            if let Some(n) = self.udp_backends.get_mut(&b) {
+                *n -= 1;
+                if *n == 0 {
+                    self.udp_backends.remove(&b);
+                    gone.push(b);
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// The eBPF data plane over a loaded and attached [`SockLb`] (and optionally a
+/// [`NodePortLb`] attached to the node's interfaces).
 #[derive(Debug)]
 pub struct EbpfDataplane {
     lb: Arc<Mutex<SockLb>>,
-    programmed: Mutex<BTreeSet<(SocketAddr, Protocol)>>,
-    north_south: Engine,
+    north_south: Option<Arc<Mutex<NodePortLb>>>,
+    node: tokio::runtime::Handle,
+    state: Mutex<State>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
@@ -43,6 +88,10 @@ fn vip(addr: SocketAddr, protocol: Protocol) -> Option<Vip> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Lets the socket programs act on the sockets of the network namespace at `netns` (or stop
 /// acting on them), by its cookie: a node agent calls it as pod namespaces come and go.
 pub fn set_netns_allowed(
@@ -51,7 +100,7 @@ pub fn set_netns_allowed(
     allow: bool,
 ) -> Result<(), skiff_ebpf::EbpfError> {
     let cookie = skiff_ebpf::netns_cookie(netns)?;
-    let mut lb = lb.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut lb = lock(lb);
     if allow {
         lb.allow_netns(cookie)
     } else {
@@ -59,31 +108,34 @@ pub fn set_netns_allowed(
     }
 }
 
+/// The SNAT sources for `node`: its first address of each family.
+fn snat_sources(node: &NodeInfo) -> (Option<IpAddr>, Option<IpAddr>) {
+    (
+        node.addresses.iter().copied().find(IpAddr::is_ipv4),
+        node.addresses.iter().copied().find(IpAddr::is_ipv6),
+    )
+}
+
 impl EbpfDataplane {
-    /// Programs `lb` (shared: the caller also allows and forbids network namespaces on it);
-    /// external frontends are also listened on with sockets made on `node`, a runtime in the
-    /// node's network namespace.
+    /// Programs `lb` (shared: the caller also allows and forbids network namespaces on it).
+    /// `node` is a runtime in the node's network namespace (conntrack is flushed there).
     pub fn new(lb: Arc<Mutex<SockLb>>, node: tokio::runtime::Handle) -> EbpfDataplane {
         EbpfDataplane {
             lb,
-            programmed: Mutex::default(),
-            north_south: Engine::new(node),
+            north_south: None,
+            node,
+            state: Mutex::default(),
         }
     }
 
-    fn lock_lb(&self) -> std::sync::MutexGuard<'_, SockLb> {
-        self.lb
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Also programs external frontends into `ns`, a north-south load balancer the caller
+    /// attached to the node namespace's external interfaces and pod bridge.
+    pub fn with_north_south(mut self, ns: Arc<Mutex<NodePortLb>>) -> EbpfDataplane {
+        self.north_south = Some(ns);
+        self
     }
 
-    fn programmed(&self) -> std::sync::MutexGuard<'_, BTreeSet<(SocketAddr, Protocol)>> {
-        self.programmed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn upsert_vip(&self, f: &FrontendProgram) -> Result<(), DataplaneError> {
+    fn upsert(&self, f: &FrontendProgram) -> Result<(), DataplaneError> {
         let Some(v) = vip(f.addr, f.protocol) else {
             tracing::warn!(frontend = %f.addr, "SCTP is not served by the eBPF data plane: skipped");
             return Ok(());
@@ -94,21 +146,73 @@ impl EbpfDataplane {
                 .affinity_timeout
                 .map(|s| Duration::from_secs(u64::from(s))),
         };
-        self.lock_lb()
+        lock(&self.lb)
             .upsert_service(v, &backends, options)
             .map_err(|e| err(&format!("programming {}", f.addr), e))?;
-        self.programmed().insert(f.key());
+        if let Some(ns) = &self.north_south {
+            let mut ns = lock(ns);
+            if f.kind.is_external() {
+                let options = FrontendOptions {
+                    snat: !f.preserve_client_ip,
+                    affinity: f.affinity_timeout.is_some(),
+                };
+                ns.upsert_frontend(v, &backends, options)
+                    .map_err(|e| err(&format!("programming {} on tc", f.addr), e))?;
+            } else {
+                // the address was external before (rare): not any more
+                ns.remove_frontend(&v)
+                    .map_err(|e| err(&format!("removing {} from tc", f.addr), e))?;
+            }
+        }
         Ok(())
     }
 
-    fn remove_vip(&self, addr: SocketAddr, protocol: Protocol) -> Result<(), DataplaneError> {
+    fn remove(&self, addr: SocketAddr, protocol: Protocol) -> Result<(), DataplaneError> {
         if let Some(v) = vip(addr, protocol) {
-            self.lock_lb()
+            lock(&self.lb)
                 .remove_service(&v)
                 .map_err(|e| err(&format!("removing {addr}"), e))?;
+            if let Some(ns) = &self.north_south {
+                lock(ns)
+                    .remove_frontend(&v)
+                    .map_err(|e| err(&format!("removing {addr} from tc"), e))?;
+            }
         }
-        self.programmed().remove(&(addr, protocol));
         Ok(())
+    }
+
+    fn update_snat(&self, node: &NodeInfo) -> Result<(), DataplaneError> {
+        let Some(ns) = &self.north_south else {
+            return Ok(());
+        };
+        let want = snat_sources(node);
+        let mut state = lock(&self.state);
+        if state.snat == Some(want) {
+            return Ok(());
+        }
+        lock(ns)
+            .set_snat_addresses(want.0, want.1)
+            .map_err(|e| err("setting the SNAT addresses", e))?;
+        state.snat = Some(want);
+        Ok(())
+    }
+
+    /// Deletes the node's UDP conntrack entries whose replies come from `gone`.
+    async fn flush_conntrack(&self, gone: Vec<SocketAddr>) {
+        if gone.is_empty() {
+            return;
+        }
+        // on the node runtime's blocking pool: its threads are in the node namespace
+        let task = self.node.spawn_blocking(move || {
+            Conntrack::open().and_then(|mut ct| ct.flush_udp_backends(&gone))
+        });
+        match task.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(entries = n, "stale UDP conntrack entries deleted"),
+            // stale entries time out by themselves: worth a warning, not a failed sync
+            Ok(Err(e)) => tracing::warn!(error = %e, "flushing UDP conntrack entries"),
+            Err(e) => tracing::warn!(error = %e, "conntrack flush task"),
+        }
     }
 }
 
@@ -123,52 +227,104 @@ impl Dataplane for EbpfDataplane {
         table: &Arc<ServiceTable>,
         diff: &TableDiff,
     ) -> Result<(), DataplaneError> {
-        let plan = plan(table, diff, || self.programmed().clone());
+        self.update_snat(table.node())?;
+        let plan = plan(table, diff, || {
+            lock(&self.state).frontends.keys().copied().collect()
+        });
+        let mut gone = Vec::new();
         for (addr, protocol) in &plan.remove {
-            self.remove_vip(*addr, *protocol)?;
-            if let Some(proto) = L4Proto::of(*protocol) {
-                self.north_south.remove(&ListenKey { addr: *addr, proto });
-            }
+            self.remove(*addr, *protocol)?;
+            gone.extend(lock(&self.state).record((*addr, *protocol), None));
         }
         let mut first_error = None;
         for f in &plan.upsert {
-            if let Err(e) = self.upsert_vip(f) {
+            if let Err(e) = self.upsert(f) {
                 tracing::warn!(error = %e, "frontend not programmed");
                 first_error.get_or_insert(e);
                 continue;
             }
-            if let (true, Some(proto)) = (f.kind.is_external(), L4Proto::of(f.protocol)) {
-                let key = ListenKey {
-                    addr: f.addr,
-                    proto,
-                };
-                let pool = Pool::new(f.backends.clone(), f.affinity_timeout.is_some());
-                if let Err(e) = self.north_south.upsert(key, pool).await {
-                    tracing::warn!(error = %e, "external frontend not served");
-                    first_error.get_or_insert(err("external frontend", e));
-                }
-            }
+            gone.extend(lock(&self.state).record(f.key(), Some(&f.backends)));
         }
+        // a backend removed from one frontend and added to another in this apply is in use
+        {
+            let state = lock(&self.state);
+            gone.retain(|b| !state.udp_backends.contains_key(b));
+        }
+        gone.sort();
+        gone.dedup();
+        self.flush_conntrack(gone).await;
         first_error.map_or(Ok(()), Err)
     }
 
     fn dump(&self) -> String {
-        let maps = self
-            .lock_lb()
+        let maps = lock(&self.lb)
             .dump()
             .unwrap_or_else(|e| format!("cannot read the BPF maps: {e}\n"));
-        format!(
-            "# socket load balancer maps\n{maps}# north-south listeners\n{}",
-            self.north_south.dump()
-        )
+        let ns = match &self.north_south {
+            Some(ns) => lock(ns)
+                .dump()
+                .unwrap_or_else(|e| format!("cannot read the BPF maps: {e}\n")),
+            None => "not loaded: external frontends serve local clients only\n".to_owned(),
+        };
+        format!("# socket load balancer maps\n{maps}# north-south (tc) maps\n{ns}")
     }
 
     async fn shutdown(&self) -> Result<(), DataplaneError> {
-        // The socket programs detach when the `SockLb` is dropped by its owner; the maps go
-        // with it (nothing is pinned by this data plane yet).
-        for key in self.north_south.keys() {
-            self.north_south.remove(&key);
-        }
+        // The programs detach when their owners drop the `SockLb` and `NodePortLb`; the maps
+        // go with them (nothing is pinned by this data plane yet).
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_udp_backend_is_gone_only_when_no_udp_frontend_uses_it() {
+        let mut s = State::default();
+        let f1 = (sa("10.96.0.1:53"), Protocol::Udp);
+        let f2 = (sa("10.250.7.1:30053"), Protocol::Udp);
+        let t = (sa("10.96.0.1:53"), Protocol::Tcp);
+        let (a, b) = (sa("10.244.0.5:8053"), sa("10.244.0.6:8053"));
+        assert!(s.record(f1, Some(&[a, b])).is_empty());
+        assert!(s.record(f2, Some(&[a, b])).is_empty());
+        assert!(s.record(t, Some(&[a])).is_empty());
+        // still used by f2
+        assert!(s.record(f1, Some(&[b])).is_empty());
+        assert_eq!(s.record(f2, Some(&[b])), vec![a]);
+        assert!(
+            s.record(t, None).is_empty(),
+            "TCP backends are never flushed"
+        );
+        assert!(s.record(f1, None).is_empty());
+        assert_eq!(s.record(f2, None), vec![b]);
+        assert!(s.udp_backends.is_empty() && s.frontends.is_empty());
+    }
+
+    #[test]
+    fn snat_sources_are_the_first_address_of_each_family() {
+        let node = NodeInfo {
+            name: "n".into(),
+            zone: None,
+            addresses: vec![
+                "fd00::1".parse().unwrap(),
+                "10.0.0.1".parse().unwrap(),
+                "10.0.0.2".parse().unwrap(),
+            ],
+        };
+        assert_eq!(
+            snat_sources(&node),
+            (
+                Some("10.0.0.1".parse().unwrap()),
+                Some("fd00::1".parse().unwrap())
+            )
+        );
+        assert_eq!(snat_sources(&NodeInfo::default()), (None, None));
     }
 }

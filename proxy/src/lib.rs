@@ -20,6 +20,7 @@ pub use table::{
     ServicePortId, ServiceTable,
 };
 pub mod compiler;
+pub mod conntrack;
 pub mod health;
 pub mod metrics;
 mod pmap;

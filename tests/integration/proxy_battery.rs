@@ -1,7 +1,13 @@
 //! One test battery, run against both service data planes (eBPF and userspace), inside
 //! namespaces each test makes (as root): a node namespace with the pod bridge, real pod
-//! sandboxes with servers in them, an "external" namespace on a veth. Tables are built from
-//! Service/EndpointSlice YAML and applied as the proxy's watcher would.
+//! sandboxes with servers in them, an "external" namespace on a veth (IPv4 and IPv6). Tables
+//! are built from Service/EndpointSlice YAML and applied as the proxy's watcher would. The
+//! eBPF data plane gets its tc north-south program attached to the node side of that veth
+//! and to the pod bridge (only interfaces inside the test's node namespace).
+//!
+//! Known deviation: the userspace data plane proxies external traffic through a socket of
+//! its own, so with `externalTrafficPolicy: Local` a backend sees the node's address, not the
+//! client's; only the eBPF data plane preserves it (asserted below for eBPF only).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -12,10 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use skiff_ebpf::{SockLb, SockLbOptions};
+use skiff_ebpf::{NodePortLb, NodePortOptions, SockLb, SockLbOptions};
 use skiff_node::sandbox::{
     IpCidr, NetnsObserver, PodSandboxSpec, Sandbox, SandboxManager, run_in_netns,
 };
+use skiff_proxy::conntrack::{self, Conntrack};
 use skiff_proxy::ebpf::{EbpfDataplane, set_netns_allowed};
 use skiff_proxy::routes::{self, Cidr, ServiceRoute};
 use skiff_proxy::userspace::UserspaceDataplane;
@@ -44,8 +51,9 @@ impl NetnsObserver for Allow {
     }
 }
 
-/// In-process servers in one pod: TCP `:8080` answers the pod's name, UDP `:8053` answers
-/// `<name>:<datagram>`, both dual-stack. Drop stops them.
+/// In-process servers in one pod: TCP `:8080` answers the pod's name, TCP `:8081` answers
+/// `<name> <peer address>`, UDP `:8053` answers `<name>:<datagram>`, all dual-stack. Drop
+/// stops them.
 struct PodServers {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -53,13 +61,15 @@ struct PodServers {
 
 impl PodServers {
     fn start(netns: &Path, name: &'static str) -> Result<PodServers> {
-        let (tcp, udp) = run_in_netns(Some(netns), || -> std::io::Result<_> {
+        let (tcp, whoami, udp) = run_in_netns(Some(netns), || -> std::io::Result<_> {
             Ok((
                 TcpListener::bind("[::]:8080")?,
+                TcpListener::bind("[::]:8081")?,
                 UdpSocket::bind("[::]:8053")?,
             ))
         })??;
         tcp.set_nonblocking(true)?;
+        whoami.set_nonblocking(true)?;
         udp.set_read_timeout(Some(Duration::from_millis(20)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s1 = stop.clone();
@@ -69,6 +79,25 @@ impl PodServers {
                     Ok((mut s, _)) => {
                         let _ = s.set_nonblocking(false);
                         let _ = s.write_all(name.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        let s3 = stop.clone();
+        let t3 = std::thread::spawn(move || {
+            while !s3.load(Ordering::Relaxed) {
+                match whoami.accept() {
+                    Ok((mut s, peer)) => {
+                        let _ = s.set_nonblocking(false);
+                        // v4 clients of a dual-stack socket show up v4-mapped
+                        let ip = match peer.ip() {
+                            IpAddr::V6(v6) => {
+                                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+                            }
+                            v4 => v4,
+                        };
+                        let _ = s.write_all(format!("{name} {ip}").as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -87,7 +116,7 @@ impl PodServers {
         });
         Ok(PodServers {
             stop,
-            threads: vec![t1, t2],
+            threads: vec![t1, t2, t3],
         })
     }
 }
@@ -106,6 +135,7 @@ struct Env {
     rt: tokio::runtime::Runtime,
     node_rt: Option<tokio::runtime::Runtime>,
     dataplane: Option<Arc<dyn Dataplane>>,
+    north_south: Option<Arc<Mutex<NodePortLb>>>,
     sandboxes: Option<SandboxManager>,
     pods: Vec<Sandbox>,
     _servers: Vec<PodServers>,
@@ -115,6 +145,8 @@ struct Env {
 
 const NODE_ADDR: &str = "10.250.7.1";
 const EXTERNAL_ADDR: &str = "10.250.7.2";
+const NODE_ADDR6: &str = "fd00:250:7::1";
+const EXTERNAL_ADDR6: &str = "fd00:250:7::2";
 
 impl Env {
     /// Pods `a` and `b` (servers) and `client`, an external namespace, and the data plane.
@@ -134,6 +166,7 @@ impl Env {
             &["172.18.255.0/24".parse()?],
             ServiceRoute::Local,
         )?;
+        let mut north_south = None;
         let dataplane: Arc<dyn Dataplane> = match kind {
             Kind::Ebpf => {
                 routes::install(Some(&fx.node_ns), &services, ServiceRoute::Unreachable)?;
@@ -142,7 +175,15 @@ impl Env {
                 lb.attach_root()?;
                 let lb = Arc::new(Mutex::new(lb));
                 config.netns_observer = Some(Arc::new(Allow(lb.clone())));
-                Arc::new(EbpfDataplane::new(lb, node_rt.handle().clone()))
+                // attached below, once the interfaces exist
+                let ns = Arc::new(Mutex::new(NodePortLb::load(NodePortOptions {
+                    max_frontends: 1024,
+                    max_backends: 4096,
+                    maglev_size: 1021,
+                    max_flows: 4096,
+                })?));
+                north_south = Some(ns.clone());
+                Arc::new(EbpfDataplane::new(lb, node_rt.handle().clone()).with_north_south(ns))
             }
             Kind::Userspace => {
                 routes::install(Some(&fx.node_ns), &services, ServiceRoute::Local)?;
@@ -154,6 +195,7 @@ impl Env {
             rt,
             node_rt: Some(node_rt),
             dataplane: Some(dataplane),
+            north_south,
             sandboxes: None,
             pods: Vec::new(),
             _servers: Vec::new(),
@@ -162,6 +204,12 @@ impl Env {
         };
         // An external client: its own namespace on a veth to the node, no other route.
         ip(&["netns", "add", &env.external])?;
+        // IPv6 link-local addresses usable at once on the new veth (neighbour discovery)
+        for ns in [env.node_netns(), env.external_netns()] {
+            run_in_netns(Some(&ns), || {
+                std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0")
+            })??;
+        }
         let veth = format!("skx{}", std::process::id() % 100_000);
         ip(&[
             "-n",
@@ -186,6 +234,16 @@ impl Env {
             "dev",
             &veth,
         ])?;
+        ip(&[
+            "-n",
+            &env.fx.node_ns,
+            "addr",
+            "add",
+            &format!("{NODE_ADDR6}/64"),
+            "dev",
+            &veth,
+            "nodad",
+        ])?;
         ip(&["-n", &env.fx.node_ns, "link", "set", &veth, "up"])?;
         ip(&[
             "-n",
@@ -195,6 +253,16 @@ impl Env {
             &format!("{EXTERNAL_ADDR}/24"),
             "dev",
             "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            &env.external,
+            "addr",
+            "add",
+            &format!("{EXTERNAL_ADDR6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
         ])?;
         ip(&["-n", &env.external, "link", "set", "eth0", "up"])?;
         ip(&["-n", &env.external, "link", "set", "lo", "up"])?;
@@ -220,6 +288,12 @@ impl Env {
             env.pods.push(env.rt.block_on(manager.create(&spec))?);
         }
         env.sandboxes = Some(manager);
+        if let Some(ns) = &env.north_south {
+            // the external side and the pod bridge (replies from pods arrive there)
+            let mut ns = ns.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            ns.attach(&env.node_netns(), &veth)?;
+            ns.attach(&env.node_netns(), skiff_node::sandbox::DEFAULT_BRIDGE)?;
+        }
         for (i, name) in [(0, "a"), (1, "b")] {
             let netns = env.pods[i].netns_path.clone().context("pod netns")?;
             env._servers.push(PodServers::start(&netns, name)?);
@@ -270,7 +344,7 @@ impl Env {
         let node = NodeInfo {
             name: NODE.into(),
             zone: None,
-            addresses: vec![NODE_ADDR.parse()?],
+            addresses: vec![NODE_ADDR.parse()?, NODE_ADDR6.parse()?],
         };
         let table = Arc::new(ServiceTable::build(
             &node,
@@ -294,6 +368,11 @@ impl Drop for Env {
     fn drop(&mut self) {
         if let Some(dp) = self.dataplane.take() {
             let _ = self.rt.block_on(dp.shutdown());
+        }
+        if let Some(ns) = self.north_south.take()
+            && let Ok(mut ns) = ns.lock()
+        {
+            ns.detach_all();
         }
         if let Some(rt) = self.node_rt.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
@@ -397,7 +476,7 @@ fn clusterip_tcp_and_udp_from_node_and_pods(kind: Kind) -> Result<()> {
     env.apply(&web())?;
     for from in [env.node_netns(), env.pod_netns(2)] {
         for vip in ["10.96.0.50", "[fd00:10:96::50]"] {
-            let got = names(&from, sa(&format!("{vip}:80"))?, 8)?;
+            let got = names(&from, sa(&format!("{vip}:80"))?, 16)?;
             ensure!(
                 got == BTreeSet::from(["a".to_owned(), "b".to_owned()]),
                 "{kind:?} {vip} from {}: {got:?}",
@@ -446,15 +525,224 @@ fn nodeport_and_loadbalancer_from_outside(kind: Kind) -> Result<()> {
     let env = Env::new(kind, "pbn")?;
     env.apply(&web())?;
     let ext = env.external_netns();
-    for addr in [format!("{NODE_ADDR}:30080"), "172.18.255.5:80".to_owned()] {
-        let got = names(&ext, sa(&addr)?, 8)?;
+    for addr in [
+        format!("{NODE_ADDR}:30080"),
+        format!("[{NODE_ADDR6}]:30080"),
+        "172.18.255.5:80".to_owned(),
+    ] {
+        let got = names(&ext, sa(&addr)?, 16)?;
         ensure!(
             got == BTreeSet::from(["a".to_owned(), "b".to_owned()]),
             "{kind:?} {addr} from outside: {got:?}"
         );
     }
-    let (reply, _) = udp_ask(&ext, sa(&format!("{NODE_ADDR}:30053"))?)?;
-    ensure!(reply.ends_with(":ping"), "{kind:?} udp NodePort: {reply}");
+    for addr in [
+        format!("{NODE_ADDR}:30053"),
+        format!("[{NODE_ADDR6}]:30053"),
+    ] {
+        let addr = sa(&addr)?;
+        let (reply, from) = udp_ask(&ext, addr)?;
+        ensure!(reply.ends_with(":ping"), "{kind:?} udp {addr}: {reply}");
+        ensure!(from == addr, "{kind:?} udp reply from {from}, not {addr}");
+    }
+    Ok(())
+}
+
+/// Who answers on the whoami port (8081) of `addr`, and the client address it saw.
+fn whoami(netns: &Path, addr: SocketAddr) -> Result<(String, IpAddr)> {
+    let got = run_in_netns(Some(netns), move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })?
+    .with_context(|| format!("whoami {addr} from {}", netns.display()))?;
+    let (name, ip) = got
+        .split_once(' ')
+        .with_context(|| format!("odd whoami reply {got:?}"))?;
+    Ok((name.to_owned(), ip.parse()?))
+}
+
+const WHOAMI: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: who, namespace: default, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: POLICY
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIP: 10.96.0.60
+  clusterIPs: [10.96.0.60, "fd00:10:96::60"]
+  ports:
+  - {name: who, port: 81, targetPort: 8081, nodePort: 30081, protocol: TCP}
+status:
+  loadBalancer:
+    ingress: [{ip: 172.18.255.6}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: who-v4, namespace: default, labels: {kubernetes.io/service-name: who}}
+addressType: IPv4
+ports: [{name: who, port: 8081, protocol: TCP}]
+endpoints:
+- {addresses: ["{A4}"], conditions: {ready: true}, nodeName: node-1}
+- {addresses: ["{B4}"], conditions: {ready: true}, nodeName: node-2}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: who-v6, namespace: default, labels: {kubernetes.io/service-name: who}}
+addressType: IPv6
+ports: [{name: who, port: 8081, protocol: TCP}]
+endpoints:
+- {addresses: ["{A6}"], conditions: {ready: true}, nodeName: node-1}
+- {addresses: ["{B6}"], conditions: {ready: true}, nodeName: node-2}
+"#;
+
+/// externalTrafficPolicy Local: traffic from outside reaches only this node's endpoint
+/// (`a`; `b` is on node-2) and, on the eBPF data plane, the backend sees the client's own
+/// address. Cluster: both endpoints, and the eBPF data plane SNATs to the node's address.
+fn external_traffic_policy(kind: Kind) -> Result<()> {
+    let env = Env::new(kind, "pbx")?;
+    let ext = env.external_netns();
+    let frontends = [
+        (format!("{NODE_ADDR}:30081"), EXTERNAL_ADDR, NODE_ADDR),
+        (format!("[{NODE_ADDR6}]:30081"), EXTERNAL_ADDR6, NODE_ADDR6),
+        ("172.18.255.6:81".to_owned(), EXTERNAL_ADDR, NODE_ADDR),
+    ];
+    env.apply(&WHOAMI.replace("POLICY", "Local"))?;
+    for (addr, client, _) in &frontends {
+        for _ in 0..6 {
+            let (name, seen) = whoami(&ext, sa(addr)?)?;
+            ensure!(name == "a", "{kind:?} Local {addr}: reached {name}");
+            if kind == Kind::Ebpf {
+                ensure!(
+                    seen == client.parse::<IpAddr>()?,
+                    "{kind:?} Local {addr}: the backend saw {seen}, not the client {client}"
+                );
+            }
+        }
+    }
+    env.apply(&WHOAMI.replace("POLICY", "Cluster"))?;
+    for (addr, _, node) in &frontends {
+        let mut reached = BTreeSet::new();
+        for _ in 0..16 {
+            let (name, seen) = whoami(&ext, sa(addr)?)?;
+            if kind == Kind::Ebpf {
+                ensure!(
+                    seen == node.parse::<IpAddr>()?,
+                    "{kind:?} Cluster {addr}: the backend saw {seen}, not the node {node}"
+                );
+            }
+            reached.insert(name);
+        }
+        ensure!(
+            reached == BTreeSet::from(["a".to_owned(), "b".to_owned()]),
+            "{kind:?} Cluster {addr}: reached {reached:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A UDP client sending steadily from one socket, to a NodePort from outside and to the
+/// ClusterIP from a pod, goes on working when its backend is removed: the next datagram is
+/// answered by the surviving backend. On eBPF, kernel conntrack entries whose replies come
+/// from the removed backend are deleted in the node namespace.
+fn udp_backend_removed_under_steady_traffic(kind: Kind) -> Result<()> {
+    let env = Env::new(kind, "pbd")?;
+    env.apply(&web())?;
+    // (client, frontend, whether its datagrams stick to one backend): a flow through the tc
+    // program or the userspace proxy does; the eBPF socket hooks balance each unconnected
+    // sendto() on its own, so there the last answer names the backend to remove
+    let cases = [
+        (
+            env.external_netns(),
+            sa(&format!("{NODE_ADDR}:30053"))?,
+            true,
+        ),
+        (
+            env.pod_netns(2),
+            sa("10.96.0.50:53")?,
+            kind == Kind::Userspace,
+        ),
+    ];
+    for (from, addr, sticky) in cases {
+        env.apply(&web())?;
+        let socket = run_in_netns(Some(&from), || UdpSocket::bind("0.0.0.0:0"))??;
+        socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let ask = |n: usize| -> Result<String> {
+            socket.send_to(format!("{n}").as_bytes(), addr)?;
+            let mut buf = [0u8; 512];
+            let (len, _) = socket
+                .recv_from(&mut buf)
+                .with_context(|| format!("{kind:?} udp {addr} datagram {n}"))?;
+            let reply = String::from_utf8_lossy(&buf[..len]).into_owned();
+            let (name, _) = reply
+                .split_once(':')
+                .with_context(|| format!("odd reply {reply:?}"))?;
+            Ok(name.to_owned())
+        };
+        let mut first = ask(0)?;
+        for n in 1..5 {
+            let got = ask(n)?;
+            ensure!(
+                !sticky || got == first,
+                "{kind:?} {addr}: a steady UDP client moved"
+            );
+            first = got;
+        }
+        let (gone, survivor, gone_pod) = match first.as_str() {
+            "a" => ("{A4}", "b", 0),
+            _ => ("{B4}", "a", 1),
+        };
+        // a conntrack entry as a NAT rule on the node would leave for this client: the
+        // eBPF data plane must delete it with the backend
+        let stale = conntrack::Entry {
+            proto: conntrack::IPPROTO_UDP,
+            orig: conntrack::Tuple {
+                src: sa("10.250.7.2:5353")?,
+                dst: addr,
+            },
+            reply: conntrack::Tuple {
+                src: SocketAddr::new(env.pod_ip(gone_pod, false), 8053),
+                dst: sa("10.250.7.2:5353")?,
+            },
+        };
+        let node = env.node_netns();
+        run_in_netns(Some(&node), || -> Result<()> {
+            let mut ct = Conntrack::open()?;
+            let _ = ct.delete(&stale);
+            ct.insert(&stale, 120)?;
+            Ok(())
+        })??;
+        let without = web().replace(
+            &format!(
+                "- {{addresses: [\"{gone}\"], conditions: {{ready: true}}, nodeName: node-1}}\n"
+            ),
+            "",
+        );
+        env.apply(&without)?;
+        for n in 5..10 {
+            let got = ask(n)?;
+            ensure!(
+                got == survivor,
+                "{kind:?} {addr}: datagram {n} answered by {got}, not {survivor}"
+            );
+        }
+        let left = run_in_netns(Some(&node), || -> Result<bool> {
+            Ok(Conntrack::open()?.entries()?.contains(&stale))
+        })??;
+        if kind == Kind::Ebpf {
+            ensure!(
+                !left,
+                "the stale conntrack entry survived the backend's removal"
+            );
+        } else if left {
+            // the userspace data plane makes no NAT bindings: nothing to flush
+            run_in_netns(Some(&node), || Conntrack::open()?.delete(&stale))??;
+        }
+    }
     Ok(())
 }
 
@@ -492,20 +780,28 @@ fn internal_traffic_policy_local(kind: Kind) -> Result<()> {
 fn endpoints_change_under_load(kind: Kind) -> Result<()> {
     let env = Env::new(kind, "pbu")?;
     env.apply(&web())?;
-    let client = env.pod_netns(2);
-    let vip = sa("10.96.0.50:80")?;
     let done = Arc::new(AtomicBool::new(false));
-    let d2 = done.clone();
-    let load = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0usize, Vec::new());
-        while !d2.load(Ordering::Relaxed) {
-            match tcp_get(&client, vip) {
-                Ok(_) => ok += 1,
-                Err(e) => failed.push(format!("{e:#}")),
+    // a pod to the ClusterIP (socket hooks on eBPF) and an outside client to the NodePort
+    // (the tc program on eBPF)
+    let loads: Vec<_> = [
+        (env.pod_netns(2), sa("10.96.0.50:80")?),
+        (env.external_netns(), sa(&format!("{NODE_ADDR}:30080"))?),
+    ]
+    .into_iter()
+    .map(|(client, vip)| {
+        let d2 = done.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !d2.load(Ordering::Relaxed) {
+                match tcp_get(&client, vip) {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
             }
-        }
-        (ok, failed)
-    });
+            (vip, ok, failed)
+        })
+    })
+    .collect();
     let only_b = web().replace(
         "- {addresses: [\"{A4}\"], conditions: {ready: true}, nodeName: node-1}\n",
         "",
@@ -521,19 +817,21 @@ fn endpoints_change_under_load(kind: Kind) -> Result<()> {
     }
     std::thread::sleep(Duration::from_millis(50));
     done.store(true, Ordering::Relaxed);
-    let (ok, failed) = load.join().map_err(|_| anyhow::anyhow!("load thread"))?;
-    ensure!(
-        failed.is_empty(),
-        "{kind:?}: {} of {} connections failed while endpoints changed: {:?}",
-        failed.len(),
-        ok + failed.len(),
-        &failed[..failed.len().min(3)]
-    );
-    ensure!(
-        ok > 10,
-        "{kind:?}: only {ok} connections in {:?}",
-        started.elapsed()
-    );
+    for load in loads {
+        let (vip, ok, failed) = load.join().map_err(|_| anyhow::anyhow!("load thread"))?;
+        ensure!(
+            failed.is_empty(),
+            "{kind:?} {vip}: {} of {} connections failed while endpoints changed: {:?}",
+            failed.len(),
+            ok + failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+        ensure!(
+            ok > 10,
+            "{kind:?} {vip}: only {ok} connections in {:?}",
+            started.elapsed()
+        );
+    }
     Ok(())
 }
 
@@ -603,8 +901,69 @@ battery!(
     clusterip_tcp_and_udp_from_node_and_pods,
     hairpin,
     nodeport_and_loadbalancer_from_outside,
+    external_traffic_policy,
+    udp_backend_removed_under_steady_traffic,
     session_affinity,
     internal_traffic_policy_local,
     endpoints_change_under_load,
     hundred_services_with_ten_endpoints,
 );
+
+/// ctnetlink in a namespace of its own: entries inserted, listed, and only the UDP ones whose
+/// reply comes from a removed backend deleted (other backends and TCP untouched).
+#[test]
+fn conntrack_flush_deletes_only_udp_entries_of_removed_backends() -> Result<()> {
+    if !crate::privileged::privileged("conntrack") {
+        return Ok(());
+    }
+    let fx = NodeFixture::new("pbk")?;
+    let netns = PathBuf::from(format!("/run/netns/{}", fx.node_ns));
+    let entry = |proto: u8, client: &str, backend: &str| -> Result<conntrack::Entry> {
+        let (client, backend): (SocketAddr, SocketAddr) = (client.parse()?, backend.parse()?);
+        let vip = if client.is_ipv4() {
+            "10.96.0.53:53"
+        } else {
+            "[fd00:10:96::53]:53"
+        };
+        Ok(conntrack::Entry {
+            proto,
+            orig: conntrack::Tuple {
+                src: client,
+                dst: vip.parse()?,
+            },
+            reply: conntrack::Tuple {
+                src: backend,
+                dst: client,
+            },
+        })
+    };
+    let gone = "10.244.0.7:8053";
+    let gone6 = "[fd00:10:244::7]:8053";
+    let entries = [
+        entry(17, "10.250.9.2:5000", gone)?,
+        entry(17, "10.250.9.3:5000", gone)?,
+        entry(17, "[fd00:250:9::2]:5000", gone6)?,
+        entry(17, "10.250.9.2:5001", "10.244.0.8:8053")?,
+        entry(6, "10.250.9.2:5002", gone)?,
+    ];
+    let (deleted, left) = run_in_netns(Some(&netns), || -> Result<_> {
+        let mut ct = Conntrack::open()?;
+        for e in &entries {
+            ct.insert(e, 60)?;
+        }
+        let listed = ct.entries()?;
+        ensure!(
+            entries.iter().all(|e| listed.contains(e)),
+            "inserted entries not listed: {listed:?}"
+        );
+        let deleted = ct.flush_udp_backends(&[gone.parse()?, gone6.parse()?])?;
+        Ok((deleted, ct.entries()?))
+    })??;
+    ensure!(deleted == 3, "deleted {deleted}");
+    let mut left: Vec<_> = left.into_iter().collect();
+    left.sort();
+    let mut want = vec![entries[3], entries[4]];
+    want.sort();
+    ensure!(left == want, "left {left:?}");
+    Ok(())
+}
