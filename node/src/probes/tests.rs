@@ -476,3 +476,55 @@ async fn initial_delay_and_timeout_failures() {
         "Liveness probe failed: command \"check\" timed out"
     );
 }
+
+#[tokio::test]
+async fn a_network_readiness_probe_sees_a_late_listener_within_its_first_period() {
+    // The port is closed when the container starts and opens a moment later; the period is an
+    // hour, so only the first period's quick retries can make the container ready.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = container();
+    c.readiness_probe = Some(Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(i32::from(port)),
+            host: None,
+        }),
+        period_seconds: Some(1),
+        ..Default::default()
+    });
+    let options = ProberOptions {
+        second: Duration::from_secs(3600),
+    };
+    let mut h = Prober::spawn_with(&c, Fake::with_codes(&[]), options);
+    // The probe at the first tick fails (and is reported, as upstream does).
+    let first = tokio::time::timeout(Duration::from_secs(60), h.events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.message,
+        format!("Readiness probe failed: dial tcp 127.0.0.1:{port}: connect: connection refused")
+    );
+    let _listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    wait_for(&mut h.ready, |r| *r).await;
+    // The quick retries that failed were neither counted nor reported.
+    assert!(h.events.try_recv().is_err(), "a quick retry was reported");
+}
+
+#[tokio::test]
+async fn exec_probes_wait_for_their_period() {
+    // An exec readiness probe is not retried early: with an hour's period, one run only.
+    let fake = Fake::with_codes(&[Some(1), Some(0)]);
+    let mut c = container();
+    c.readiness_probe = Some(exec_probe());
+    let options = ProberOptions {
+        second: Duration::from_secs(3600),
+    };
+    let h = Prober::spawn_with(&c, fake.clone(), options);
+    wait_execs(&fake, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.execs(), 1, "an exec probe ran again before its period");
+    assert!(!*h.ready.borrow());
+}

@@ -14,6 +14,9 @@ use super::{ProbeEvent, ProbeKind, ProbeTarget, run_handler};
 
 /// Events buffered for the worker; more are dropped (they are repeats of the same failure).
 const EVENT_BUFFER: usize = 64;
+/// The first quick retry of a readiness or startup probe that has not succeeded yet, in the
+/// container's first period (doubling each time).
+const FIRST_QUICK_RETRY: Duration = Duration::from_millis(20);
 
 /// Tuning for tests: how long a probe "second" lasts (1s in production).
 #[derive(Clone, Copy, Debug)]
@@ -189,9 +192,36 @@ impl Run {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (mut successes, mut failures) = (0u32, 0u32);
+        // A process usually starts listening a few milliseconds after its first probe: until
+        // the first period ends, a readiness or startup probe that has never succeeded is also
+        // tried between ticks (network probes only; an exec probe starts a process each time).
+        // These extra runs count only when they succeed; failures are counted, and reported,
+        // at the ticks alone, as upstream does, so thresholds keep their meaning while a pod
+        // becomes Ready as soon as it serves instead of one period later.
+        let first_period_ends = Instant::now() + period;
+        let quick_kind = matches!(kind, ProbeKind::Readiness | ProbeKind::Startup);
+        let mut quick = (quick_kind && probe.exec.is_none()).then_some(FIRST_QUICK_RETRY);
         loop {
-            ticks.tick().await;
+            let counted = match quick {
+                Some(wait) if successes == 0 && Instant::now() + wait < first_period_ends => {
+                    tokio::select! {
+                        _ = ticks.tick() => true,
+                        () = tokio::time::sleep(wait) => false,
+                    }
+                }
+                _ => {
+                    ticks.tick().await;
+                    true
+                }
+            };
             let outcome = run_handler(probe, &self.container, self.target.as_ref(), timeout).await;
+            if !counted && outcome.is_err() {
+                quick = quick.map(|q| q * 2);
+                continue;
+            }
+            if outcome.is_ok() {
+                quick = None;
+            }
             match outcome {
                 Ok(()) => {
                     failures = 0;
