@@ -69,7 +69,7 @@ pub struct Ctx {
     pub deployments: Store<Deployment>,
     pub replica_sets: Store<ReplicaSet>,
     pub pods: Store<Pod>,
-    pub expectations: Expectations,
+    pub expectations: Arc<Expectations>,
     pub deployment_events: Recorder,
     pub replica_set_events: Recorder,
 }
@@ -80,7 +80,11 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
+fn reflect<K>(
+    api: Api<K>,
+    wake: Arc<Notify>,
+    observe: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> (Store<K>, impl Stream<Item = ()> + Send + 'static)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -94,8 +98,9 @@ where
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .map(move |event| {
-            if let Err(error) = &event {
-                tracing::debug!(%error, "workload watch failed; retrying");
+            match &event {
+                Ok(event) => observe(event),
+                Err(error) => tracing::debug!(%error, "workload watch failed; retrying"),
             }
             wake.notify_one();
         });
@@ -105,9 +110,22 @@ where
 /// Runs the ReplicaSet and Deployment controllers until the future is dropped.
 pub async fn run(client: kube::Client) {
     let wake = Arc::new(Notify::new());
-    let (deployments, d_stream) = reflect(Api::<Deployment>::all(client.clone()), wake.clone());
-    let (replica_sets, rs_stream) = reflect(Api::<ReplicaSet>::all(client.clone()), wake.clone());
-    let (pods, pod_stream) = reflect(Api::<Pod>::all(client.clone()), wake.clone());
+    let expectations = Arc::new(Expectations::default());
+    let (deployments, d_stream) =
+        reflect(Api::<Deployment>::all(client.clone()), wake.clone(), |_| {});
+    let (replica_sets, rs_stream) =
+        reflect(Api::<ReplicaSet>::all(client.clone()), wake.clone(), |_| {});
+    let seen = expectations.clone();
+    let (pods, pod_stream) = reflect(Api::<Pod>::all(client.clone()), wake.clone(), move |e| {
+        if let watcher::Event::Delete(pod) = e
+            && let (Some(owner), Some(name)) = (
+                pods::controller_of(&pod.metadata),
+                pod.metadata.name.as_deref(),
+            )
+        {
+            seen.observed_deletion(&owner.uid, name);
+        }
+    });
     let watchers = futures::future::join3(
         d_stream.for_each(|()| async {}),
         rs_stream.for_each(|()| async {}),
@@ -120,7 +138,7 @@ pub async fn run(client: kube::Client) {
         deployments,
         replica_sets,
         pods,
-        expectations: Expectations::default(),
+        expectations,
     });
     let loop_ = reconcile_loop(ctx, wake);
     tokio::select! {
