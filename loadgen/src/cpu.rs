@@ -47,7 +47,13 @@ mod tests {
     fn stat_fields_are_found_after_an_odd_command_name() {
         let line = "4242 (a) b (c)) R 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 1 0";
         let cpu = parse_stat(line, 100).unwrap();
-        assert_eq!(cpu, CpuTimes { user: 2.5, sys: 0.75 });
+        assert_eq!(
+            cpu,
+            CpuTimes {
+                user: 2.5,
+                sys: 0.75
+            }
+        );
         assert!(parse_stat("garbage", 100).is_none());
     }
 

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use crate::Error;
 use crate::config::{Config, Protocol};
 use crate::cpu::CpuTimes;
 use crate::proto::{Failure, Proto, dns::Dns, h2::H2, http1::Http1, tcp::Tcp, udp::Udp};
 use crate::record::{Recorder, Shared, Tally};
 use crate::report::{Outcome, Report};
-use crate::Error;
 
 /// Requests in flight when the run ends get this long (at most `--timeout`) to finish.
 const END_GRACE: Duration = Duration::from_secs(1);
@@ -75,7 +75,9 @@ pub async fn run(
     config.validate()?;
     match config.protocol {
         Protocol::Http => drive(Http1::new(&config).await?, config, stop, progress).await,
-        Protocol::H2 | Protocol::Grpc => drive(H2::new(&config).await?, config, stop, progress).await,
+        Protocol::H2 | Protocol::Grpc => {
+            drive(H2::new(&config).await?, config, stop, progress).await
+        }
         Protocol::Tcp => drive(Tcp::new(&config).await?, config, stop, progress).await,
         Protocol::Udp => drive(Udp::new(&config).await?, config, stop, progress).await,
         Protocol::Dns => drive(Dns::new(&config).await?, config, stop, progress).await,
@@ -202,7 +204,10 @@ async fn drive<P: Proto>(
     }
     let cpu_end = CpuTimes::now();
     let grace = END_GRACE.min(config.timeout);
-    let _ = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(grace, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
     // Aborting drops each worker's recorders, which flush what they hold.
     workers.shutdown().await;
 
@@ -211,7 +216,9 @@ async fn drive<P: Proto>(
         .end()
         .saturating_duration_since(shared.measure_from)
         .as_secs_f64();
-    let cpu = cpu_start.map(|start| cpu_end.since(start)).unwrap_or_default();
+    let cpu = cpu_start
+        .map(|start| cpu_end.since(start))
+        .unwrap_or_default();
     Ok(Report::build(Outcome {
         config: &config,
         histogram: &tally.histogram,
@@ -309,6 +316,10 @@ async fn lane_loop<P: Proto>(
     depth: usize,
 ) {
     let mut done = Vec::with_capacity(depth);
+    // When the previous answer was in: a slot that came while the lane was still waiting for it
+    // was delayed by the target and counts from the slot; one that came while the lane was idle
+    // counts from the send, so the timer's millisecond granularity is not charged to the target.
+    let mut free_at = Instant::now();
     loop {
         let end = recorder.shared().end();
         let (first, interval, n) = match schedule {
@@ -339,12 +350,16 @@ async fn lane_loop<P: Proto>(
                 (first, *interval, n)
             }
         };
+        let sent = Instant::now();
         done.clear();
-        let result = tokio::time::timeout(config.timeout, proto.call(&mut lane, n, &mut done)).await;
+        let result =
+            tokio::time::timeout(config.timeout, proto.call(&mut lane, n, &mut done)).await;
         for (j, &at) in done.iter().enumerate() {
-            let intended = first + interval.saturating_mul(j as u32);
-            recorder.ok(at, at.saturating_duration_since(intended));
+            let slot = first + interval.saturating_mul(j as u32);
+            let start = if free_at > slot { slot } else { sent.max(slot) };
+            recorder.ok(at, at.saturating_duration_since(start));
         }
+        free_at = Instant::now();
         match result {
             Ok(Ok(())) => {}
             Ok(Err(failure)) => {
@@ -396,6 +411,9 @@ mod tests {
             errors: 2,
         };
         let line = p.line();
-        assert!(line.contains("1234 req/s") && line.contains("warm-up"), "{line}");
+        assert!(
+            line.contains("1234 req/s") && line.contains("warm-up"),
+            "{line}"
+        );
     }
 }

@@ -85,9 +85,9 @@ impl Endpoint {
     /// A new connection, handshake done. With TLS, also the negotiated ALPN protocol.
     pub async fn connect(&self) -> Result<Stream, Failure> {
         let addr = self.addr;
-        let tcp = TcpStream::connect(addr).await.map_err(|e| {
-            Failure::new("connect", format!("cannot connect to {addr}: {e}"), true)
-        })?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Failure::new("connect", format!("cannot connect to {addr}: {e}"), true))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => Ok(Stream::Plain(tcp)),
@@ -205,9 +205,11 @@ impl HttpTarget {
             Some(scheme) if !target.contains("://") => format!("{scheme}://{target}"),
             _ => target.to_owned(),
         };
-        let uri: http::Uri = text
-            .parse()
-            .map_err(|e| bad(format!("not a URL ({e}): write e.g. http://127.0.0.1:8080/")))?;
+        let uri: http::Uri = text.parse().map_err(|e| {
+            bad(format!(
+                "not a URL ({e}): write e.g. http://127.0.0.1:8080/"
+            ))
+        })?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
@@ -261,7 +263,10 @@ mod tests {
             resolve("127.0.0.1", Some(53)).await.unwrap().to_string(),
             "127.0.0.1:53"
         );
-        assert_eq!(resolve("::1", Some(53)).await.unwrap().to_string(), "[::1]:53");
+        assert_eq!(
+            resolve("::1", Some(53)).await.unwrap().to_string(),
+            "[::1]:53"
+        );
         let e = resolve("127.0.0.1", None).await.unwrap_err().to_string();
         assert!(e.contains("no port"), "{e}");
         let t = HttpTarget::parse("http://127.0.0.1:8080/a?b=1", None)

@@ -101,7 +101,9 @@ pub fn plot(runs: &[PlotRun], out: &Path) -> Result<(), PlotError> {
                 run.label,
                 run.report.latency_us.p99 / scale
             ))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

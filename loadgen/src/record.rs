@@ -61,7 +61,9 @@ impl Shared {
             end_ns: AtomicU64::new(u64::try_from(end.as_nanos()).unwrap_or(u64::MAX)),
             live_ok: AtomicU64::new(0),
             live_errors: AtomicU64::new(0),
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Tally::new())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Tally::new()))
+                .collect(),
         }
     }
 
@@ -71,8 +73,8 @@ impl Shared {
 
     /// End the run at `at` if that is earlier than planned (interrupt).
     pub fn end_at(&self, at: Instant) {
-        let ns = u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX);
+        let ns =
+            u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
         self.end_ns.fetch_min(ns, Ordering::Relaxed);
     }
 
@@ -181,13 +183,25 @@ mod tests {
         ));
         let mut a = Recorder::new(shared.clone(), 0);
         let mut b = Recorder::new(shared.clone(), 1);
-        a.ok(origin + Duration::from_millis(500), Duration::from_millis(1)); // warm-up
-        a.ok(origin + Duration::from_millis(1500), Duration::from_millis(2));
-        b.ok(origin + Duration::from_millis(2500), Duration::from_millis(3));
+        a.ok(
+            origin + Duration::from_millis(500),
+            Duration::from_millis(1),
+        ); // warm-up
+        a.ok(
+            origin + Duration::from_millis(1500),
+            Duration::from_millis(2),
+        );
+        b.ok(
+            origin + Duration::from_millis(2500),
+            Duration::from_millis(3),
+        );
         b.error(origin + Duration::from_millis(2600), "io");
         b.error(origin + Duration::from_millis(200), "connect"); // warm-up
         shared.end_at(origin + Duration::from_millis(2700));
-        b.ok(origin + Duration::from_millis(2800), Duration::from_millis(4)); // after the end
+        b.ok(
+            origin + Duration::from_millis(2800),
+            Duration::from_millis(4),
+        ); // after the end
         drop((a, b));
         let tally = shared.collect();
         assert_eq!(tally.histogram.len(), 2);

@@ -236,7 +236,11 @@ impl Report {
             } else {
                 String::new()
             },
-            if self.new_conn { ", new connection per request" } else { "" },
+            if self.new_conn {
+                ", new connection per request"
+            } else {
+                ""
+            },
             self.duration_s,
             self.warmup_s
         );
@@ -323,7 +327,11 @@ mod tests {
         let r = outcome_report(None, &samples, 1.0);
         assert_eq!(r.requests, 1000);
         assert_eq!(r.throughput, 1000.0);
-        assert!((r.latency_us.p50 - 500.0).abs() < 1.0, "{}", r.latency_us.p50);
+        assert!(
+            (r.latency_us.p50 - 500.0).abs() < 1.0,
+            "{}",
+            r.latency_us.p50
+        );
         assert!((r.latency_us.max - 1000.0).abs() < 1.0);
         assert_eq!(r.errors.total, 2);
         assert_eq!(r.client_cpu.percent, 75.0);

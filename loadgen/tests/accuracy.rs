@@ -44,7 +44,11 @@ fn compare(
         config.streams = streams;
         config.duration = Duration::from_secs(SECONDS);
         let ours = run(config, 1)?;
-        anyhow::ensure!(ours.completed && ours.errors.total == 0, "{}", ours.summary());
+        anyhow::ensure!(
+            ours.completed && ours.errors.total == 0,
+            "{}",
+            ours.summary()
+        );
         let (peer_rps, peer_cpu_s) = peer()?;
         let peer_cpu_us = peer_cpu_s * 1e6 / (peer_rps * SECONDS as f64);
         eprintln!(

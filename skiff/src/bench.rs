@@ -76,7 +76,11 @@ fn load(protocol: Protocol, r: BenchRun) -> anyhow::Result<()> {
             std::future::pending::<()>().await;
         }
     };
-    let report = runtime.block_on(skiff_loadgen::run(config(protocol, &r), interrupt, progress))?;
+    let report = runtime.block_on(skiff_loadgen::run(
+        config(protocol, &r),
+        interrupt,
+        progress,
+    ))?;
     if tty && !quiet {
         eprint!("\r\x1b[K");
     }

@@ -21,6 +21,8 @@ const HEADER_LEN: usize = 12;
 pub(crate) struct Dns {
     addr: SocketAddr,
     query: Vec<u8>,
+    /// `NAME TYPE`, for messages.
+    question: String,
 }
 
 #[derive(Debug)]
@@ -51,7 +53,11 @@ impl Dns {
             field: "--qname",
             problem: format!("cannot encode the query: {e}"),
         })?;
-        Ok(Dns { addr, query })
+        Ok(Dns {
+            addr,
+            query,
+            question: format!("{} {qtype}", config.qname),
+        })
     }
 }
 
@@ -71,7 +77,12 @@ impl Proto for Dns {
         Ok(out)
     }
 
-    async fn call(&self, lane: &mut Lane, _n: usize, done: &mut Vec<Instant>) -> Result<(), Failure> {
+    async fn call(
+        &self,
+        lane: &mut Lane,
+        _n: usize,
+        done: &mut Vec<Instant>,
+    ) -> Result<(), Failure> {
         let addr = self.addr;
         lane.id = lane.id.wrapping_add(1);
         let id = lane.id.to_be_bytes();
@@ -100,9 +111,14 @@ impl Proto for Dns {
             }
             let rcode = <ResponseCode as From<u16>>::from(u16::from(answer[3] & 0x0f));
             if rcode != ResponseCode::NoError {
+                let name = format!("{rcode:?}").to_ascii_uppercase();
                 return Err(Failure::new(
-                    format!("dns {}", rcode.to_str()),
-                    format!("{addr} answered {} for the query", rcode.to_str()),
+                    format!("dns {name}"),
+                    format!(
+                        "{addr} answered {name} ({}) for {}",
+                        rcode.to_str(),
+                        self.question
+                    ),
                     false,
                 ));
             }

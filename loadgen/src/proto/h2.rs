@@ -123,9 +123,7 @@ impl H2 {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| {
-                Failure::new("h2", format!("HTTP/2 handshake with {addr}: {e}"), true)
-            })?;
+            .map_err(|e| Failure::new("h2", format!("HTTP/2 handshake with {addr}: {e}"), true))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -188,7 +186,12 @@ impl Proto for H2 {
             .collect())
     }
 
-    async fn call(&self, lane: &mut Lane, _n: usize, done: &mut Vec<Instant>) -> Result<(), Failure> {
+    async fn call(
+        &self,
+        lane: &mut Lane,
+        _n: usize,
+        done: &mut Vec<Instant>,
+    ) -> Result<(), Failure> {
         let addr = self.endpoint.addr;
         if lane.sender.is_none() {
             lane.sender = Some(self.connect().await?);

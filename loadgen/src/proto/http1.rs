@@ -102,7 +102,12 @@ impl Proto for Http1 {
         Ok(out)
     }
 
-    async fn call(&self, lane: &mut Lane, n: usize, done: &mut Vec<Instant>) -> Result<(), Failure> {
+    async fn call(
+        &self,
+        lane: &mut Lane,
+        n: usize,
+        done: &mut Vec<Instant>,
+    ) -> Result<(), Failure> {
         let addr = self.endpoint.addr;
         if lane.stream.is_none() {
             lane.stream = Some(self.connect().await?);
@@ -496,7 +501,12 @@ HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end";
             Err(ReadError::Protocol(_))
         ));
         assert!(matches!(
-            answers(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", 1, false).await,
+            answers(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
+                1,
+                false
+            )
+            .await,
             Err(ReadError::Closed)
         ));
         // HEAD: a Content-Length but no body follows.

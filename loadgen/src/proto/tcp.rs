@@ -46,9 +46,9 @@ impl Tcp {
 
     async fn connect(&self) -> Result<TcpStream, Failure> {
         let addr = self.addr;
-        let stream = TcpStream::connect(addr).await.map_err(|e| {
-            Failure::new("connect", format!("cannot connect to {addr}: {e}"), true)
-        })?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Failure::new("connect", format!("cannot connect to {addr}: {e}"), true))?;
         let _ = stream.set_nodelay(true);
         if self.new_conn {
             // Close with RST: tens of thousands of handshakes a second would otherwise leave as
@@ -78,7 +78,12 @@ impl Proto for Tcp {
         Ok(out)
     }
 
-    async fn call(&self, lane: &mut Lane, _n: usize, done: &mut Vec<Instant>) -> Result<(), Failure> {
+    async fn call(
+        &self,
+        lane: &mut Lane,
+        _n: usize,
+        done: &mut Vec<Instant>,
+    ) -> Result<(), Failure> {
         let addr = self.addr;
         if lane.stream.is_none() {
             lane.stream = Some(self.connect().await?);

@@ -29,9 +29,8 @@ pub(crate) async fn connected_socket(addr: SocketAddr) -> Result<UdpSocket, Fail
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let fail = |e: std::io::Error| {
-        Failure::new("connect", format!("UDP socket to {addr}: {e}"), true)
-    };
+    let fail =
+        |e: std::io::Error| Failure::new("connect", format!("UDP socket to {addr}: {e}"), true);
     let socket = UdpSocket::bind(local).await.map_err(fail)?;
     socket.connect(addr).await.map_err(fail)?;
     Ok(socket)
@@ -73,7 +72,12 @@ impl Proto for Udp {
         Ok(out)
     }
 
-    async fn call(&self, lane: &mut Lane, _n: usize, done: &mut Vec<Instant>) -> Result<(), Failure> {
+    async fn call(
+        &self,
+        lane: &mut Lane,
+        _n: usize,
+        done: &mut Vec<Instant>,
+    ) -> Result<(), Failure> {
         lane.socket
             .send(&self.payload)
             .await

@@ -105,7 +105,12 @@ pub fn children_cpu_s() -> f64 {
     let after = text.rfind(')').map_or("", |i| &text[i + 1..]);
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = rustix::param::clock_ticks_per_second() as f64;
-    let get = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (get(13) + get(14)) / ticks
 }
 
@@ -128,9 +133,220 @@ pub fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<(String, f64)> {
 /// The number after `label` in `text`, e.g. "Requests/sec:" → 27226.7.
 pub fn number_after(text: &str, label: &str) -> Option<f64> {
     let rest = &text[text.find(label)? + label.len()..];
-    rest.split_whitespace().next()?.trim_end_matches(',').parse().ok()
+    rest.split_whitespace()
+        .next()?
+        .trim_end_matches(',')
+        .parse()
+        .ok()
 }
 
 pub fn exists(program: &str) -> bool {
     Path::new("/usr/bin").join(program).exists() || Path::new("/usr/sbin").join(program).exists()
+}
+
+/// Start `serve` on its own thread and single-threaded runtime, so the server does not share the
+/// client's runtime. The thread lives until the test process ends.
+pub fn spawn_server<F, Fut>(serve: F) -> anyhow::Result<u16>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => serve(listener).await,
+                Err(e) => eprintln!("test server: {e}"),
+            }
+        });
+    });
+    Ok(port)
+}
+
+pub mod http {
+    //! A hyper server for HTTP/1.1, h2c and (with a TLS config) HTTPS with ALPN h2/http1.1, that
+    //! also plays a gRPC echo service: `/skiff.echo.v1.Echo/Echo` answers, other methods get
+    //! UNIMPLEMENTED.
+
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures::stream;
+    use http::{HeaderMap, HeaderValue, Request, Response};
+    use http_body_util::{BodyExt as _, StreamBody, combinators::BoxBody};
+    use hyper::body::{Frame, Incoming};
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    type Body = BoxBody<Bytes, Infallible>;
+
+    pub fn spawn(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<u16> {
+        super::spawn_server(move |listener| async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let service = service_fn(handle);
+                    let _ = match tls {
+                        None => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Some(config) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            else {
+                                return;
+                            };
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                    };
+                });
+            }
+        })
+    }
+
+    async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let grpc = request
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let path = request.uri().path().to_owned();
+        let _ = request.into_body().collect().await;
+        if !grpc {
+            return Ok(Response::new(
+                http_body_util::Full::new(Bytes::from_static(b"hello\n")).boxed(),
+            ));
+        }
+        let mut response = Response::builder()
+            .header("content-type", "application/grpc")
+            .body(http_body_util::Empty::new().boxed())
+            .unwrap_or_default();
+        if path != skiff_loadgen::GRPC_ECHO_METHOD {
+            // Trailers-only.
+            let headers = response.headers_mut();
+            headers.insert("grpc-status", HeaderValue::from_static("12"));
+            headers.insert("grpc-message", HeaderValue::from_static("unknown method"));
+            return Ok(response);
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let frames = vec![
+            Ok(Frame::data(Bytes::from_static(
+                b"\x00\x00\x00\x00\x04\x0a\x02hi",
+            ))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        *response.body_mut() = StreamBody::new(stream::iter(frames)).boxed();
+        Ok(response)
+    }
+
+    /// A self-signed certificate for `localhost`: the server config and the CA PEM to trust.
+    pub fn tls_config() -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .map_err(anyhow::Error::msg)?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok((Arc::new(config), certified.cert.pem()))
+    }
+}
+
+/// An HTTP/1.1 server answering `200 ok` that, once, holds the first request it reads after
+/// `stall_at` for `stall` before answering.
+pub fn spawn_stalling_server(stall_at: Instant, stall: Duration) -> anyhow::Result<u16> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let armed = Arc::new(AtomicBool::new(true));
+    spawn_server(move |listener| async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let armed = armed.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut have = 0;
+                loop {
+                    let Ok(n) = stream.read(&mut buf[have..]).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    have += n;
+                    while let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.copy_within(end + 4..have, 0);
+                        have -= end + 4;
+                        if Instant::now() >= stall_at && armed.swap(false, Ordering::SeqCst) {
+                            tokio::time::sleep(stall).await;
+                        }
+                        if stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// TCP echo.
+pub fn spawn_tcp_echo() -> anyhow::Result<u16> {
+    spawn_server(|listener| async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    })
+}
+
+/// A UDP server on its own thread: echoes datagrams, or with `dns_rcode` answers each as a DNS
+/// response (QR set) with that RCODE.
+pub fn spawn_udp(dns_rcode: Option<u8>) -> anyhow::Result<u16> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = socket.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if let Some(rcode) = dns_rcode
+                && n >= 12
+            {
+                buf[2] |= 0x80;
+                buf[3] = (buf[3] & 0xf0) | rcode;
+            }
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    Ok(port)
 }
