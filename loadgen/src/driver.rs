@@ -12,7 +12,7 @@ use crate::Error;
 use crate::config::{Config, Protocol};
 use crate::cpu::CpuTimes;
 use crate::proto::{Failure, Proto, dns::Dns, h2::H2, http1::Http1, tcp::Tcp, udp::Udp};
-use crate::record::{Recorder, Shared, Tally};
+use crate::record::{Recorder, Shared};
 use crate::report::{Outcome, Report};
 
 /// Requests in flight when the run ends get this long (at most `--timeout`) to finish.
@@ -110,18 +110,10 @@ async fn drive<P: Proto>(
         () = &mut stop => None,
     };
     let failed = |error: String, interrupted: bool| {
-        let empty = Tally::new();
-        Report::build(Outcome {
-            config: &config,
-            histogram: &empty.histogram,
-            errors: Default::default(),
-            window_s: 0.0,
-            completed: false,
-            interrupted,
-            error: Some(error),
-            cpu: CpuTimes::default(),
-            threads,
-        })
+        let mut report = Report::failed(&config, error);
+        report.interrupted = interrupted;
+        report.client_cpu.threads = threads;
+        report
     };
     match preflight {
         None => return Ok(failed("interrupted before the run started".into(), true)),

@@ -45,9 +45,13 @@ pub fn plot(runs: &[PlotRun], out: &Path) -> Result<(), PlotError> {
         path: out.display().to_string(),
         problem: e.to_string(),
     };
+    // The last point is the maximum (100%, infinitely far right): it is drawn at the edge of the
+    // decade after the highest finite percentile.
     let x_max = runs
         .iter()
-        .flat_map(|r| r.report.percentiles.iter().map(|p| x_of(p[0])))
+        .flat_map(|r| r.report.percentiles.iter())
+        .filter(|p| p[0] < 100.0)
+        .map(|p| x_of(p[0]))
         .fold(2.0_f64, f64::max)
         .ceil();
     let y_max = runs

@@ -195,6 +195,22 @@ impl Report {
         }
     }
 
+    /// The report of a run that could not start (for `--json` whatever happened).
+    pub fn failed(config: &Config, error: String) -> Report {
+        let empty = crate::record::Tally::new();
+        Report::build(Outcome {
+            config,
+            histogram: &empty.histogram,
+            errors: BTreeMap::new(),
+            window_s: 0.0,
+            completed: false,
+            interrupted: false,
+            error: Some(error),
+            cpu: CpuTimes::default(),
+            threads: 0,
+        })
+    }
+
     /// Pretty JSON into `path`.
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;

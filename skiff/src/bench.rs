@@ -76,11 +76,17 @@ fn load(protocol: Protocol, r: BenchRun) -> anyhow::Result<()> {
             std::future::pending::<()>().await;
         }
     };
-    let report = runtime.block_on(skiff_loadgen::run(
-        config(protocol, &r),
-        interrupt,
-        progress,
-    ))?;
+    let config = config(protocol, &r);
+    let report = match runtime.block_on(skiff_loadgen::run(config.clone(), interrupt, progress)) {
+        Ok(report) => report,
+        Err(e) => {
+            // Scripts read the JSON file whatever happened: it says why there are no numbers.
+            if let Some(path) = &r.json {
+                let _ = Report::failed(&config, e.to_string()).write_json(path);
+            }
+            return Err(e.into());
+        }
+    };
     if tty && !quiet {
         eprint!("\r\x1b[K");
     }

@@ -178,9 +178,23 @@ fn an_unreachable_target_fails_with_the_reason_and_partial_json() -> anyhow::Res
         v["completed"] == false && v["error"].as_str().is_some_and(|e| e.contains("refused")),
         "{v}"
     );
-    let out = bench(&["http", "http://127.0.0.1:1/", "--connections", "0"])?;
+    let out = bench(&[
+        "http",
+        "http://127.0.0.1:1/",
+        "--connections",
+        "0",
+        "--json",
+        file.to_str().unwrap_or_default(),
+    ])?;
     ensure!(!out.status.success());
     ensure!(String::from_utf8_lossy(&out.stderr).contains("--connections"));
+    let v = json(&file)?;
+    ensure!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--connections")),
+        "{v}"
+    );
     Ok(())
 }
 
