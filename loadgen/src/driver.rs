@@ -211,7 +211,7 @@ async fn drive<P: Proto>(
     let cpu = cpu_start
         .map(|start| cpu_end.since(start))
         .unwrap_or_default();
-    Ok(Report::build(Outcome {
+    let mut report = Report::build(Outcome {
         config: &config,
         histogram: &tally.histogram,
         errors: tally.errors,
@@ -221,7 +221,11 @@ async fn drive<P: Proto>(
         error: None,
         cpu,
         threads,
-    }))
+    });
+    report.tls_handshakes = proto
+        .tls_handshakes()
+        .map(|(full, resumed)| crate::report::TlsHandshakes { full, resumed });
+    Ok(report)
 }
 
 /// When a lane sends.

@@ -19,7 +19,7 @@ mod tls;
 pub use config::{Config, GRPC_ECHO_METHOD, Protocol, TlsOptions, parse_rate};
 pub use driver::{Progress, run};
 pub use plot::{PlotError, PlotRun, plot};
-pub use report::{ClientCpu, Errors, Latency, Report};
+pub use report::{ClientCpu, Errors, Latency, Report, TlsHandshakes};
 
 /// Why a run could not be set up. Failures *during* a run are in its [`Report`].
 #[derive(Debug, thiserror::Error)]

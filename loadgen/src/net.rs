@@ -4,6 +4,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use rustls::pki_types::ServerName;
@@ -52,6 +54,14 @@ pub(crate) async fn resolve(target: &str, default_port: Option<u16>) -> Result<S
 pub(crate) struct Endpoint {
     pub addr: SocketAddr,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    handshakes: Arc<Handshakes>,
+}
+
+/// TLS handshakes of a run, full and resumed (so `--no-resumption` and its opposite show).
+#[derive(Debug, Default)]
+pub(crate) struct Handshakes {
+    full: AtomicU64,
+    resumed: AtomicU64,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -59,13 +69,18 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("addr", &self.addr)
             .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .field("handshakes", &self.handshakes)
             .finish()
     }
 }
 
 impl Endpoint {
     pub fn plain(addr: SocketAddr) -> Endpoint {
-        Endpoint { addr, tls: None }
+        Endpoint {
+            addr,
+            tls: None,
+            handshakes: Arc::default(),
+        }
     }
 
     pub fn tls(
@@ -79,6 +94,17 @@ impl Endpoint {
         Ok(Endpoint {
             addr,
             tls: Some((TlsConnector::from(config), name)),
+            handshakes: Arc::default(),
+        })
+    }
+
+    /// `(full, resumed)` TLS handshakes so far; `None` without TLS.
+    pub fn tls_handshakes(&self) -> Option<(u64, u64)> {
+        self.tls.as_ref().map(|_| {
+            (
+                self.handshakes.full.load(Ordering::Relaxed),
+                self.handshakes.resumed.load(Ordering::Relaxed),
+            )
         })
     }
 
@@ -102,6 +128,11 @@ impl Endpoint {
                         true,
                     )
                 })?;
+                let counter = match tls.get_ref().1.handshake_kind() {
+                    Some(rustls::HandshakeKind::Resumed) => &self.handshakes.resumed,
+                    _ => &self.handshakes.full,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 Ok(Stream::Tls(Box::new(tls)))
             }
         }

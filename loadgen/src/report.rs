@@ -46,6 +46,13 @@ pub struct ClientCpu {
     pub threads: usize,
 }
 
+/// TLS handshakes of the whole run (warm-up and the first request included).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    pub full: u64,
+    pub resumed: u64,
+}
+
 /// Everything `skiff bench --json` writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -77,6 +84,9 @@ pub struct Report {
     /// The percentile spectrum as `[percentile, microseconds]`, for plots.
     pub percentiles: Vec<[f64; 2]>,
     pub client_cpu: ClientCpu,
+    /// Absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshakes: Option<TlsHandshakes>,
     pub warnings: Vec<String>,
 }
 
@@ -191,6 +201,7 @@ impl Report {
             latency_us: latency,
             percentiles,
             client_cpu,
+            tls_handshakes: None,
             warnings,
         }
     }
@@ -281,6 +292,13 @@ impl Report {
             let _ = writeln!(s, "  error    {kind}: {n}");
         }
         let c = &self.client_cpu;
+        if let Some(t) = &self.tls_handshakes {
+            let _ = writeln!(
+                s,
+                "  tls      {} full handshake(s), {} resumed",
+                t.full, t.resumed
+            );
+        }
         let _ = write!(
             s,
             "  client   CPU {:.1}% ({:.2}s user, {:.2}s sys, {} thread(s)), {:.2} µs CPU per request",

@@ -107,6 +107,17 @@ fn tls_with_the_right_ca_works_with_the_wrong_one_fails_clearly() -> anyhow::Res
         let r = run(config, 1)?;
         completed(&r);
         assert_eq!(r.errors.total, 0, "{}", r.summary());
+        let tls = r.tls_handshakes.clone().unwrap_or_default();
+        if new_conn {
+            // A handshake per request; resumed ones only when resumption is on.
+            assert!(tls.full + tls.resumed >= r.requests, "{}", r.summary());
+            assert_eq!(tls.resumed > 0, resumption, "{}", r.summary());
+        } else {
+            // Kept alive: the first request's connection and one per connection, which resume
+            // the first one's session.
+            let all = tls.full + tls.resumed;
+            assert!(tls.full >= 1 && (3..10).contains(&all), "{}", r.summary());
+        }
     }
     // A CA that did not sign the server's certificate.
     let (_, other_ca) = support::http::tls_config()?;

@@ -186,6 +186,10 @@ impl Proto for H2 {
             .collect())
     }
 
+    fn tls_handshakes(&self) -> Option<(u64, u64)> {
+        self.endpoint.tls_handshakes()
+    }
+
     async fn call(
         &self,
         lane: &mut Lane,

@@ -102,6 +102,10 @@ impl Proto for Http1 {
         Ok(out)
     }
 
+    fn tls_handshakes(&self) -> Option<(u64, u64)> {
+        self.endpoint.tls_handshakes()
+    }
+
     async fn call(
         &self,
         lane: &mut Lane,

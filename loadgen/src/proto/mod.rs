@@ -56,4 +56,9 @@ pub(crate) trait Proto: Send + Sync + 'static {
         n: usize,
         done: &mut Vec<Instant>,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// `(full, resumed)` TLS handshakes so far, for protocols over TLS.
+    fn tls_handshakes(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
