@@ -63,6 +63,33 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every answer the server gave is counted once: the report's requests are the server's
+/// answers minus the first request (before the run) and those still in flight at the end.
+#[test]
+fn requests_are_counted_exactly() -> anyhow::Result<()> {
+    let never = Instant::now() + Duration::from_secs(3600);
+    let (port, answered) = support::spawn_counting_server(never, Duration::ZERO)?;
+    let mut config = short(Protocol::Http, format!("http://127.0.0.1:{port}/"));
+    config.warmup = Duration::ZERO;
+    config.connections = 4;
+    config.pipeline = 2;
+    let r = run(config, 1)?;
+    completed(&r);
+    let served = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        served > r.requests,
+        "counted {} answers, the server gave {served}",
+        r.requests
+    );
+    let uncounted = served - 1 - r.requests;
+    assert!(
+        uncounted <= 4 * 2,
+        "served {served}, counted {}",
+        r.requests
+    );
+    Ok(())
+}
+
 #[test]
 fn http1_h2c_and_pipelining_answer_and_report_cpu() -> anyhow::Result<()> {
     let port = support::http::spawn(None)?;

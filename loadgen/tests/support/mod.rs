@@ -274,17 +274,28 @@ pub mod http {
 /// An HTTP/1.1 server answering `200 ok` that, once, holds the first request it reads after
 /// `stall_at` for `stall` before answering.
 pub fn spawn_stalling_server(stall_at: Instant, stall: Duration) -> anyhow::Result<u16> {
+    Ok(spawn_counting_server(stall_at, stall)?.0)
+}
+
+/// [`spawn_stalling_server`], also counting the requests it answered.
+pub fn spawn_counting_server(
+    stall_at: Instant,
+    stall: Duration,
+) -> anyhow::Result<(u16, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let armed = Arc::new(AtomicBool::new(true));
-    spawn_server(move |listener| async move {
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    let port = spawn_server(move |listener| async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let armed = armed.clone();
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 let mut have = 0;
@@ -309,11 +320,13 @@ pub fn spawn_stalling_server(stall_at: Instant, stall: Duration) -> anyhow::Resu
                         {
                             return;
                         }
+                        answered.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             });
         }
-    })
+    })?;
+    Ok((port, count))
 }
 
 /// TCP echo.
