@@ -130,12 +130,13 @@ impl H2 {
         Ok(sender)
     }
 
-    fn request(&self) -> Result<Request<Full<Bytes>>, Failure> {
+    /// A fresh request (http's `Request` is not `Clone`); every part is a cheap clone.
+    fn request(&self) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(self.body.clone()));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
-        Ok(request)
+        request
     }
 
     fn grpc_check(&self, method: &str, headers: &HeaderMap) -> Result<bool, Failure> {
@@ -215,7 +216,7 @@ impl Proto for H2 {
             lane.sender = None;
             return Err(failure);
         }
-        let response = match sender.send_request(self.request()?).await {
+        let response = match sender.send_request(self.request()).await {
             Ok(response) => response,
             Err(e) => {
                 let failure = broken(e, sender);

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -138,10 +137,6 @@ pub fn number_after(text: &str, label: &str) -> Option<f64> {
         .trim_end_matches(',')
         .parse()
         .ok()
-}
-
-pub fn exists(program: &str) -> bool {
-    Path::new("/usr/bin").join(program).exists() || Path::new("/usr/sbin").join(program).exists()
 }
 
 /// Start `serve` on its own thread and single-threaded runtime, so the server does not share the
