@@ -345,23 +345,110 @@ pub enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub struct BenchRun {
-    /// What to load: a URL for http/h2/grpc, HOST:PORT for tcp/udp/dns.
+    /// What to load: a URL for http/h2 (`http://` or `https://`), `[http(s)://]HOST:PORT` for
+    /// grpc, `HOST:PORT` for tcp/udp/dns (dns: port 53 by default).
     pub target: String,
 
+    /// How long to measure (after the warm-up).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Concurrent connections (closed loop) or connection pool size (open loop).
+    /// Load without recording first (connections open, caches warm).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Concurrent connections (closed loop: each keeps one request, or --pipeline/--streams, in flight).
     #[arg(long, default_value_t = 10)]
-    pub connections: u32,
+    pub connections: usize,
 
-    /// Open loop at this rate (`R/s` or `R`), with coordinated-omission correction.
-    #[arg(long, value_name = "R/s")]
-    pub rate: Option<String>,
+    /// Open loop at this rate (`R/s` or `R`), latency measured from each request's intended send
+    /// time (coordinated-omission correction, like wrk2). Without it: closed loop.
+    #[arg(long, value_name = "R/s", value_parser = skiff_loadgen::parse_rate)]
+    pub rate: Option<f64>,
 
-    /// Write results as JSON here.
+    /// Write the results (also partial ones) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Client worker threads [default: one per CPU].
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// A request unanswered this long is an error (`timeout`) and its connection is replaced.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Every request on a new connection (handshakes included in the latency).
+    #[arg(long)]
+    pub new_conn: bool,
+
+    /// h2/grpc: concurrent streams per connection.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
+
+    /// http: requests written back to back per connection before reading the answers.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+
+    /// TLS: accept any server certificate.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// TLS: trust the CA certificates of this PEM file [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// TLS: server name to send and verify [default: the target's host].
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+
+    /// TLS: full handshakes only, no session resumption on reconnects.
+    #[arg(long)]
+    pub no_resumption: bool,
+
+    /// http/h2: request method.
+    #[arg(long, default_value = "GET")]
+    pub http_method: String,
+
+    /// http/h2/grpc: extra request header `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+
+    /// Request body (http/h2), request bytes (tcp/udp), echo text (grpc-echo) or raw message (other gRPC methods).
+    #[arg(long, default_value = "")]
+    pub payload: String,
+
+    /// tcp/udp: answer bytes to wait for per request [default: tcp the payload's length; udp one datagram].
+    #[arg(long, value_name = "BYTES")]
+    pub expect: Option<usize>,
+
+    /// grpc: method path [default: skiff.dev/grpc-echo's Echo].
+    #[arg(long, value_name = "/PKG.SVC/METHOD", default_value = skiff_loadgen::GRPC_ECHO_METHOD)]
+    pub method: String,
+
+    /// dns: question name.
+    #[arg(long, default_value = "kubernetes.default.svc.cluster.local.")]
+    pub qname: String,
+
+    /// dns: question type.
+    #[arg(long, default_value = "A")]
+    pub qtype: String,
+
+    /// No progress line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `Name: value`.
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not a header: write Name: value"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
 }
 
 #[derive(Debug, Args)]
@@ -372,6 +459,10 @@ pub struct BenchPlot {
 
     #[arg(short = 'o', long = "output", value_name = "OUT.svg")]
     pub output: PathBuf,
+
+    /// Legend label per input, in order [default: the file name without .json].
+    #[arg(long = "label", value_name = "NAME")]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -502,7 +593,9 @@ mod tests {
             panic!("not bench http")
         };
         assert_eq!(run.duration, Duration::from_millis(500));
-        assert_eq!(run.rate.as_deref(), Some("2000/s"));
+        assert_eq!(run.rate, Some(2000.0));
+        assert_eq!(run.warmup, Duration::from_secs(1));
+        assert_eq!(run.connections, 10);
     }
 
     #[test]
@@ -520,6 +613,9 @@ mod tests {
         assert!(Cli::try_parse_from(["skiff", "up", "--default-backend", "a/b/c"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "up", "--default-backend", "web:0"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "validate"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "bench", "http", "x", "--rate", "fast"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "bench", "http", "x", "-H", "nocolon"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "bench", "plot", "a.json"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "server", "--bind-address", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "token", "create"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "controller"]).is_err());

@@ -1,5 +1,6 @@
 //! The `skiff` binary: command line, configuration and wiring of the components. Thin.
 
+mod bench;
 mod builtins;
 mod cli;
 mod controller;
@@ -67,6 +68,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::GrpcEcho(args) => return builtins::grpc_echo(&args),
         Command::Pause(_) => return builtins::pause(),
         Command::Up(args) => return up::run(args),
+        Command::Bench(args) => return bench::run(args),
         Command::Proxy(ProxyArgs {
             command: ProxyCommand::Dump(d),
         }) => return proxy_dump(d.admin_addr),
@@ -74,7 +76,6 @@ fn run(command: Command) -> anyhow::Result<()> {
             "skiff agent",
             "the kubelet, proxy, DNS and ingress issues (#6-#9)",
         ),
-        Command::Bench(_) => ("skiff bench", "the benchmarking issue (#10)"),
     };
     anyhow::bail!(
         "`{name}` is not implemented yet in this build of skiff {}: it arrives with {issue}. Nothing was started.",
