@@ -27,8 +27,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// Concurrent streams per upstream HTTP/2 connection before another is opened.
 const H2_STREAMS: usize = 100;
-/// Connect attempts per request (idempotent requests only).
-const MAX_TRIES: u32 = 3;
+/// Upstream attempts per request (idempotent requests only, before any response header):
+/// a pod that stops may refuse, reset or close several pooled connections at once.
+const MAX_TRIES: u32 = 4;
+/// A retry that finds no endpoint it has not tried yet waits this long for the route table to
+/// change (the EndpointSlice update that removes a stopped pod is usually on its way), up to
+/// [`RETRY_WAITS`] times.
+const RETRY_WAIT: Duration = Duration::from_millis(100);
+const RETRY_WAITS: u32 = 5;
 
 /// Which listener a proxy instance serves.
 #[derive(Debug, Clone)]
@@ -72,6 +78,14 @@ pub struct RequestCtx {
     sent: Option<Instant>,
     started: Option<Instant>,
     tries: u32,
+    /// Endpoints that failed this request: a retry picks another.
+    tried: Vec<std::net::SocketAddr>,
+    /// An upstream response header arrived: from then on nothing is retried.
+    responded: bool,
+    /// Host and path as routed, and the canary draw: a retry routes again on the newest table.
+    host: String,
+    path: String,
+    draw: u8,
     body_bytes: u64,
     request_id: String,
     /// Status of a locally generated response (404, 503, 308).
@@ -126,6 +140,38 @@ async fn respond_text(
             .await?;
     }
     Ok(())
+}
+
+impl IngressProxy {
+    /// The endpoint of a retry: the request routed again on the newest table (an endpoint
+    /// that stopped may be gone from it, a new one there), avoiding endpoints that already
+    /// refused this request. With none left, waits a little for the table to change; in the
+    /// end any endpoint (the caller's last try fails as it would have).
+    async fn retry_endpoint(&self, ctx: &mut RequestCtx) -> Option<Arc<Endpoint>> {
+        let mut waits = 0;
+        loop {
+            if let Decision::Route(r) = self.routes.load().lookup(&ctx.host, &ctx.path) {
+                let b = r.choose_backend(ctx.draw);
+                if !b.endpoints.is_empty() {
+                    ctx.backend = Some(b.clone());
+                }
+            }
+            let backend = ctx.backend.as_ref()?;
+            let untried: Vec<&Arc<Endpoint>> = backend
+                .endpoints
+                .iter()
+                .filter(|e| !ctx.tried.contains(&e.addr))
+                .collect();
+            if let Some(ep) = balance::pick(&untried) {
+                return Some(Arc::clone(ep));
+            }
+            if waits == RETRY_WAITS {
+                return balance::pick(&backend.endpoints).cloned();
+            }
+            waits += 1;
+            tokio::time::sleep(RETRY_WAIT).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -196,6 +242,9 @@ impl ProxyHttp for IngressProxy {
         }
         let draw = (balance::random_u64() % 100) as u8;
         let backend = route.choose_backend(draw).clone();
+        ctx.draw = draw;
+        ctx.host = host;
+        ctx.path = path;
         if backend.endpoints.is_empty() {
             let why = backend
                 .unavailable
@@ -261,13 +310,17 @@ impl ProxyHttp for IngressProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.release_endpoint();
+        let ep = if ctx.tries == 0 {
+            ctx.backend
+                .as_ref()
+                .and_then(|b| balance::pick(&b.endpoints))
+                .cloned()
+        } else {
+            self.retry_endpoint(ctx).await
+        };
         ctx.tries += 1;
-        let ep = ctx
-            .backend
-            .as_ref()
-            .and_then(|b| balance::pick(&b.endpoints))
-            .cloned()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
+        let ep =
+            ep.ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
         ep.start();
         let protocol = ctx.route.as_ref().map(|r| r.protocol).unwrap_or_default();
         // The pod IP as the TLS name: rustls needs one, sends no SNI for an IP (as nginx's
@@ -338,6 +391,7 @@ impl ProxyHttp for IngressProxy {
         _resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.responded = true;
         if let (Some(ep), Some(sent)) = (&ctx.endpoint, ctx.sent) {
             ep.observe(sent.elapsed());
             ep.succeed();
@@ -365,18 +419,38 @@ impl ProxyHttp for IngressProxy {
     ) -> Box<Error> {
         if let Some(ep) = &ctx.endpoint {
             ep.penalize();
+            ctx.tried.push(ep.addr);
         }
         ctx.release_endpoint();
-        let m = &session.req_header().method;
-        let idempotent = m == http::Method::GET
-            || m == http::Method::HEAD
-            || m == http::Method::OPTIONS
-            || m == http::Method::PUT
-            || m == http::Method::DELETE;
-        let others = ctx.backend.as_ref().is_some_and(|b| b.endpoints.len() > 1);
-        if idempotent && others && ctx.tries < MAX_TRIES {
+        // Retried even with no other endpoint in this request's table: a newer table may
+        // have one (`retry_endpoint`).
+        if session.req_header().method.is_idempotent() && ctx.tries < MAX_TRIES {
             e.set_retry(true);
         }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(ep) = &ctx.endpoint {
+            ctx.tried.push(ep.addr);
+        }
+        // As nginx's `proxy_next_upstream error`: an idempotent request whose upstream failed
+        // before answering (a pooled connection closed by a pod shutting down, a reset from a
+        // listener that closed with the connection still in its backlog) goes to another
+        // endpoint, on a fresh connection or a reused one alike. Once a response header
+        // arrived, or with a request body no longer buffered, it cannot be replayed.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && !ctx.responded;
+        e.set_retry(replayable && ctx.tries < MAX_TRIES);
         e
     }
 
