@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
 use crate::balance::{self, Endpoint};
@@ -452,6 +452,49 @@ impl ProxyHttp for IngressProxy {
             && !ctx.responded;
         e.set_retry(replayable && ctx.tries < MAX_TRIES);
         e
+    }
+
+    /// pingora's own answer has `Server: Pingora` and no body: ours says who answered and why.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    // The client is gone: nothing to answer.
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                pingora::ErrorSource::Internal | pingora::ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let reason = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            let why = match (e.etype(), &e.context) {
+                (ErrorType::HTTPStatus(_), Some(c)) => c.as_str().to_owned(),
+                _ if code == 502 => format!("the backend failed ({})", e.etype().as_str()),
+                _ => e.etype().as_str().to_owned(),
+            };
+            // Not reusable after an error: the client is told so.
+            session.set_keepalive(None);
+            if let Err(err) =
+                respond_text(session, code, format!("{code} {reason}: {why}\n"), None).await
+            {
+                tracing::debug!(error = %err, "cannot write the error answer");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

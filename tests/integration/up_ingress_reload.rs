@@ -225,8 +225,6 @@ async fn h1_new_conns(up: std::net::SocketAddr, stop: Arc<AtomicBool>, t: Arc<Ta
 
 type TlsSend = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-/// HTTPS: `keepalive` reuses one connection, else a full handshake per request whose
-/// certificate must be one of `leaves`; counts which leaf each handshake got.
 /// What HTTPS clients trust and count: both Secret versions' leaves, handshakes per leaf.
 #[derive(Clone)]
 struct TlsSetup {
@@ -235,6 +233,8 @@ struct TlsSetup {
     seen: Arc<[AtomicU32; 2]>,
 }
 
+/// HTTPS: `keepalive` reuses one connection, else a full handshake per request whose
+/// certificate must be one of `leaves`; counts which leaf each handshake got.
 async fn https_client(
     addr: std::net::SocketAddr,
     id: usize,
