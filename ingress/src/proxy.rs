@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
@@ -82,6 +83,8 @@ pub struct RequestCtx {
     tried: Vec<std::net::SocketAddr>,
     /// An upstream response header arrived: from then on nothing is retried.
     responded: bool,
+    /// When the request's `grpc-timeout` runs out: the upstream deadline.
+    grpc_deadline: Option<Instant>,
     /// Host and path as routed, and the canary draw: a retry routes again on the newest table.
     host: String,
     path: String,
@@ -170,6 +173,49 @@ impl IngressProxy {
             }
             waits += 1;
             tokio::time::sleep(RETRY_WAIT).await;
+        }
+    }
+}
+
+/// A `grpc-timeout` value (gRPC over HTTP/2: at most 8 digits and a unit of H, M, S, m, u
+/// or n), or `None` for anything else (then no deadline is enforced).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let unit = v.chars().last()?;
+    let digits = v.get(..v.len() - unit.len_utf8())?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The gRPC answer to a call whose `grpc-timeout` ran out: a trailers-only response (HTTP 200,
+/// one HEADERS frame ending the stream) with status DEADLINE_EXCEEDED.
+async fn respond_grpc_deadline_exceeded(session: &mut Session) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header(http::header::SERVER, SERVER)?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    resp.insert_header("grpc-status", "4")?;
+    resp.insert_header(
+        "grpc-message",
+        "deadline exceeded: no answer from the backend within the grpc-timeout",
+    )?;
+    session.set_keepalive(None);
+    match session.as_downstream_mut() {
+        // `Session::write_response_header` drops its end-of-stream flag for HTTP/2: the h2
+        // session itself puts END_STREAM on the HEADERS frame.
+        ServerSession::H2(h2) => h2.write_response_header(Box::new(resp), true),
+        _ => {
+            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            session.write_response_header(Box::new(resp), true).await
         }
     }
 }
@@ -281,6 +327,15 @@ impl ProxyHttp for IngressProxy {
                 return Ok(true);
             }
         }
+        if let Some(t) = session
+            .req_header()
+            .headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+        {
+            ctx.grpc_deadline = ctx.started.and_then(|s| s.checked_add(t));
+        }
         ctx.route = Some(route);
         ctx.backend = Some(backend);
         Ok(false)
@@ -347,6 +402,12 @@ impl ProxyHttp for IngressProxy {
         }
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        if let Some(deadline) = ctx.grpc_deadline {
+            // Each wait for the upstream (response header, data, trailers) ends when the call's
+            // time is up; pingora then cancels the upstream stream (RST_STREAM CANCEL).
+            let left = deadline.saturating_duration_since(Instant::now());
+            peer.options.read_timeout = Some(left.max(Duration::from_millis(1)));
+        }
         ctx.endpoint = Some(ep);
         ctx.sent = Some(Instant::now());
         Ok(Box::new(peer))
@@ -459,8 +520,21 @@ impl ProxyHttp for IngressProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if ctx.grpc_deadline.is_some()
+            && *e.etype() == ErrorType::ReadTimedout
+            && *e.esource() == pingora::ErrorSource::Upstream
+            && session.response_written().is_none()
+        {
+            if let Err(err) = respond_grpc_deadline_exceeded(session).await {
+                tracing::debug!(error = %err, "cannot write the gRPC deadline answer");
+            }
+            return FailToProxy {
+                error_code: 200,
+                can_reuse_downstream: false,
+            };
+        }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
@@ -524,5 +598,26 @@ impl ProxyHttp for IngressProxy {
             duration_us = elapsed.as_micros() as u64,
             error = e.map(ToString::to_string),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "5", "5s", "123456789S", "-1S", "1.5S", "5 S", "5é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

@@ -575,6 +575,96 @@ async fn grpc_over_one_h2c_connection_reaches_every_pod_with_trailers() -> Resul
     Ok(())
 }
 
+/// An h2c gRPC-like backend that answers after `delay` (status 0 in trailers).
+async fn slow_h2c_backend(delay: std::time::Duration) -> Result<SocketAddr> {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |_req: Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers
+                            .insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                        let frames = futures::stream::iter(vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_the_upstream_deadline() -> Result<()> {
+    let mut e = env().await?;
+    let delay = std::time::Duration::from_secs(3);
+    add_service(&mut e.model, "slow", &[slow_h2c_backend(delay).await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "slow", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "GRPC"}},
+        "spec": {"rules": [{"host": "slow.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "slow", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let call = |timeout: &str| {
+        Request::post("http://slow.test/echo.Echo/Slow")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", timeout)
+            .body(Empty::<Bytes>::new())
+    };
+    // 300 ms to answer, the backend takes 3 s: DEADLINE_EXCEEDED as a trailers-only response.
+    let start = std::time::Instant::now();
+    let resp = send.send_request(call("300m")?).await?;
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "4", "{:?}", resp.headers());
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    assert_eq!(resp.headers()["server"], "skiff-ingress");
+    assert!(
+        resp.headers()["grpc-message"]
+            .to_str()?
+            .contains("deadline exceeded"),
+        "{:?}",
+        resp.headers()
+    );
+    let got = resp
+        .into_body()
+        .collect()
+        .await
+        .context("the deadline answer's body")?;
+    assert!(got.trailers().is_none(), "trailers-only: no second HEADERS");
+    assert!(got.to_bytes().is_empty());
+    assert!(
+        took < delay,
+        "answered after {took:?}: the backend's own answer"
+    );
+    // With time enough, the backend's answer comes through, on the same client connection.
+    let resp = send.send_request(call("10S")?).await?;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("grpc-status").is_none());
+    let got = resp.into_body().collect().await?;
+    assert_eq!(got.trailers().context("trailers")?["grpc-status"], "0");
+    Ok(())
+}
+
 /// A backend that accepts any `Upgrade` and then echoes bytes (WebSocket framing is opaque
 /// to the proxy after the 101).
 async fn upgrade_backend() -> Result<SocketAddr> {
