@@ -499,6 +499,15 @@ impl ProxyHttp for IngressProxy {
         ctx: &mut RequestCtx,
         _client_reused: bool,
     ) -> Box<Error> {
+        // Our own refusals (413 from the body filter) and the client's failures are not the
+        // upstream's: kept as they are and never replayed.
+        if matches!(e.etype(), ErrorType::HTTPStatus(_))
+            || *e.esource() != pingora::ErrorSource::Upstream
+        {
+            let mut e = e;
+            e.set_retry(false);
+            return e;
+        }
         let mut e = e.more_context(format!("Peer: {peer}"));
         if let Some(ep) = &ctx.endpoint {
             ctx.tried.push(ep.addr);
