@@ -12,6 +12,7 @@
 pub mod balance;
 pub mod class;
 pub mod compile;
+pub mod h1;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 pub use class::{CONTROLLER_NAME, ClassSelector, DEFAULT_CLASS_NAME};
 pub use compile::{Compiled, RoutingConfig, compile};
+pub use h1::Limits;
 pub use metrics::Metrics;
 pub use model::{BackendRef, Key, Model, PortRef, Problem};
 pub use server::{IngressServer, Listeners, SharedState};

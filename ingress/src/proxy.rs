@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
 use crate::balance::{self, Endpoint};
@@ -27,8 +28,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// Concurrent streams per upstream HTTP/2 connection before another is opened.
 const H2_STREAMS: usize = 100;
-/// Connect attempts per request (idempotent requests only).
-const MAX_TRIES: u32 = 3;
+/// Upstream attempts per request (idempotent requests only, before any response header):
+/// a pod that stops may refuse, reset or close several pooled connections at once.
+const MAX_TRIES: u32 = 4;
+/// A retry that finds no endpoint it has not tried yet waits this long for the route table to
+/// change (the EndpointSlice update that removes a stopped pod is usually on its way), up to
+/// [`RETRY_WAITS`] times.
+const RETRY_WAIT: Duration = Duration::from_millis(100);
+const RETRY_WAITS: u32 = 5;
 
 /// Which listener a proxy instance serves.
 #[derive(Debug, Clone)]
@@ -72,6 +79,16 @@ pub struct RequestCtx {
     sent: Option<Instant>,
     started: Option<Instant>,
     tries: u32,
+    /// Endpoints that failed this request: a retry picks another.
+    tried: Vec<std::net::SocketAddr>,
+    /// An upstream response header arrived: from then on nothing is retried.
+    responded: bool,
+    /// When the request's `grpc-timeout` runs out: the upstream deadline.
+    grpc_deadline: Option<Instant>,
+    /// Host and path as routed, and the canary draw: a retry routes again on the newest table.
+    host: String,
+    path: String,
+    draw: u8,
     body_bytes: u64,
     request_id: String,
     /// Status of a locally generated response (404, 503, 308).
@@ -126,6 +143,81 @@ async fn respond_text(
             .await?;
     }
     Ok(())
+}
+
+impl IngressProxy {
+    /// The endpoint of a retry: the request routed again on the newest table (an endpoint
+    /// that stopped may be gone from it, a new one there), avoiding endpoints that already
+    /// refused this request. With none left, waits a little for the table to change; in the
+    /// end any endpoint (the caller's last try fails as it would have).
+    async fn retry_endpoint(&self, ctx: &mut RequestCtx) -> Option<Arc<Endpoint>> {
+        let mut waits = 0;
+        loop {
+            if let Decision::Route(r) = self.routes.load().lookup(&ctx.host, &ctx.path) {
+                let b = r.choose_backend(ctx.draw);
+                if !b.endpoints.is_empty() {
+                    ctx.backend = Some(b.clone());
+                }
+            }
+            let backend = ctx.backend.as_ref()?;
+            let untried: Vec<&Arc<Endpoint>> = backend
+                .endpoints
+                .iter()
+                .filter(|e| !ctx.tried.contains(&e.addr))
+                .collect();
+            if let Some(ep) = balance::pick(&untried) {
+                return Some(Arc::clone(ep));
+            }
+            if waits == RETRY_WAITS {
+                return balance::pick(&backend.endpoints).cloned();
+            }
+            waits += 1;
+            tokio::time::sleep(RETRY_WAIT).await;
+        }
+    }
+}
+
+/// A `grpc-timeout` value (gRPC over HTTP/2: at most 8 digits and a unit of H, M, S, m, u
+/// or n), or `None` for anything else (then no deadline is enforced).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let unit = v.chars().last()?;
+    let digits = v.get(..v.len() - unit.len_utf8())?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The gRPC answer to a call whose `grpc-timeout` ran out: a trailers-only response (HTTP 200,
+/// one HEADERS frame ending the stream) with status DEADLINE_EXCEEDED.
+async fn respond_grpc_deadline_exceeded(session: &mut Session) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header(http::header::SERVER, SERVER)?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    resp.insert_header("grpc-status", "4")?;
+    resp.insert_header(
+        "grpc-message",
+        "deadline exceeded: no answer from the backend within the grpc-timeout",
+    )?;
+    session.set_keepalive(None);
+    match session.as_downstream_mut() {
+        // `Session::write_response_header` drops its end-of-stream flag for HTTP/2: the h2
+        // session itself puts END_STREAM on the HEADERS frame.
+        ServerSession::H2(h2) => h2.write_response_header(Box::new(resp), true),
+        _ => {
+            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            session.write_response_header(Box::new(resp), true).await
+        }
+    }
 }
 
 #[async_trait]
@@ -196,6 +288,9 @@ impl ProxyHttp for IngressProxy {
         }
         let draw = (balance::random_u64() % 100) as u8;
         let backend = route.choose_backend(draw).clone();
+        ctx.draw = draw;
+        ctx.host = host;
+        ctx.path = path;
         if backend.endpoints.is_empty() {
             let why = backend
                 .unavailable
@@ -232,6 +327,15 @@ impl ProxyHttp for IngressProxy {
                 return Ok(true);
             }
         }
+        if let Some(t) = session
+            .req_header()
+            .headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+        {
+            ctx.grpc_deadline = ctx.started.and_then(|s| s.checked_add(t));
+        }
         ctx.route = Some(route);
         ctx.backend = Some(backend);
         Ok(false)
@@ -261,13 +365,17 @@ impl ProxyHttp for IngressProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.release_endpoint();
+        let ep = if ctx.tries == 0 {
+            ctx.backend
+                .as_ref()
+                .and_then(|b| balance::pick(&b.endpoints))
+                .cloned()
+        } else {
+            self.retry_endpoint(ctx).await
+        };
         ctx.tries += 1;
-        let ep = ctx
-            .backend
-            .as_ref()
-            .and_then(|b| balance::pick(&b.endpoints))
-            .cloned()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
+        let ep =
+            ep.ok_or_else(|| Error::explain(ErrorType::InternalError, "no endpoint to pick"))?;
         ep.start();
         let protocol = ctx.route.as_ref().map(|r| r.protocol).unwrap_or_default();
         // The pod IP as the TLS name: rustls needs one, sends no SNI for an IP (as nginx's
@@ -294,6 +402,12 @@ impl ProxyHttp for IngressProxy {
         }
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        if let Some(deadline) = ctx.grpc_deadline {
+            // Each wait for the upstream (response header, data, trailers) ends when the call's
+            // time is up; pingora then cancels the upstream stream (RST_STREAM CANCEL).
+            let left = deadline.saturating_duration_since(Instant::now());
+            peer.options.read_timeout = Some(left.max(Duration::from_millis(1)));
+        }
         ctx.endpoint = Some(ep);
         ctx.sent = Some(Instant::now());
         Ok(Box::new(peer))
@@ -338,6 +452,7 @@ impl ProxyHttp for IngressProxy {
         _resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.responded = true;
         if let (Some(ep), Some(sent)) = (&ctx.endpoint, ctx.sent) {
             ep.observe(sent.elapsed());
             ep.succeed();
@@ -365,19 +480,104 @@ impl ProxyHttp for IngressProxy {
     ) -> Box<Error> {
         if let Some(ep) = &ctx.endpoint {
             ep.penalize();
+            ctx.tried.push(ep.addr);
         }
         ctx.release_endpoint();
-        let m = &session.req_header().method;
-        let idempotent = m == http::Method::GET
-            || m == http::Method::HEAD
-            || m == http::Method::OPTIONS
-            || m == http::Method::PUT
-            || m == http::Method::DELETE;
-        let others = ctx.backend.as_ref().is_some_and(|b| b.endpoints.len() > 1);
-        if idempotent && others && ctx.tries < MAX_TRIES {
+        // Retried even with no other endpoint in this request's table: a newer table may
+        // have one (`retry_endpoint`).
+        if session.req_header().method.is_idempotent() && ctx.tries < MAX_TRIES {
             e.set_retry(true);
         }
         e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        // Our own refusals (413 from the body filter) and the client's failures are not the
+        // upstream's: kept as they are and never replayed.
+        if matches!(e.etype(), ErrorType::HTTPStatus(_))
+            || *e.esource() != pingora::ErrorSource::Upstream
+        {
+            let mut e = e;
+            e.set_retry(false);
+            return e;
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(ep) = &ctx.endpoint {
+            ctx.tried.push(ep.addr);
+        }
+        // As nginx's `proxy_next_upstream error`: an idempotent request whose upstream failed
+        // before answering (a pooled connection closed by a pod shutting down, a reset from a
+        // listener that closed with the connection still in its backlog) goes to another
+        // endpoint, on a fresh connection or a reused one alike. Once a response header
+        // arrived, or with a request body no longer buffered, it cannot be replayed.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && !ctx.responded;
+        e.set_retry(replayable && ctx.tries < MAX_TRIES);
+        e
+    }
+
+    /// pingora's own answer has `Server: Pingora` and no body: ours says who answered and why.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        if ctx.grpc_deadline.is_some()
+            && *e.etype() == ErrorType::ReadTimedout
+            && *e.esource() == pingora::ErrorSource::Upstream
+            && session.response_written().is_none()
+        {
+            if let Err(err) = respond_grpc_deadline_exceeded(session).await {
+                tracing::debug!(error = %err, "cannot write the gRPC deadline answer");
+            }
+            return FailToProxy {
+                error_code: 200,
+                can_reuse_downstream: false,
+            };
+        }
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    // The client is gone: nothing to answer.
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                pingora::ErrorSource::Internal | pingora::ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let reason = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            let why = match (e.etype(), &e.context) {
+                (ErrorType::HTTPStatus(_), Some(c)) => c.as_str().to_owned(),
+                _ if code == 502 => format!("the backend failed ({})", e.etype().as_str()),
+                _ => e.etype().as_str().to_owned(),
+            };
+            // Not reusable after an error: the client is told so.
+            session.set_keepalive(None);
+            if let Err(err) =
+                respond_text(session, code, format!("{code} {reason}: {why}\n"), None).await
+            {
+                tracing::debug!(error = %err, "cannot write the error answer");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -407,5 +607,26 @@ impl ProxyHttp for IngressProxy {
             duration_us = elapsed.as_micros() as u64,
             error = e.map(ToString::to_string),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_spec() {
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "5", "5s", "123456789S", "-1S", "1.5S", "5 S", "5é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

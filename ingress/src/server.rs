@@ -12,12 +12,13 @@ use arc_swap::ArcSwap;
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::protocols::{ALPN, GetSocketDigest, SocketDigest, Stream};
 use pingora::proxy::{HttpProxy, http_proxy};
 use pingora::server::configuration::ServerConf;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::h1::{self, Limits};
 use crate::metrics::Metrics;
 use crate::proxy::{IngressProxy, ListenerInfo};
 use crate::table::RouteTable;
@@ -68,6 +69,8 @@ pub struct Listeners {
     pub public_https_port: Option<u16>,
     /// The HTTP port clients see, for `X-Forwarded-Port` (defaults to the listener's port).
     pub public_http_port: Option<u16>,
+    /// Header deadline, keep-alive idle timeout and head size of client connections.
+    pub limits: Limits,
 }
 
 /// Running listeners; dropping it does not stop them, [`IngressServer::shutdown`] does.
@@ -138,7 +141,12 @@ impl IngressServer {
                 h1: proxy(info.clone(), false),
                 h2c: proxy(info, true),
             };
-            tasks.push(spawn_loop(l, Arc::new(mode), rx.clone())?);
+            tasks.push(spawn_loop(
+                l,
+                Arc::new(mode),
+                listeners.limits.clone(),
+                rx.clone(),
+            )?);
         }
         if let Some(l) = listeners.https {
             let info = ListenerInfo {
@@ -151,7 +159,7 @@ impl IngressServer {
                 app: proxy(info, false),
                 acceptor,
             };
-            tasks.push(spawn_loop(l, Arc::new(mode), rx.clone())?);
+            tasks.push(spawn_loop(l, Arc::new(mode), listeners.limits, rx.clone())?);
         }
         Ok(IngressServer {
             http_addr,
@@ -211,18 +219,25 @@ async fn detect_h2c(l4: &mut L4Stream) -> std::io::Result<bool> {
 fn spawn_loop(
     listener: std::net::TcpListener,
     mode: Arc<Mode>,
+    limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServerError> {
     listener
         .set_nonblocking(true)
         .map_err(ServerError::Listener)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(ServerError::Listener)?;
-    Ok(tokio::spawn(accept_loop(listener, mode, shutdown)))
+    Ok(tokio::spawn(accept_loop(
+        listener,
+        mode,
+        Arc::new(limits),
+        shutdown,
+    )))
 }
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     mode: Arc<Mode>,
+    limits: Arc<Limits>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -238,7 +253,8 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => return,
         };
-        let (mode, shutdown) = (mode.clone(), shutdown.clone());
+        let (mode, limits, shutdown) = (mode.clone(), limits.clone(), shutdown.clone());
+        let accepted = std::time::Instant::now();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let fd = tcp.as_raw_fd();
@@ -251,7 +267,7 @@ async fn accept_loop(
                             h2c.process_new(Box::new(l4), &shutdown).await;
                         }
                         Ok(Ok(false)) => {
-                            h1.process_new(Box::new(l4), &shutdown).await;
+                            h1::serve(h1, Box::new(l4), &limits, accepted, &shutdown).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "read failed before the first request");
@@ -275,7 +291,11 @@ async fn accept_loop(
                                 return;
                             }
                         };
-                    app.process_new(stream, &shutdown).await;
+                    if stream.selected_alpn_proto() == Some(ALPN::H2) {
+                        app.process_new(stream, &shutdown).await;
+                    } else {
+                        h1::serve(app, stream, &limits, accepted, &shutdown).await;
+                    }
                 }
             }
         });

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use skiff_ingress::compile::our_ingresses;
 use skiff_ingress::server::{IngressServer, Listeners, SharedState};
 use skiff_ingress::tls::CertSnapshot;
-use skiff_ingress::{Model, RoutingConfig, compile};
+use skiff_ingress::{Limits, Model, RoutingConfig, compile};
 use tokio::net::TcpStream;
 
 /// A backend answering JSON: its name, the path and query it got, and its request headers.
@@ -133,6 +133,10 @@ impl Env {
 }
 
 async fn env() -> Result<Env> {
+    env_with(Limits::default()).await
+}
+
+async fn env_with(limits: Limits) -> Result<Env> {
     let a = backend("a").await?;
     let b = backend("b").await?;
     let pool = [
@@ -178,6 +182,7 @@ async fn env() -> Result<Env> {
         Listeners {
             http: Some(std::net::TcpListener::bind("127.0.0.1:0")?),
             https: Some(std::net::TcpListener::bind("127.0.0.1:0")?),
+            limits,
             ..Default::default()
         },
         &state,
@@ -570,6 +575,96 @@ async fn grpc_over_one_h2c_connection_reaches_every_pod_with_trailers() -> Resul
     Ok(())
 }
 
+/// An h2c gRPC-like backend that answers after `delay` (status 0 in trailers).
+async fn slow_h2c_backend(delay: std::time::Duration) -> Result<SocketAddr> {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |_req: Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers
+                            .insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                        let frames = futures::stream::iter(vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_the_upstream_deadline() -> Result<()> {
+    let mut e = env().await?;
+    let delay = std::time::Duration::from_secs(3);
+    add_service(&mut e.model, "slow", &[slow_h2c_backend(delay).await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "slow", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "GRPC"}},
+        "spec": {"rules": [{"host": "slow.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "slow", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let call = |timeout: &str| {
+        Request::post("http://slow.test/echo.Echo/Slow")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", timeout)
+            .body(Empty::<Bytes>::new())
+    };
+    // 300 ms to answer, the backend takes 3 s: DEADLINE_EXCEEDED as a trailers-only response.
+    let start = std::time::Instant::now();
+    let resp = send.send_request(call("300m")?).await?;
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "4", "{:?}", resp.headers());
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    assert_eq!(resp.headers()["server"], "skiff-ingress");
+    assert!(
+        resp.headers()["grpc-message"]
+            .to_str()?
+            .contains("deadline exceeded"),
+        "{:?}",
+        resp.headers()
+    );
+    let got = resp
+        .into_body()
+        .collect()
+        .await
+        .context("the deadline answer's body")?;
+    assert!(got.trailers().is_none(), "trailers-only: no second HEADERS");
+    assert!(got.to_bytes().is_empty());
+    assert!(
+        took < delay,
+        "answered after {took:?}: the backend's own answer"
+    );
+    // With time enough, the backend's answer comes through, on the same client connection.
+    let resp = send.send_request(call("10S")?).await?;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("grpc-status").is_none());
+    let got = resp.into_body().collect().await?;
+    assert_eq!(got.trailers().context("trailers")?["grpc-status"], "0");
+    Ok(())
+}
+
 /// A backend that accepts any `Upgrade` and then echoes bytes (WebSocket framing is opaque
 /// to the proxy after the 101).
 async fn upgrade_backend() -> Result<SocketAddr> {
@@ -859,17 +954,77 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) -> Result<String> {
 #[tokio::test]
 async fn malformed_and_oversized_requests_get_4xx_and_harm_nothing() -> Result<()> {
     let e = env().await?;
+    // Every refusal names us and says why.
+    let refused = |answer: &str, status: &str, why: &str| {
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "want {status}: {answer:?}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\nserver: skiff-ingress\r\n"),
+            "{answer:?}"
+        );
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{answer:?}");
+        assert!(answer.contains(why), "want {why:?} in {answer:?}");
+    };
     let garbage = raw(e.http(), b"THIS IS NOT HTTP\r\n\r\n").await?;
-    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    refused(&garbage, "400", "malformed request head");
+    let bad_field = raw(
+        e.http(),
+        b"GET /a HTTP/1.1\r\nHost: foo.test\r\nBad Name: x\r\n\r\n",
+    )
+    .await?;
+    refused(&bad_field, "400", "malformed request head");
+    // The same over TLS.
+    let cfg = client_config(std::slice::from_ref(&e.secure_der), &[b"http/1.1"])?;
+    let mut tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(b"NOT HTTP AT ALL\r\n\r\n").await?;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut out))
+            .await;
+        refused(
+            &String::from_utf8_lossy(&out),
+            "400",
+            "malformed request head",
+        );
+    }
+    // Oversized: a header field, too many fields, a request line (the default limit: 32 KiB).
     let mut huge = b"GET /a HTTP/1.1\r\nHost: foo.test\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'x', 2 << 20));
     huge.extend(b"\r\n\r\n");
-    let big = raw(e.http(), &huge).await?;
-    assert!(
-        big.is_empty() || big.starts_with("HTTP/1.1 4"),
-        "an oversized header is refused: {:?}",
-        &big[..big.len().min(200)]
+    refused(
+        &raw(e.http(), &huge).await?,
+        "431",
+        "larger than 32768 bytes",
     );
+    let mut many = b"GET /a HTTP/1.1\r\nHost: foo.test\r\n".to_vec();
+    for i in 0..300 {
+        many.extend(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    many.extend(b"\r\n");
+    refused(
+        &raw(e.http(), &many).await?,
+        "431",
+        "more than 256 header fields",
+    );
+    let mut long = b"GET /".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 40 << 10));
+    long.extend(b" HTTP/1.1\r\nHost: foo.test\r\n\r\n");
+    refused(
+        &raw(e.http(), &long).await?,
+        "414",
+        "request line is longer",
+    );
+    // A target with characters httparse refuses is still served (pingora encodes them).
+    let odd = raw(
+        e.http(),
+        b"GET /a/x|y HTTP/1.1\r\nHost: foo.test\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert!(odd.starts_with("HTTP/1.1 200"), "{odd:?}");
     let bad_host = raw(
         e.http(),
         b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\nConnection: close\r\n\r\n",
@@ -882,5 +1037,155 @@ async fn malformed_and_oversized_requests_get_4xx_and_harm_nothing() -> Result<(
     assert!(short.contains(" 404 "), "{short:?}");
     // The proxy still serves.
     assert_eq!(get(e.http(), "foo.test", "/a").await?.0, 200);
+    Ok(())
+}
+
+/// Writes `head` one byte every `every` until the server closes; returns what it answered
+/// and how long the connection lasted.
+async fn trickle(
+    addr: SocketAddr,
+    head: &[u8],
+    every: std::time::Duration,
+) -> Result<(String, std::time::Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = std::time::Instant::now();
+    let s = TcpStream::connect(addr).await?;
+    let (mut r, mut w) = s.into_split();
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let _ = r.read_to_end(&mut out).await;
+        (out, start.elapsed())
+    });
+    for b in head {
+        if reader.is_finished() || w.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+    let (out, lasted) = reader.await?;
+    Ok((String::from_utf8_lossy(&out).into_owned(), lasted))
+}
+
+#[tokio::test]
+async fn slowloris_heads_are_cut_at_the_header_deadline() -> Result<()> {
+    let header_timeout = std::time::Duration::from_secs(1);
+    let e = env_with(Limits {
+        header_timeout,
+        ..Limits::default()
+    })
+    .await?;
+    // 200 ms per byte: the head would take ~13 s; each read alone is quick, so only a total
+    // deadline stops it.
+    let head = b"GET /a HTTP/1.1\r\nHost: foo.test\r\nX-Slow: abcdefghij\r\n\r\n";
+    let per_byte = std::time::Duration::from_millis(200);
+    let slow = tokio::spawn(trickle(e.http(), head, per_byte));
+    // Meanwhile others are served.
+    for _ in 0..5 {
+        assert_eq!(get(e.http(), "foo.test", "/a").await?.0, 200);
+    }
+    let (answer, lasted) = slow.await??;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(answer.contains("not complete within 1s"), "{answer:?}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("server: skiff-ingress"),
+        "{answer:?}"
+    );
+    assert!(lasted >= header_timeout, "closed after {lasted:?}");
+    assert!(
+        lasted < per_byte * head.len() as u32,
+        "the whole head got through in {lasted:?}"
+    );
+    // Over TLS too: the handshake done, then the head trickled.
+    let cfg = client_config(std::slice::from_ref(&e.secure_der), &[b"http/1.1"])?;
+    let mut tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    let start = std::time::Instant::now();
+    let mut answer = Vec::new();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for b in head {
+            if tls.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tls.flush().await?;
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(per_byte, tls.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "TLS: {answer:?}");
+    assert!(
+        start.elapsed() < per_byte * head.len() as u32,
+        "TLS: the whole head got through"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn idle_keepalive_connections_are_closed() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idle_timeout = std::time::Duration::from_secs(1);
+    let e = env_with(Limits {
+        idle_timeout,
+        ..Limits::default()
+    })
+    .await?;
+    let mut s = TcpStream::connect(e.http()).await?;
+    let req = b"GET /a HTTP/1.1\r\nHost: foo.test\r\n\r\n";
+    // Two requests back to back on one connection (it is kept alive)...
+    let mut seen = Vec::new();
+    for i in 0..2 {
+        s.write_all(req).await?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await?;
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "request {i}: {answer:?}"
+        );
+        seen.push(answer);
+    }
+    // ... then nothing: closed by the server after the idle timeout, without an answer.
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(idle_timeout * 10, s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "still open after {:?}", idle_timeout * 10);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        start.elapsed() >= idle_timeout / 2,
+        "closed after {:?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pingora_generated_errors_carry_our_server_header() -> Result<()> {
+    let mut e = env().await?;
+    // One endpoint that refuses connections: 502 after the retries.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    add_service(&mut e.model, "dead", &[dead]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "dead", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "dead.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "dead", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let (status, headers, body) = get(e.http(), "dead.test", "/").await?;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["server"], "skiff-ingress");
+    assert!(
+        body.contains("the backend failed (ConnectRefused)"),
+        "{body}"
+    );
     Ok(())
 }

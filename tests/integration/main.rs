@@ -17,4 +17,6 @@ mod storage;
 mod up;
 mod up_binary;
 mod up_ingress;
+mod up_ingress_bad;
+mod up_ingress_reload;
 mod userspace_proxy;

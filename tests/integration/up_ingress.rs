@@ -194,15 +194,20 @@ spec:
 "#;
 
 /// A CA and a certificate for `SECURE_HOST` it signed.
-struct Pki {
-    ca: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
-    leaf_pem: String,
-    key_pem: String,
+pub(crate) struct Pki {
+    pub(crate) ca: CertificateDer<'static>,
+    pub(crate) leaf: CertificateDer<'static>,
+    pub(crate) leaf_pem: String,
+    pub(crate) key_pem: String,
 }
 
 /// A new CA named `ca_name` and a certificate for `SECURE_HOST` it signed.
 fn test_pki(ca_name: &str) -> Result<Pki> {
+    test_pki_for(ca_name, SECURE_HOST)
+}
+
+/// A new CA named `ca_name` and a certificate for `host` it signed.
+pub(crate) fn test_pki_for(ca_name: &str, host: &str) -> Result<Pki> {
     let ca_params = || -> Result<rcgen::CertificateParams> {
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -214,8 +219,7 @@ fn test_pki(ca_name: &str) -> Result<Pki> {
     let ca = ca_params()?.self_signed(&ca_key)?;
     let issuer = rcgen::Issuer::new(ca_params()?, &ca_key);
     let key = rcgen::KeyPair::generate()?;
-    let leaf =
-        rcgen::CertificateParams::new(vec![SECURE_HOST.to_owned()])?.signed_by(&key, &issuer)?;
+    let leaf = rcgen::CertificateParams::new(vec![host.to_owned()])?.signed_by(&key, &issuer)?;
     Ok(Pki {
         ca: ca.der().clone(),
         leaf: leaf.der().clone(),
@@ -228,7 +232,7 @@ fn client_config(ca: &CertificateDer<'static>, alpn: &[u8]) -> Result<Arc<rustls
     client_config_trusting(std::slice::from_ref(ca), alpn)
 }
 
-fn client_config_trusting(
+pub(crate) fn client_config_trusting(
     cas: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<Arc<rustls::ClientConfig>> {
@@ -244,7 +248,7 @@ fn client_config_trusting(
     Ok(Arc::new(cfg))
 }
 
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     addr: SocketAddr,
     sni: &str,
     cfg: Arc<rustls::ClientConfig>,
@@ -257,10 +261,10 @@ async fn tls_connect(
 }
 
 /// One HTTP/1.1 connection to the plain listener; each request names its Host.
-struct H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
+pub(crate) struct H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
 
 impl H1 {
-    async fn connect(addr: SocketAddr) -> Result<H1> {
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<H1> {
         let tcp = TcpStream::connect(addr).await?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
@@ -268,7 +272,7 @@ impl H1 {
     }
 
     /// Status, `Location` and body.
-    async fn get(&mut self, host: &str, path: &str) -> Result<(u16, String, String)> {
+    pub(crate) async fn get(&mut self, host: &str, path: &str) -> Result<(u16, String, String)> {
         let req = hyper::Request::get(path)
             .header("host", host)
             .body(Empty::<Bytes>::new())?;
@@ -292,7 +296,7 @@ impl H1 {
     }
 }
 
-fn json(body: &str) -> Result<Value> {
+pub(crate) fn json(body: &str) -> Result<Value> {
     serde_json::from_str(body).with_context(|| format!("not the echo's JSON: {body:?}"))
 }
 
@@ -361,18 +365,18 @@ async fn service_of(c: &mut H1, host: &str, path: &str) -> Result<(u16, String)>
 }
 
 /// A running `skiff up` with its ingress on known loopback ports.
-struct Up {
-    up: SkiffUp,
+pub(crate) struct Up {
+    pub(crate) up: SkiffUp,
     name: String,
-    http: SocketAddr,
-    https: SocketAddr,
+    pub(crate) http: SocketAddr,
+    pub(crate) https: SocketAddr,
     https_port: u16,
-    k: Kubectl,
+    pub(crate) k: Kubectl,
 }
 
 impl Up {
     /// `skiff up` named `prefix` + this process's id, data under `dir`, plus `extra` args.
-    fn start(prefix: &str, dir: &std::path::Path, extra: &[&str]) -> Result<Up> {
+    pub(crate) fn start(prefix: &str, dir: &std::path::Path, extra: &[&str]) -> Result<Up> {
         let name = format!("{prefix}{}", std::process::id());
         let (http_port, https_port) = (free_port()?, free_port()?);
         let (hp, sp) = (http_port.to_string(), https_port.to_string());
@@ -396,7 +400,7 @@ impl Up {
     }
 
     /// SIGTERM: exit 0, the node namespace and the ingress ports gone.
-    async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         let status = self.up.stop()?;
         ensure!(status.success(), "skiff up exited with {status}");
         let netns = format!("skiff-{}", self.name);
@@ -413,7 +417,7 @@ impl Up {
 }
 
 /// A masked (client) WebSocket frame with FIN set.
-fn ws_frame(opcode: u8, payload: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn ws_frame(opcode: u8, payload: &[u8]) -> Result<Vec<u8>> {
     let mask = [0x5a, 0x17, 0xc3, 0x08];
     let mut out = vec![0x80 | opcode];
     match payload.len() {
@@ -429,7 +433,7 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// One unmasked (server) frame: (FIN, opcode, payload).
-async fn read_ws_frame(r: &mut TcpStream) -> Result<(bool, u8, Vec<u8>)> {
+pub(crate) async fn read_ws_frame(r: &mut TcpStream) -> Result<(bool, u8, Vec<u8>)> {
     use tokio::io::AsyncReadExt as _;
     let mut head = [0u8; 2];
     r.read_exact(&mut head).await?;
