@@ -81,7 +81,12 @@ async fn registration_heartbeat_keeps_the_node_ready() -> anyhow::Result<()> {
     );
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease = leases.get("reg-node-1").await?;
+    // The Lease is the heartbeat's first write, which may land just after the Ready status.
+    let lease = eventually("the node's Lease exists", || {
+        let leases = leases.clone();
+        async move { Ok(leases.get_opt("reg-node-1").await?) }
+    })
+    .await?;
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("reg-node-1")
