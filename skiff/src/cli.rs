@@ -290,7 +290,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: PathBuf,
 
-    /// Which node components to run.
+    /// Which node components to run (this build runs `proxy` in agent mode).
     #[arg(
         long,
         value_enum,
@@ -298,6 +298,35 @@ pub struct AgentArgs {
         default_value = "kubelet,proxy,dns,ingress"
     )]
     pub components: Vec<Component>,
+
+    /// This node's name: its Node object gives the addresses NodePorts answer on [default:
+    /// the host name].
+    #[arg(long)]
+    pub node_name: Option<String>,
+
+    /// The node's addresses for NodePorts and health-check NodePorts [default: the Node's
+    /// InternalIP addresses].
+    #[arg(long, value_name = "IP[,IP]", value_delimiter = ',')]
+    pub node_ip: Vec<std::net::IpAddr>,
+
+    /// Run the node components inside this named network namespace (`/run/netns/NAME`)
+    /// instead of the agent's own: for sandboxed nodes and tests.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+
+    #[arg(long, default_value = "10.96.0.0/12,fd00:10:96::/112")]
+    pub service_cidr: String,
+
+    /// Addresses of LoadBalancer Services (routed as the node's own).
+    #[arg(long, default_value = "172.18.255.0/24")]
+    pub lb_pool: String,
+
+    #[arg(long, value_enum, default_value_t = ProxyMode::Ebpf)]
+    pub proxy_mode: ProxyMode,
+
+    /// `/metrics`, `/proxy/dump` and `/healthz`, plain HTTP (kube-proxy's metrics port).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub admin_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

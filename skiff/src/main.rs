@@ -1,5 +1,6 @@
 //! The `skiff` binary: command line, configuration and wiring of the components. Thin.
 
+mod agent;
 mod bench;
 mod builtins;
 mod cli;
@@ -43,17 +44,17 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
-    let (name, issue) = match command {
-        Command::Validate(args) => return validate(&args),
+    match command {
+        Command::Validate(args) => validate(&args),
         Command::Server(args) => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            return runtime.block_on(server::run(args));
+            runtime.block_on(server::run(args))
         }
         Command::Controller(args) => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            return runtime.block_on(controller::run(args));
+            runtime.block_on(controller::run(args))
         }
         Command::Token(TokenArgs {
             command: TokenCommand::Create(t),
@@ -62,25 +63,18 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create a token in {}", t.data_dir.display()))?;
             use std::io::Write as _;
             writeln!(std::io::stdout().lock(), "{token}")?;
-            return Ok(());
+            Ok(())
         }
-        Command::Echo(args) => return builtins::echo(&args),
-        Command::GrpcEcho(args) => return builtins::grpc_echo(&args),
-        Command::Pause(_) => return builtins::pause(),
-        Command::Up(args) => return up::run(args),
-        Command::Bench(args) => return bench::run(args),
+        Command::Echo(args) => builtins::echo(&args),
+        Command::GrpcEcho(args) => builtins::grpc_echo(&args),
+        Command::Pause(_) => builtins::pause(),
+        Command::Up(args) => up::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Proxy(ProxyArgs {
             command: ProxyCommand::Dump(d),
-        }) => return proxy_dump(d.admin_addr),
-        Command::Agent(_) => (
-            "skiff agent",
-            "the kubelet, proxy, DNS and ingress issues (#6-#9)",
-        ),
-    };
-    anyhow::bail!(
-        "`{name}` is not implemented yet in this build of skiff {}: it arrives with {issue}. Nothing was started.",
-        env!("CARGO_PKG_VERSION")
-    )
+        }) => proxy_dump(d.admin_addr),
+        Command::Agent(args) => agent::run(args),
+    }
 }
 
 /// `skiff validate`: every object that passes is listed on stdout; every failure on stderr;

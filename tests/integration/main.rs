@@ -1,5 +1,6 @@
 //! Integration and end-to-end tests: one binary, one module per area.
 
+mod agent;
 mod apiserver;
 mod controllers;
 mod dns;

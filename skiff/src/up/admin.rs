@@ -16,7 +16,7 @@ pub struct Sources {
     pub proxy: Arc<Proxy>,
     pub dataplane: Arc<dyn Dataplane>,
     pub dns: Vec<Arc<skiff_dns::Metrics>>,
-    pub ingress: Arc<skiff_ingress::Metrics>,
+    pub ingress: Option<Arc<skiff_ingress::Metrics>>,
 }
 
 fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
@@ -28,7 +28,9 @@ fn respond<B>(req: &Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
             if let Some(dns) = sources.dns.first() {
                 text.push_str(&dns.render());
             }
-            text.push_str(&sources.ingress.render());
+            if let Some(ingress) = &sources.ingress {
+                text.push_str(&ingress.render());
+            }
             (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -1,12 +1,12 @@
 //! `skiff up`: a sandboxed single-node cluster — node netns `skiff-<name>`, the control plane
 //! on the host loopback, the node components on a runtime whose threads live in the node netns.
 
-mod admin;
+pub(crate) mod admin;
 mod apply;
 mod dns;
 mod ingress;
-mod netns;
-mod proxy;
+pub(crate) mod netns;
+pub(crate) mod proxy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,7 +68,7 @@ async fn run_cluster(
     let lb_pool = proxy::cidrs("lb-pool", &args.cluster.lb_pool)?;
     let dataplane = proxy::start(
         args.cluster.proxy_mode,
-        netns_name,
+        Some(netns_name),
         &netns::path(netns_name),
         &service_cidrs,
         &lb_pool,
@@ -192,7 +192,7 @@ async fn run_cluster(
             proxy: proxy_state.clone(),
             dataplane: dataplane.dataplane.clone(),
             dns: dns.metrics.clone(),
-            ingress: ingress.metrics.clone(),
+            ingress: Some(ingress.metrics.clone()),
         },
         plane.stopped(),
     ));

@@ -20,6 +20,8 @@ pub struct Started {
     pub dataplane: Arc<dyn Dataplane>,
     /// Pod namespaces to allow on the socket load balancer (eBPF only).
     pub observer: Option<Arc<dyn NetnsObserver>>,
+    /// How the service CIDRs are routed (what to remove when a host agent stops).
+    pub service_route: ServiceRoute,
 }
 
 /// Allows each pod namespace on the socket load balancer while it exists.
@@ -52,30 +54,32 @@ pub fn cidrs(flag: &str, value: &str) -> anyhow::Result<Vec<Cidr>> {
         .collect()
 }
 
-/// Sets the routes, then loads the data plane for `mode`. eBPF falls back to userspace, with
-/// the reason, where it cannot load or attach.
+/// Sets the routes in the node namespace (`netns_name`; `None`: our own, at `netns_path`
+/// `/proc/self/ns/net`), then loads the data plane for `mode`. eBPF falls back to userspace,
+/// with the reason, where it cannot load or attach.
 pub fn start(
     mode: ProxyMode,
-    netns_name: &str,
+    netns_name: Option<&str>,
     netns_path: &Path,
     service_cidrs: &[Cidr],
     lb_pool: &[Cidr],
     node: tokio::runtime::Handle,
 ) -> anyhow::Result<Started> {
     // Every LoadBalancer address is the node's own inside its namespace (they exist nowhere else).
-    routes::install(Some(netns_name), lb_pool, ServiceRoute::Local)
+    routes::install(netns_name, lb_pool, ServiceRoute::Local)
         .context("cannot route the LoadBalancer pool in the node netns")?;
     if mode == ProxyMode::Ebpf {
         match load_ebpf(netns_path) {
             Ok(lb) => {
                 // Unknown service addresses are rejected before anything is programmed.
-                routes::install(Some(netns_name), service_cidrs, ServiceRoute::Unreachable)
+                routes::install(netns_name, service_cidrs, ServiceRoute::Unreachable)
                     .context("cannot route the service CIDRs in the node netns")?;
                 let lb = Arc::new(Mutex::new(lb));
                 tracing::info!("service proxy: eBPF socket load balancing");
                 return Ok(Started {
                     dataplane: Arc::new(EbpfDataplane::new(lb.clone(), node)),
                     observer: Some(Arc::new(AllowPods(lb))),
+                    service_route: ServiceRoute::Unreachable,
                 });
             }
             Err(e) => tracing::warn!(
@@ -83,12 +87,13 @@ pub fn start(
             ),
         }
     }
-    routes::install(Some(netns_name), service_cidrs, ServiceRoute::Local)
+    routes::install(netns_name, service_cidrs, ServiceRoute::Local)
         .context("cannot route the service CIDRs in the node netns")?;
     tracing::info!("service proxy: userspace");
     Ok(Started {
         dataplane: Arc::new(UserspaceDataplane::new(node)),
         observer: None,
+        service_route: ServiceRoute::Local,
     })
 }
 
