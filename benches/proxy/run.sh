@@ -34,7 +34,7 @@
 # Output: $OUT/*.json (skiff bench JSON, one per run), $OUT/*.svg (skiff bench plot of the
 # median run of each candidate), $OUT/../proxy.md (the table, commands, versions).
 # Usage (as root): benches/proxy/run.sh
-# Environment: SKIFF (target/release/skiff) MODES ("ebpf userspace") REPS (3) DURATION (5s)
+# Environment: SKIFF (target/release/skiff) MODES ("ebpf userspace") REPS (5) SCALE_REPS (3) DURATION (5s)
 #              TCP_CONNS (4) HTTP_CONNS (10) SERVER_CPU (0) CLIENT_CPU (1) SCALE ("1000 10000";
 #              empty: skip) OUT (benches/results/proxy)
 # Needs: nft (Debian package nftables; installed with apt-get if missing), kubectl, jq, curl.
@@ -43,7 +43,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SKIFF=${SKIFF:-$ROOT/target/release/skiff}
 MODES=${MODES:-ebpf userspace}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
+SCALE_REPS=${SCALE_REPS:-3}
 DURATION=${DURATION:-5s}
 TCP_CONNS=${TCP_CONNS:-4}
 HTTP_CONNS=${HTTP_CONNS:-10}
@@ -82,6 +83,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.svg
 
@@ -284,7 +286,7 @@ for mode in $MODES; do
         sleep 0.5
       done
       log "proxy service ports programmed: $(admin_metric skiff_proxy_service_ports)"
-      for rep in $(seq "$REPS"); do
+      for rep in $(seq "$SCALE_REPS"); do
         for cand in direct clusterip nftables; do
           NFT_SERVICES=$n SUFFIX=-$n run_candidate "$mode" "$cand" "$rep" connect
         done
@@ -357,7 +359,7 @@ done
   if [ -n "$SCALE" ] && [[ " $MODES " == *" ebpf "* ]]; then
     echo
     echo "New-connection cost against the number of Services programmed (eBPF session; connect runs;"
-    echo "N selector-less ClusterIP Services through the API, an nftables table of N services):"
+    echo "N selector-less ClusterIP Services through the API, an nftables table of N services; median of $SCALE_REPS):"
     echo
     echo "| Services | direct conn/s | ClusterIP (eBPF) conn/s | ÷ direct | connect p50 | nftables conn/s | ÷ direct | connect p50 |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
