@@ -278,7 +278,7 @@ for mode in $MODES; do
     for n in $SCALE; do
       log "programming $n Services (API) and an nftables table of $n services"
       selectorless_services "$have" "$n" >"$WORK/scale.json"
-      kubectl create -f "$WORK/scale.json" >/dev/null
+      kubectl create --validate=false -f "$WORK/scale.json" >/dev/null
       have=$n
       # The proxy has them all once its gauge counts them (+ echo, kube-dns, kubernetes).
       for _ in $(seq 600); do
@@ -299,14 +299,21 @@ for mode in $MODES; do
 done
 
 # ---- the fragment: medians of the repetitions --------------------------------------------
+reps_of() { # prefix → its repetitions' JSON files (prefix-N.json only, not prefix-SCALE-N.json)
+  local f
+  for f in "$1"-*.json; do
+    if [[ ${f#"$1"-} =~ ^[0-9]+\.json$ ]]; then echo "$f"; fi
+  done
+}
 median_of() { # files... (field from $FIELD) → median
   for f in "$@"; do jq "$FIELD" "$f"; done | sort -g | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]; else print "nan"}'
 }
 stat() { # mode cand kind field [suffix]
-  FIELD=$4 median_of "$OUT/$1-$2-$3${5:-}"-[0-9]*.json
+  # shellcheck disable=SC2046
+  FIELD=$4 median_of $(reps_of "$OUT/$1-$2-$3${5:-}")
 }
 median_run() { # mode cand kind [suffix] → the JSON file of the median-throughput run
-  for f in "$OUT/$1-$2-$3${4:-}"-[0-9]*.json; do echo "$(jq .throughput "$f") $f"; done |
+  for f in $(reps_of "$OUT/$1-$2-$3${4:-}"); do echo "$(jq .throughput "$f") $f"; done |
     sort -g | awk '{v[NR]=$2} END {print v[int((NR+1)/2)]}'
 }
 
