@@ -33,7 +33,7 @@
 #
 # Output: $OUT/*.json (skiff bench JSON, one per run), $OUT/*.svg (skiff bench plot of the
 # median run of each candidate), $OUT/../proxy.md (the table, commands, versions).
-# Usage (as root): benches/proxy/run.sh
+# Usage (as root): benches/proxy/run.sh     (FRAGMENT_ONLY=1: redo plots and fragment from $OUT)
 # Environment: SKIFF (target/release/skiff) MODES ("ebpf userspace") REPS (5) SCALE_REPS (3) DURATION (5s)
 #              TCP_CONNS (4) HTTP_CONNS (10) SERVER_CPU (0) CLIENT_CPU (1) SCALE ("1000 10000";
 #              empty: skip) OUT (benches/results/proxy)
@@ -83,9 +83,14 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.svg
+if [ -z "${FRAGMENT_ONLY:-}" ]; then
+  rm -f "$OUT"/*.json "$OUT"/*.svg
+  echo "LOAD_START='$(cut -d' ' -f1-3 /proc/loadavg)'" >"$WORK/run.env"
+  echo "RUN_DATE=$(date -u +%F)" >>"$WORK/run.env"
+else
+  MODES= # only the plots and the fragment, from the JSON of the last run
+fi
 
 log() { echo "[$(date +%T)] $*" >&2; }
 
@@ -297,6 +302,13 @@ for mode in $MODES; do
   stop_up
   log "skiff up ($mode) stopped; $(ip netns list | grep -c "$NAME" || true) of its namespaces left"
 done
+if [ -z "${FRAGMENT_ONLY:-}" ]; then
+  echo "LOAD_END='$(cut -d' ' -f1-3 /proc/loadavg)'" >>"$WORK/run.env"
+  cp "$WORK/run.env" "$OUT/run.env"
+fi
+# shellcheck disable=SC1091
+. "$OUT/run.env"
+MODES=$(for m in ebpf userspace; do [ -e "$OUT/$m-direct-connect-1.json" ] && echo "$m"; done | xargs)
 
 # ---- the fragment: medians of the repetitions --------------------------------------------
 reps_of() { # prefix → its repetitions' JSON files (prefix-N.json only, not prefix-SCALE-N.json)
@@ -339,28 +351,29 @@ done
 {
   echo "### Service proxy: pod → ClusterIP end to end"
   echo
-  echo "$(date -u +%F), \`benches/proxy/run.sh\`, $(uname -r), $(nproc) CPUs, load average" \
-    "$(cut -d' ' -f1-3 /proc/loadavg) at the end; $("$SKIFF" --version), $(nft --version | head -1)."
+  echo "$RUN_DATE, \`benches/proxy/run.sh\`, $(uname -r), $(nproc) CPUs, load average" \
+    "$LOAD_START at the start and $LOAD_END at the end; $("$SKIFF" --version), $(nft --version | head -1)."
   echo "Median of $REPS interleaved repetitions (direct, clusterip, nftables) of $DURATION each;"
   echo "client \`skiff bench\` in the client pod's netns on CPU $CLIENT_CPU (one thread), skiff up and"
   echo "its pods (the echo backend, the userspace proxy) on CPU $SERVER_CPU."
   echo
-  echo "| target | data plane session | new conn/s | connect p50 | connect p99 | req/s (keep-alive) | request p50 | request p99 | conn/s ÷ direct | req/s ÷ direct | request p50 ÷ direct |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| target | data plane session | new conn/s | connect p50 | connect p99 | req/s (keep-alive) | request p50 | request p99 | conn/s ÷ direct | connect p50 ÷ direct | req/s ÷ direct | request p50 ÷ direct |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for mode in $MODES; do
     dc=$(stat "$mode" direct connect .throughput)
     dh=$(stat "$mode" direct http .throughput)
     dp=$(stat "$mode" direct http .latency_us.p50)
+    dc50=$(stat "$mode" direct connect .latency_us.p50)
     for cand in direct clusterip nftables; do
       c=$(stat "$mode" "$cand" connect .throughput)
       h=$(stat "$mode" "$cand" http .throughput)
       p=$(stat "$mode" "$cand" http .latency_us.p50)
-      awk -v cand="$cand" -v mode="$mode" -v c="$c" -v h="$h" -v p="$p" -v dc="$dc" -v dh="$dh" -v dp="$dp" \
+      awk -v cand="$cand" -v mode="$mode" -v c="$c" -v h="$h" -v p="$p" -v dc="$dc" -v dh="$dh" -v dp="$dp" -v dc50="$dc50" \
         -v c50="$(stat "$mode" "$cand" connect .latency_us.p50)" -v c99="$(stat "$mode" "$cand" connect .latency_us.p99)" \
         -v p99="$(stat "$mode" "$cand" http .latency_us.p99)" 'BEGIN {
           name = (cand == "direct") ? "pod IP (direct)" : (cand == "clusterip") ? "**ClusterIP (" mode ")**" : "nftables DNAT VIP"
-          printf "| %s | %s | %.0f | %.0f µs | %.0f µs | %.0f | %.0f µs | %.0f µs | %.2f | %.2f | %.2f |\n",
-            name, mode, c, c50, c99, h, p, p99, c / dc, h / dh, p / dp }'
+          printf "| %s | %s | %.0f | %.0f µs | %.0f µs | %.0f | %.0f µs | %.0f µs | %.2f | %.2f | %.2f | %.2f |\n",
+            name, mode, c, c50, c99, h, p, p99, c / dc, c50 / dc50, h / dh, p / dp }'
     done
   done
   if [ -n "$SCALE" ] && [[ " $MODES " == *" ebpf "* ]]; then
@@ -368,14 +381,14 @@ done
     echo "New-connection cost against the number of Services programmed (eBPF session; connect runs;"
     echo "N selector-less ClusterIP Services through the API, an nftables table of N services; median of $SCALE_REPS):"
     echo
-    echo "| Services | direct conn/s | ClusterIP (eBPF) conn/s | ÷ direct | connect p50 | nftables conn/s | ÷ direct | connect p50 |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| Services | direct conn/s | connect p50 | ClusterIP (eBPF) conn/s | ÷ direct | connect p50 | nftables conn/s | ÷ direct | connect p50 |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for n in 1 $SCALE; do
       sfx=$([ "$n" = 1 ] && echo "" || echo "-$n")
-      awk -v n="$n" -v d="$(stat ebpf direct connect .throughput "$sfx")" \
+      awk -v n="$n" -v d="$(stat ebpf direct connect .throughput "$sfx")" -v d50="$(stat ebpf direct connect .latency_us.p50 "$sfx")" \
         -v e="$(stat ebpf clusterip connect .throughput "$sfx")" -v e50="$(stat ebpf clusterip connect .latency_us.p50 "$sfx")" \
         -v f="$(stat ebpf nftables connect .throughput "$sfx")" -v f50="$(stat ebpf nftables connect .latency_us.p50 "$sfx")" \
-        'BEGIN {printf "| %s | %.0f | %.0f | %.2f | %.0f µs | %.0f | %.2f | %.0f µs |\n", n, d, e, e / d, e50, f, f / d, f50}'
+        'BEGIN {printf "| %s | %.0f | %.0f µs | %.0f | %.2f | %.0f µs | %.0f | %.2f | %.0f µs |\n", n, d, d50, e, e / d, e50, f, f / d, f50}'
     done
   fi
   echo
