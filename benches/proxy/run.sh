@@ -34,14 +34,14 @@
 # Output: $OUT/*.json (skiff bench JSON, one per run), $OUT/*.svg (skiff bench plot of the
 # median run of each candidate), $OUT/../proxy.md (the table, commands, versions).
 # Usage (as root): benches/proxy/run.sh     (FRAGMENT_ONLY=1: redo plots and fragment from $OUT)
-# Environment: SKIFF (target/release/skiff) MODES ("ebpf userspace") REPS (5) SCALE_REPS (3) DURATION (5s)
+# Environment: SKIFF ($CARGO_TARGET_DIR or target, /release/skiff) MODES ("ebpf userspace") REPS (5) SCALE_REPS (3) DURATION (5s)
 #              TCP_CONNS (4) HTTP_CONNS (10) SERVER_CPU (0) CLIENT_CPU (1) SCALE ("1000 10000";
 #              empty: skip) OUT (benches/results/proxy)
 # Needs: nft (Debian package nftables; installed with apt-get if missing), kubectl, jq, curl.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SKIFF=${SKIFF:-$ROOT/target/release/skiff}
+SKIFF=${SKIFF:-${CARGO_TARGET_DIR:-$ROOT/target}/release/skiff}
 MODES=${MODES:-ebpf userspace}
 REPS=${REPS:-5}
 SCALE_REPS=${SCALE_REPS:-3}
