@@ -150,7 +150,6 @@ http {
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
     keepalive_requests 100000000;
-    http2_max_requests 100000000;
     upstream backend {
         server 127.0.0.1:$BACKEND_PORT;
         keepalive 128;
