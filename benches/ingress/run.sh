@@ -6,7 +6,7 @@
 # All three proxy host localhost (a name every client resolves to 127.0.0.1 without a
 # resolver override, so HTTP/2 and gRPC clients send it as :authority and SNI), path / (prefix)
 # to one HTTP/1.1 backend, and path /skiff.echo.v1.Echo/ (prefix) to one gRPC backend over
-# HTTP/2, with the same ECDSA P-256 certificate (openssl, CN/SAN localhost) on their HTTPS
+# HTTP/2, with the same ECDSA P-256 certificate (openssl, CN/SAN localhost, from a throwaway CA) on their HTTPS
 # port, HTTP/1.1 keep-alive to the HTTP backend and X-Forwarded-For/-Proto added:
 #   - skiff: `bench_serve serve` (the proxy without an API server, from generated Ingresses:
 #     the gRPC route is an Ingress with `skiff.dev/backend-protocol: GRPC`); it serves $ROUTES
@@ -110,9 +110,15 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 rm -f "$FRAGMENT"
 
+# A throwaway CA and a leaf for $HOST signed by it: rustls (skiff bench) refuses a self-signed
+# CA certificate as the server's own (CaUsedAsEndEntity). Clients trust ca.crt.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-  -subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" \
-  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+  -subj "/CN=skiff bench CA" -keyout "$WORK/ca.key" -out "$WORK/ca.crt" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$HOST" \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:%s\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' "$HOST" >"$WORK/leaf.ext"
+openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial \
+  -days 30 -extfile "$WORK/leaf.ext" -out "$WORK/tls.crt" 2>/dev/null
 cat "$WORK/tls.crt" "$WORK/tls.key" >"$WORK/tls.pem"
 mkdir -p "$WORK/nginx-backend" "$WORK/nginx"
 
@@ -243,7 +249,7 @@ url() { # candidate case → the target
   esac
 }
 bench_args() { # candidate case → skiff bench arguments (without --rate/--duration/--json)
-  local tls=(--ca "$WORK/tls.crt")
+  local tls=(--ca "$WORK/ca.crt")
   case $2 in
     h1) echo "http $(url "$1" h1) --connections $CONNS" ;;
     h1tls) echo "http $(url "$1" h1tls) ${tls[*]} --connections $CONNS" ;;
@@ -272,15 +278,15 @@ for c in "${CANDIDATES[@]}"; do
   done
   [ -n "$ok" ] || { echo "$c does not answer" >&2; cat "$WORK"/*.log >&2; exit 1; }
   for v in --http1.1 --http2; do
-    body=$(curl -s --cacert "$WORK/tls.crt" $v "https://$HOST:${HTTPS_PORT[$c]}/")
+    body=$(curl -s --cacert "$WORK/ca.crt" $v "https://$HOST:${HTTPS_PORT[$c]}/")
     [ "$body" = ok ] || { echo "$c: https $v answered [$body]" >&2; exit 1; }
   done
-  proto=$(curl -s --cacert "$WORK/tls.crt" --http2 -o /dev/null -w '%{http_version}' \
+  proto=$(curl -s --cacert "$WORK/ca.crt" --http2 -o /dev/null -w '%{http_version}' \
     "https://$HOST:${HTTPS_PORT[$c]}/")
   [ "$proto" = 2 ] || { echo "$c: no HTTP/2 over TLS (got $proto)" >&2; exit 1; }
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: other.test' "http://127.0.0.1:${HTTP_PORT[$c]}/")
   [ "$code" = 404 ] || { echo "$c: unknown host answered $code, not 404" >&2; exit 1; }
-  taskset -c "$CLIENT_CPU" "$SKIFF" bench grpc "$(url "$c" grpc)" --ca "$WORK/tls.crt" --payload ping \
+  taskset -c "$CLIENT_CPU" "$SKIFF" bench grpc "$(url "$c" grpc)" --ca "$WORK/ca.crt" --payload ping \
     --connections 1 --duration 1s --warmup 0s --quiet --json "$WORK/check-$c.json" >/dev/null 2>&1 || true
   read -r n e err < <(jq -r '"\(.requests) \(.errors.total) \(.error // "-")"' "$WORK/check-$c.json" 2>/dev/null ||
     echo "0 0 no-json")
@@ -352,7 +358,7 @@ errsum() { # candidate case → errors by kind over every run of the case, and f
     done
   done | awk -F'\t' '{n[$2] += $1} END {for (k in n) printf "%s%s %d", (i++ ? "; " : ""), k, n[k]}'
 }
-fmt_us() { awk -v v="$1" 'BEGIN {if (v == "nan") print "–"; else if (v >= 1000) printf "%.2f ms\n", v / 1000; else printf "%.0f µs\n", v}'; }
+fmt_us() { awk -v v="$1" 'BEGIN {if (v == "nan") print "–"; else if (v >= 1000000) printf "%.2f s\n", v / 1000000; else if (v >= 1000) printf "%.2f ms\n", v / 1000; else printf "%.0f µs\n", v}'; }
 fmt_n() { # 12345.6 → 12,346
   awk -v v="$1" 'BEGIN {
     if (v == "nan") { print "–"; exit }
@@ -425,6 +431,7 @@ tmp="$FRAGMENT.tmp"
   done
   echo
   max_client=$(for f in "$OUT"/*.json; do jq -r '.client_cpu.percent' "$f" 2>/dev/null || true; done | sort -g | tail -1)
+  max_client=$(awk -v v="$max_client" 'BEGIN {if (v != "") printf "%.0f", v}')
   echo "Client (\`skiff bench\`, one thread): at most ${max_client:-?}% of its core in any run."
   if [ "$CROSSCHECK" = 1 ]; then
     echo "Cross-check, RPS from the usual tools (median; wrk -t1 -c$CONNS for HTTP/1.1, h2load -t1"
@@ -433,6 +440,15 @@ tmp="$FRAGMENT.tmp"
     done; done)"
   fi
   echo
+  warned=$(for f in "$OUT"/*.json; do
+    jq -r --arg f "$(basename "$f" .json)" '.warnings[] | "- `\($f)`: \(.)"' "$f" 2>/dev/null || true
+  done)
+  if [ -n "$warned" ]; then
+    echo "\`skiff bench\` warnings (those runs' figures carry them):"
+    echo
+    echo "$warned"
+    echo
+  fi
   echo "Configuration changes (\`bench_serve update\`, one core): $UPDATE"
   echo
   echo "Versions: nginx $NGINX_V, HAProxy $HAPROXY_V, $("$SKIFF" --version), OpenSSL $(openssl version | awk '{print $2}')."
