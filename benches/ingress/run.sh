@@ -34,7 +34,8 @@
 # Usage (as root): benches/ingress/run.sh
 # Environment: ROUTES (10000) DURATION (10) LAT_DURATION (5) RATE (2000) REPS (3) CONNS (50)
 #              H2_CONNS (10) H2_STREAMS (10) UPDATES (50) SERVER_CPU (0) CLIENT_CPU (1)
-#              CROSSCHECK (0)
+#              CROSSCHECK (0) REPORT_ONLY (0; 1: measure nothing, rewrite the fragment and plots
+#              from the last run's benches/results/ingress/ with the same settings)
 #              SKIFF (the skiff binary; default: cargo build --release -p skiff)
 #              BENCH_SERVE (a prebuilt bench_serve binary; default: cargo build --release)
 # Needs: nginx, haproxy, openssl, curl, jq (and wrk, h2load with CROSSCHECK=1); installed with
@@ -53,6 +54,7 @@ UPDATES=${UPDATES:-50}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 CROSSCHECK=${CROSSCHECK:-0}
+REPORT_ONLY=${REPORT_ONLY:-0}
 BACKEND_PORT=${BACKEND_PORT:-18080}
 GRPC_PORT=${GRPC_PORT:-18051}
 WARMUP=1
@@ -106,6 +108,35 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# The commands of the measurement, for the fragment: one per case, as run for skiff.
+url() { # candidate case → the target
+  case $2 in
+    h1) echo "http://$HOST:${HTTP_PORT[$1]}/" ;;
+    h1tls | h2tls) echo "https://$HOST:${HTTPS_PORT[$1]}/" ;;
+    grpc) echo "https://$HOST:${HTTPS_PORT[$1]}" ;;
+  esac
+}
+bench_args() { # candidate case → skiff bench arguments (without --rate/--duration/--json)
+  local tls=(--ca "$WORK/ca.crt")
+  case $2 in
+    h1) echo "http $(url "$1" h1) --connections $CONNS" ;;
+    h1tls) echo "http $(url "$1" h1tls) ${tls[*]} --connections $CONNS" ;;
+    h2tls) echo "h2 $(url "$1" h2tls) ${tls[*]} --connections $H2_CONNS --streams $H2_STREAMS" ;;
+    grpc) echo "grpc $(url "$1" grpc) ${tls[*]} --connections $H2_CONNS --streams $H2_STREAMS --payload ping" ;;
+  esac
+}
+bench() { # json, skiff bench arguments... (never fails: a failed run leaves its error in the JSON)
+  local json=$1
+  shift
+  # shellcheck disable=SC2046
+  taskset -c "$CLIENT_CPU" "$SKIFF" bench "$@" --threads 1 --warmup "${WARMUP}s" --quiet \
+    --json "$json" >"${json%.json}.txt" 2>&1 || true
+}
+
+
+CPU_TABLE="$OUT/proxy-cpu.txt"
+# REPORT_ONLY=1: no measurement, the fragment and plots again from the results in $OUT.
+if [ "$REPORT_ONLY" != 1 ]; then
 rm -rf "$OUT"
 mkdir -p "$OUT"
 rm -f "$FRAGMENT"
@@ -240,31 +271,6 @@ start "$SERVER_CPU" "$WORK/skiff.log" "$BENCH_SERVE" serve --routes "$ROUTES" --
   --cert "$WORK/tls.crt" --key "$WORK/tls.key"
 declare -A PID=([nginx]=${PIDS[2]} [haproxy]=${PIDS[3]} [skiff]=${PIDS[4]})
 
-# The commands of the measurement, for the fragment: one per case, as run for skiff.
-url() { # candidate case → the target
-  case $2 in
-    h1) echo "http://$HOST:${HTTP_PORT[$1]}/" ;;
-    h1tls | h2tls) echo "https://$HOST:${HTTPS_PORT[$1]}/" ;;
-    grpc) echo "https://$HOST:${HTTPS_PORT[$1]}" ;;
-  esac
-}
-bench_args() { # candidate case → skiff bench arguments (without --rate/--duration/--json)
-  local tls=(--ca "$WORK/ca.crt")
-  case $2 in
-    h1) echo "http $(url "$1" h1) --connections $CONNS" ;;
-    h1tls) echo "http $(url "$1" h1tls) ${tls[*]} --connections $CONNS" ;;
-    h2tls) echo "h2 $(url "$1" h2tls) ${tls[*]} --connections $H2_CONNS --streams $H2_STREAMS" ;;
-    grpc) echo "grpc $(url "$1" grpc) ${tls[*]} --connections $H2_CONNS --streams $H2_STREAMS --payload ping" ;;
-  esac
-}
-bench() { # json, skiff bench arguments... (never fails: a failed run leaves its error in the JSON)
-  local json=$1
-  shift
-  # shellcheck disable=SC2046
-  taskset -c "$CLIENT_CPU" "$SKIFF" bench "$@" --threads 1 --warmup "${WARMUP}s" --quiet \
-    --json "$json" >"${json%.json}.txt" 2>&1 || true
-}
-
 # Every candidate answers the bench host with the backend's body on HTTP/1.1, HTTPS and
 # HTTP/2, gRPC through the echo route, and 404 for an unknown host.
 for c in "${CANDIDATES[@]}"; do
@@ -304,7 +310,6 @@ h2load_run() { # url → requests/s
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 # One line per closed-loop run: candidate case rep requests/proxy-CPU-s proxy-busy% crosscheck-RPS
-CPU_TABLE="$OUT/proxy-cpu.txt"
 : >"$CPU_TABLE"
 for rep in $(seq "$REPS"); do
   for c in "${CANDIDATES[@]}"; do
@@ -338,25 +343,38 @@ for rep in $(seq "$REPS"); do
 done
 
 rss() { awk '/^VmRSS/ {printf "%.1f\n", $2/1024}' "/proc/$1/status"; }
-declare -A RSS=([skiff]=$(rss "${PID[skiff]}") [nginx]=$(rss "${PID[nginx]}") [haproxy]=$(rss "${PID[haproxy]}"))
-LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-UPDATE=$(taskset -c "$SERVER_CPU" "$BENCH_SERVE" update --routes "$ROUTES" --reps "$UPDATES" --threads 1)
-echo "$UPDATE" >"$OUT/update.txt"
+for c in "${CANDIDATES[@]}"; do echo "$c $(rss "${PID[$c]}")"; done >"$OUT/rss.txt"
+cut -d' ' -f1-3 /proc/loadavg >"$OUT/load.txt"
+taskset -c "$SERVER_CPU" "$BENCH_SERVE" update --routes "$ROUTES" --reps "$UPDATES" --threads 1 >"$OUT/update.txt"
+fi # REPORT_ONLY
 
-median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else print v[int((NR+1)/2)]}'; }
-jqcol() { # candidate case suffix jq-expression → median over the repetitions
+declare -A RSS
+while read -r c r; do RSS[$c]=$r; done <"$OUT/rss.txt"
+LOAD=$(cat "$OUT/load.txt")
+UPDATE=$(cat "$OUT/update.txt")
+
+# The median; of an even count, the mean of the middle two.
+median() { sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2}'; }
+jqcol() { # candidate case suffix jq-expression → median over the repetitions that ran (a run
+  # that failed, e.g. no answer to its first request, counts in the errors column only)
   for rep in $(seq "$REPS"); do
-    jq -r "$4" "$OUT/$2-$1-$rep$3.json" 2>/dev/null || true
+    jq -r "if .error == null and .requests > 0 then $4 else empty end" "$OUT/$2-$1-$rep$3.json" 2>/dev/null || true
   done | median
 }
-cpucol() { awk -v c="$1" -v t="$2" -v k="$3" '$1 == c && $2 == t && $k != "-" {print $k}' "$CPU_TABLE" | median; }
+cpucol() { # candidate case column → median over the closed-loop runs that ran
+  awk -v c="$1" -v t="$2" '$1 == c && $2 == t {print $3}' "$CPU_TABLE" | while read -r rep; do
+    if jq -e '.error == null and .requests > 0' "$OUT/$2-$1-$rep.json" >/dev/null 2>&1; then
+      awk -v c="$1" -v t="$2" -v r="$rep" -v k="$3" '$1 == c && $2 == t && $3 == r && $k != "-" {print $k}' "$CPU_TABLE"
+    fi
+  done | median
+}
 errsum() { # candidate case → errors by kind over every run of the case, and failed runs
   for rep in $(seq "$REPS"); do
     for s in "" -open; do
       jq -r '(.errors.by_kind | to_entries[] | "\(.value)\t\(.key)"),
         (if .error then "1\trun failed: " + .error else empty end)' "$OUT/$2-$1-$rep$s.json" 2>/dev/null || true
     done
-  done | awk -F'\t' '{n[$2] += $1} END {for (k in n) printf "%s%s %d", (i++ ? "; " : ""), k, n[k]}'
+  done | awk -F'\t' '{n[$2] += $1} END {for (k in n) printf "%s%d× %s", (i++ ? "; " : ""), n[k], k}'
 }
 fmt_us() { awk -v v="$1" 'BEGIN {if (v == "nan") print "–"; else if (v >= 1000000) printf "%.2f s\n", v / 1000000; else if (v >= 1000) printf "%.2f ms\n", v / 1000; else printf "%.0f µs\n", v}'; }
 fmt_n() { # 12345.6 → 12,346
