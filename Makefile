@@ -25,12 +25,14 @@ demo: bootstrap
 
 ## Criterion micro-benchmarks and end-to-end ones (pod startup, eBPF programming), then the
 ## side-by-side comparisons: cluster DNS vs Knot, ingress vs nginx and haproxy (each script
-## installs its peers and prints its table; `skiff bench` and RESULTS.md arrive with #10).
+## installs its peers, measures with the release `skiff bench` and writes its fragment under
+## benches/results/), then benches/report.sh assembles benches/RESULTS.md with the plots.
 bench: bootstrap
 	$(CARGO) build --release --locked -p skiff
 	$(CARGO) bench --locked -p skiff-benches
 	benches/dns/run.sh
 	benches/ingress/run.sh
+	benches/report.sh
 
 ## Fuzz every target in turn, FUZZ_SECONDS each (needs cargo-fuzz; stable Rust with
 ## RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes, so no nightly toolchain).

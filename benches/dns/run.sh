@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# skiff-dns side by side with Knot DNS on the same zone, measured with dnsperf.
+# skiff-dns side by side with Knot DNS on the same zone, measured with dnsperf (and `skiff bench
+# dns` for one more latency view). Writes benches/results/dns.md, benches/results/dns/ (dnsperf
+# outputs, `skiff bench` JSON) and benches/results/dns/latency.svg (the convention is at the top
+# of benches/report.sh).
 #
 # Both servers serve the benchmark cluster (skiff_dns::fixtures::bench_cluster: $SERVICES
 # Services over 100 namespaces, every 5th headless with 3 endpoints, plus kube-system/kube-dns)
@@ -13,14 +16,19 @@
 #     still compares the servers when the one dnsperf core is the limit;
 #   - latency: dnsperf at a fixed $RATE queries/s with -v, p50/p99 computed from every
 #     query's latency (dnsperf 2.10 has no histogram option);
-#   - memory: the server's VmRSS (and peak, VmHWM) from /proc after the runs.
+#   - memory: the server's VmRSS (and peak, VmHWM) from /proc after the runs;
+#   - `skiff bench dns` (one thread, on $CLIENT_CPU) open loop at $RATE queries/s for 5 s, one
+#     name (A of svc-1.ns-1, a ClusterIP Service): p50/p99 from its HDR histogram, latency from
+#     each query's intended send time; the plot draws the repetition with the median p99.
 # The query mix (bench_serve's queries.txt): 40% A of ClusterIP Services, 20% A of headless
 # Services (3 addresses), 20% SRV, 10% AAAA (NODATA), 10% NXDOMAIN.
 #
 # Usage (as root): benches/dns/run.sh
 # Environment: SERVICES (10000) DURATION (10) RATE (20000) REPS (3) SERVER_CPU (0) CLIENT_CPU (1)
 #              BENCH_SERVE (a prebuilt bench_serve binary; default: cargo build --release)
-# Needs: knotd (Debian package knot), dnsperf, dig (dnsutils); installed with apt-get if missing.
+#              SKIFF (the skiff binary for `skiff bench`; default: cargo build --release -p skiff)
+# Needs: knotd (Debian package knot), dnsperf, dig (dnsutils), jq; installed with apt-get if
+# missing.
 set -euo pipefail
 
 SERVICES=${SERVICES:-10000}
@@ -32,6 +40,12 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 SKIFF_PORT=${SKIFF_PORT:-5300}
 KNOT_PORT=${KNOT_PORT:-5301}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT="$ROOT/benches/results/dns"
+FRAGMENT="$ROOT/benches/results/dns.md"
+LAT_QNAME=svc-1.ns-1.svc.cluster.local.
+# skiff bench keeps one query in flight per socket: 200 queries/s each leaves 5 ms per answer
+# and stays below the ~1000/s per connection its open-loop timer holds exactly.
+LAT_CONNS=$((RATE / 200 > 10 ? RATE / 200 : 10))
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root (taskset and knotd's run directory)" >&2
@@ -41,6 +55,7 @@ missing=()
 command -v knotd >/dev/null || missing+=(knot)
 command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dig >/dev/null || missing+=(dnsutils)
+command -v jq >/dev/null || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -48,6 +63,10 @@ fi
 if [ -z "${BENCH_SERVE:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p skiff-dns --example bench_serve)
   BENCH_SERVE="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bench_serve"
+fi
+if [ -z "${SKIFF:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p skiff)
+  SKIFF="${CARGO_TARGET_DIR:-$ROOT/target}/release/skiff"
 fi
 
 WORK=$(mktemp -d /tmp/skiff-dns-bench.XXXXXX)
@@ -58,6 +77,9 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+rm -rf "$OUT"
+mkdir -p "$OUT"
+rm -f "$FRAGMENT"
 
 "$BENCH_SERVE" zone --services "$SERVICES" --out "$WORK"
 mkdir -p "$WORK/run" "$WORK/db"
@@ -127,14 +149,22 @@ for server in skiff knot; do
     { echo "$server: no NXDOMAIN" >&2; exit 1; }
 done
 
-dnsperf_qps() { # port → "qps lost"
+dnsperf_qps() { # port, raw output file → "qps lost"
   taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries.txt" -l "$DURATION" \
-    -q 100 -t 2 2>&1 | awk '/Queries per second/ {q=$4} /Queries lost/ {l=$3} END {print q, l}'
+    -q 100 -t 2 >"$2" 2>&1 || true
+  awk '/Queries per second/ {q=$4} /Queries lost/ {l=$3} END {print q, l}' "$2"
 }
-dnsperf_latency() { # port → "p50_us p99_us"
+dnsperf_latency() { # port, raw output file (the summary; the per-query lines are not kept) → "p50_us p99_us"
   taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries.txt" -l 5 \
-    -Q "$RATE" -q 1000 -t 2 -v 2>/dev/null | awk '/^> / {print $NF * 1e6}' | sort -g |
+    -Q "$RATE" -q 1000 -t 2 -v 2>/dev/null >"$WORK/verbose.txt" || true
+  grep -v '^> ' "$WORK/verbose.txt" >"$2" || true
+  awk '/^> / {print $NF * 1e6}' "$WORK/verbose.txt" | sort -g |
     awk '{v[NR]=$1} END {if (NR == 0) {print "- -"; exit} p50=v[int(NR*0.5)+1]; p99=v[int(NR*0.99)+1]; printf "%.0f %.0f\n", p50, p99}'
+}
+skiff_bench_latency() { # port, json → "p50_us p99_us"
+  taskset -c "$CLIENT_CPU" "$SKIFF" bench dns "127.0.0.1:$1" --qname "$LAT_QNAME" --qtype A \
+    --rate "$RATE/s" --connections "$LAT_CONNS" --duration 5s --threads 1 --quiet --json "$2" >/dev/null 2>&1 || true
+  jq -r '"\(.latency_us.p50) \(.latency_us.p99)"' "$2" 2>/dev/null || echo "- -"
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
@@ -147,14 +177,15 @@ for rep in $(seq "$REPS"); do
     port=$([ $server = skiff ] && echo "$SKIFF_PORT" || echo "$KNOT_PORT")
     pid=$([ $server = skiff ] && echo "$SKIFF_PID" || echo "$KNOT_PID")
     before=$(cpu_ticks "$pid")
-    read -r qps lost < <(dnsperf_qps "$port")
+    read -r qps lost < <(dnsperf_qps "$port" "$OUT/dnsperf-$server-$rep.txt")
     after=$(cpu_ticks "$pid")
     # Queries answered per second of server CPU: what the server costs, even when the one
     # dnsperf core (not the server) is the limit.
     per_cpu=$(awk -v q="$qps" -v d="$DURATION" -v t=$((after - before)) -v hz="$TICKS" \
       'BEGIN {printf "%.0f", (t > 0) ? q * d / (t / hz) : 0}')
-    read -r p50 p99 < <(dnsperf_latency "$port")
-    echo "$server $rep $qps $lost $p50 $p99 $per_cpu" | tee -a "$RESULTS" >&2
+    read -r p50 p99 < <(dnsperf_latency "$port" "$OUT/dnsperf-$server-$rep-rate.txt")
+    read -r b50 b99 < <(skiff_bench_latency "$port" "$OUT/$server-$rep.json")
+    echo "$server $rep $qps $lost $p50 $p99 $per_cpu $b50 $b99" | tee -a "$RESULTS" >&2
   done
 done
 
@@ -163,9 +194,94 @@ read -r skiff_rss skiff_hwm < <(rss "$SKIFF_PID")
 read -r knot_rss knot_hwm < <(rss "$KNOT_PID")
 
 median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-col() { awk -v s="$1" -v c="$2" '$1 == s {print $c}' "$RESULTS" | median; }
+col() { awk -v s="$1" -v c="$2" '$1 == s && $c != "-" {print $c}' "$RESULTS" | median; }
+cp "$RESULTS" "$OUT/results.txt"
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+KNOT_V=$(knotd -V | head -1 | awk '{print $NF}')
+DNSPERF_V=$(dnsperf -h 2>&1 | awk '/^Version:/ {print $2; exit}')
+[ -n "$DNSPERF_V" ] || DNSPERF_V=$(dpkg-query -W -f='${Version}' dnsperf 2>/dev/null || true)
+
+# The plot: the `skiff bench dns` run of each server with the median p99.
+inputs=()
+labels=()
+for server in skiff knot; do
+  m=$(col $server 9)
+  for rep in $(seq "$REPS"); do
+    f="$OUT/$server-$rep.json"
+    if [ "$(jq -r '.latency_us.p99' "$f" 2>/dev/null)" = "$m" ]; then
+      inputs+=("$f")
+      labels+=(--label "$([ $server = skiff ] && echo skiff-dns || echo "knot $KNOT_V")")
+      break
+    fi
+  done
+done
+if [ ${#inputs[@]} -gt 0 ]; then
+  "$SKIFF" bench plot "${inputs[@]}" "${labels[@]}" -o "$OUT/latency.svg" >/dev/null || echo "plot failed" >&2
+fi
+
+us() { awk -v v="$1" 'BEGIN {if (v == "" || v == "-") print "–"; else if (v >= 1000000) printf "%.2f s\n", v / 1000000; else if (v >= 1000) printf "%.2f ms\n", v / 1000; else printf "%.0f µs\n", v}'; }
+num() {
+  awk -v v="$1" 'BEGIN {
+    if (v == "" || v == "-") { print "–"; exit }
+    s = sprintf("%.0f", v); out = ""
+    while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+    print s out }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "-" || b == "-" || b == 0) print "–"; else printf "%.2f×\n", a / b}'; }
+tmp="$FRAGMENT.tmp"
+{
+  echo "## Cluster DNS: skiff-dns vs Knot DNS $KNOT_V"
+  echo
+  echo "Both serve the same zone ($SERVICES Services over 100 namespaces, every 5th headless with 3"
+  echo "endpoints; Knot from a master file skiff writes from its own snapshot, answers checked equal"
+  echo "with \`dig\` first) over UDP on loopback, one thread each pinned to CPU $SERVER_CPU; the clients on"
+  echo "CPU $CLIENT_CPU. Median of $REPS interleaved repetitions (skiff, Knot, skiff, ...). dnsperf's query"
+  echo "mix: 40% A (ClusterIP), 20% A (headless, 3 addresses), 20% SRV, 10% AAAA (NODATA), 10%"
+  echo "NXDOMAIN. QPS at saturation (100 in flight, ${DURATION} s); p50/p99 from every query's latency"
+  echo "(\`dnsperf -v\`) at $RATE queries/s; \`skiff bench dns\`: open loop at $RATE queries/s, one"
+  echo "name, $LAT_CONNS sockets, latency from each query's intended send time (the plot); RSS from /proc after the runs."
+  echo
+  echo "| server | QPS | queries per server CPU-s | dnsperf p50 @ $RATE/s | dnsperf p99 | skiff bench p50 @ $RATE/s | skiff bench p99 | RSS | peak RSS | lost |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for server in skiff knot; do
+    r=$([ $server = skiff ] && echo "$skiff_rss $skiff_hwm" || echo "$knot_rss $knot_hwm")
+    name=$([ $server = skiff ] && echo skiff-dns || echo "Knot DNS $KNOT_V")
+    # shellcheck disable=SC2086
+    set -- $r
+    echo "| $name | $(num "$(col $server 3)") | $(num "$(col $server 7)") | $(us "$(col $server 5)") |" \
+      "$(us "$(col $server 6)") | $(us "$(col $server 8)") | $(us "$(col $server 9)") | $1 MiB | $2 MiB | $(col $server 4) |"
+  done
+  echo "| skiff ÷ Knot | $(ratio "$(col skiff 3)" "$(col knot 3)") | $(ratio "$(col skiff 7)" "$(col knot 7)") |" \
+    "$(ratio "$(col skiff 5)" "$(col knot 5)") | $(ratio "$(col skiff 6)" "$(col knot 6)") |" \
+    "$(ratio "$(col skiff 8)" "$(col knot 8)") | $(ratio "$(col skiff 9)" "$(col knot 9)") |" \
+    "$(ratio "$skiff_rss" "$knot_rss") | $(ratio "$skiff_hwm" "$knot_hwm") | |"
+  echo
+  warned=$(for f in "$OUT"/*.json; do
+    jq -r --arg f "$(basename "$f" .json)" '.warnings[] | "- `\($f)`: \(.)"' "$f" 2>/dev/null || true
+  done)
+  if [ -n "$warned" ]; then
+    echo "\`skiff bench\` warnings (those runs' figures carry them):"
+    echo
+    echo "$warned"
+    echo
+  fi
+  echo "Versions: Knot DNS $KNOT_V, dnsperf ${DNSPERF_V:-?}, $("$SKIFF" --version). Load average after the runs: $LOAD."
+  echo
+  echo "Commands (run by \`benches/dns/run.sh\`):"
+  echo
+  echo '```text'
+  echo "bench_serve zone --services $SERVICES --out DIR      # cluster.local.zone for Knot, queries.txt"
+  echo "taskset -c $SERVER_CPU bench_serve serve --services $SERVICES --listen 127.0.0.1:$SKIFF_PORT --threads 1"
+  echo "taskset -c $SERVER_CPU knotd -c knot.conf             # udp-workers 1, tcp-workers 1, listen 127.0.0.1@$KNOT_PORT"
+  echo "taskset -c $CLIENT_CPU dnsperf -s 127.0.0.1 -p PORT -d queries.txt -l $DURATION -q 100 -t 2"
+  echo "taskset -c $CLIENT_CPU dnsperf -s 127.0.0.1 -p PORT -d queries.txt -l 5 -Q $RATE -q 1000 -t 2 -v"
+  echo "taskset -c $CLIENT_CPU skiff bench dns 127.0.0.1:PORT --qname $LAT_QNAME --qtype A --rate $RATE/s --connections $LAT_CONNS --duration 5s --threads 1 --json SERVER-REP.json"
+  echo '```'
+} >"$tmp"
+mv "$tmp" "$FRAGMENT"
+
 echo
-echo "skiff-dns vs Knot DNS $(knotd -V | head -1 | awk '{print $NF}'), $SERVICES Services, one server core (cpu $SERVER_CPU), dnsperf on cpu $CLIENT_CPU, median of $REPS interleaved runs"
+echo "skiff-dns vs Knot DNS $KNOT_V, $SERVICES Services, one server core (cpu $SERVER_CPU), dnsperf on cpu $CLIENT_CPU, median of $REPS interleaved runs"
 printf "%-10s %10s %6s %14s %14s %14s %9s %9s\n" server QPS lost "q/CPU-second" "p50 µs@$RATE" \
   "p99 µs@$RATE" "RSS MiB" "peak MiB"
 for server in skiff knot; do
@@ -178,4 +294,5 @@ awk -v sq="$(col skiff 3)" -v kq="$(col knot 3)" -v sr="$skiff_rss" -v kr="$knot
   -v sc="$(col skiff 7)" -v kc="$(col knot 7)" \
   -v s5="$(col skiff 5)" -v k5="$(col knot 5)" -v s9="$(col skiff 6)" -v k9="$(col knot 6)" \
   'BEGIN {printf "skiff/knot: QPS %.2fx, queries per CPU-second %.2fx, p50 %.2fx, p99 %.2fx, RSS %.2fx\n", sq/kq, sc/kc, s5/k5, s9/k9, sr/kr}'
-echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average during the run: $LOAD"
+echo "wrote $FRAGMENT"

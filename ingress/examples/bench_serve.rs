@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! bench_serve serve  --routes N --backend ADDR --http ADDR --https ADDR --cert PEM --key PEM
-//!                    [--threads T]
-//!     # N Ingress rules (hosts r-0.bench.test ...) plus bench.test (path / Prefix, TLS with
-//!     # the given certificate, also the default one for clients without SNI; no HTTPS
-//!     # redirect), all to the one backend ADDR
+//!                    [--threads T] [--host NAME] [--grpc-backend ADDR]
+//!     # N Ingress rules (hosts r-0.bench.test ...) plus NAME (default bench.test; path /
+//!     # Prefix, TLS with the given certificate, also the default one for clients without SNI;
+//!     # no HTTPS redirect), all to the one backend ADDR; with --grpc-backend also NAME path
+//!     # /skiff.echo.v1.Echo (Prefix, `skiff.dev/backend-protocol: GRPC`) to that gRPC server
 //! bench_serve update --routes N [--reps R]
 //!     # with N rules served: add one Ingress, rebuild (compile + swap), request its host
 //!     # once on a new connection (must be 200); p50/p99 of the rebuild and of change → 200
@@ -35,8 +36,11 @@ use skiff_ingress::watch::{WatchConfig, rebuild};
 use skiff_ingress::{Model, RoutingConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The host every load generator asks for.
+/// The host every load generator asks for unless `--host` says otherwise.
 const BENCH_HOST: &str = "bench.test";
+
+/// The gRPC service of `skiff.dev/grpc-echo`: the path prefix routed to `--grpc-backend`.
+const GRPC_ECHO_PREFIX: &str = "/skiff.echo.v1.Echo";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -76,7 +80,13 @@ fn main() -> Result<()> {
             let https: SocketAddr = need("https")?.parse().context("--https")?;
             let crt = std::fs::read_to_string(need("cert")?).context("--cert")?;
             let key = std::fs::read_to_string(need("key")?).context("--key")?;
-            runtime.block_on(serve(routes, backend, http, https, &crt, &key))
+            let grpc: Option<SocketAddr> = opts
+                .get("grpc-backend")
+                .map(|a| a.parse().context("--grpc-backend"))
+                .transpose()?;
+            let host = opts.get("host").map_or(BENCH_HOST, String::as_str);
+            let listen = Listen { http, https };
+            runtime.block_on(serve(routes, host, backend, grpc, listen, &crt, &key))
         }
         "update" => runtime.block_on(update(routes, num("reps", 50)?)),
         _ => bail!("usage: bench_serve serve|update [--flags] (see the source's header)"),
@@ -130,15 +140,25 @@ fn watch_config() -> WatchConfig {
     }
 }
 
-async fn serve(
-    routes: usize,
-    backend: SocketAddr,
+/// The proxy's plain and TLS listen addresses.
+struct Listen {
     http: SocketAddr,
     https: SocketAddr,
+}
+
+async fn serve(
+    routes: usize,
+    host: &str,
+    backend: SocketAddr,
+    grpc: Option<SocketAddr>,
+    Listen { http, https }: Listen,
     crt: &str,
     key: &str,
 ) -> Result<()> {
     let mut m = model(routes, backend)?;
+    if let Some(grpc) = grpc {
+        add_grpc_route(&mut m, host, grpc)?;
+    }
     let mut secret: Secret = obj(json!({
         "metadata": {"name": "bench-cert", "namespace": "default"}, "type": "kubernetes.io/tls"
     }))?;
@@ -155,8 +175,8 @@ async fn serve(
         "metadata": {"name": "bench", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
                      "annotations": {"skiff.dev/ssl-redirect": "false"}},
         "spec": {
-            "tls": [{"hosts": [BENCH_HOST], "secretName": "bench-cert"}],
-            "rules": [{"host": BENCH_HOST, "http": {"paths": [
+            "tls": [{"hosts": [host], "secretName": "bench-cert"}],
+            "rules": [{"host": host, "http": {"paths": [
                 {"path": "/", "pathType": "Prefix",
                  "backend": {"service": {"name": "backend", "port": {"number": 80}}}}
             ]}}]
@@ -188,6 +208,35 @@ async fn serve(
     );
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
+    Ok(())
+}
+
+/// Service `grpc-echo` with the one endpoint `grpc`, and Ingress `bench-grpc` routing the
+/// echo service's path on `host` to it over HTTP/2 (TLS from the `bench` Ingress's secret).
+fn add_grpc_route(m: &mut Model, host: &str, grpc: SocketAddr) -> Result<()> {
+    m.add_service(&obj::<Service>(json!({
+        "metadata": {"name": "grpc-echo", "namespace": "default"},
+        "spec": {"ports": [{"name": "grpc", "port": 50051}]}
+    }))?);
+    m.add_slice(&obj::<EndpointSlice>(json!({
+        "metadata": {"name": "grpc-echo-0", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "grpc-echo"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": grpc.port()}],
+        "endpoints": [{"addresses": [grpc.ip().to_string()]}],
+    }))?);
+    m.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "bench-grpc", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/ssl-redirect": "false",
+                                     "skiff.dev/backend-protocol": "GRPC"}},
+        "spec": {
+            "tls": [{"hosts": [host], "secretName": "bench-cert"}],
+            "rules": [{"host": host, "http": {"paths": [
+                {"path": GRPC_ECHO_PREFIX, "pathType": "Prefix",
+                 "backend": {"service": {"name": "grpc-echo", "port": {"number": 50051}}}}
+            ]}}]
+        }
+    }))?);
     Ok(())
 }
 
