@@ -32,6 +32,7 @@ bench: bootstrap
 	$(CARGO) bench --locked -p skiff-benches
 	benches/dns/run.sh
 	benches/ingress/run.sh
+	benches/proxy/run.sh
 	benches/report.sh
 
 ## Fuzz every target in turn, FUZZ_SECONDS each (needs cargo-fuzz; stable Rust with

@@ -345,11 +345,11 @@ for kind in connect http; do
     done
   done
   "$SKIFF" bench plot "${inputs[@]}" "${labels[@]}" -o "$OUT/proxy-$kind.svg" >/dev/null
-  plots+=("proxy/proxy-$kind.svg")
+  plots+=("results/proxy/proxy-$kind.svg")  # relative to benches/RESULTS.md
 done
 
 {
-  echo "### Service proxy: pod → ClusterIP end to end"
+  echo "## Service proxy: pod → ClusterIP end to end"
   echo
   echo "$RUN_DATE, \`benches/proxy/run.sh\`, $(uname -r), $(nproc) CPUs, load average" \
     "$LOAD_START at the start and $LOAD_END at the end; $("$SKIFF" --version), $(nft --version | head -1)."
