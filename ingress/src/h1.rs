@@ -18,6 +18,7 @@ use pingora::proxy::HttpProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::bufio::WriteBuffered;
 use crate::proxy::{IngressProxy, SERVER};
 
 /// Header fields per request, as pingora's parser allows.
@@ -66,11 +67,13 @@ enum Head {
 /// Serves HTTP/1.x requests on `stream` until the client or the server ends it.
 pub(crate) async fn serve(
     app: &Arc<HttpProxy<IngressProxy>>,
-    mut stream: Stream,
+    stream: Stream,
     limits: &Limits,
     accepted: Instant,
     shutdown: &watch::Receiver<bool>,
 ) {
+    // One write per response (head and body together), as from pingora's own listeners.
+    let mut stream: Stream = Box::new(WriteBuffered::new(stream));
     let mut shutdown_rx = shutdown.clone();
     let mut settings: Option<HttpPersistentSettings> = None;
     let mut first = Some(accepted);

@@ -10,6 +10,7 @@
 //! `metrics`.
 
 pub mod balance;
+pub mod bufio;
 pub mod class;
 pub mod compile;
 pub mod h1;
