@@ -36,10 +36,6 @@ use skiff_ingress::watch::{WatchConfig, rebuild};
 use skiff_ingress::{Model, RoutingConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The allocator of the `skiff` binary, so the proxy is measured as it runs there.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The host every load generator asks for unless `--host` says otherwise.
 const BENCH_HOST: &str = "bench.test";
 

@@ -20,11 +20,6 @@ use cli::{
     ValidateArgs,
 };
 
-/// mimalloc instead of glibc malloc: allocation was ~13% of the ingress proxy's CPU per
-/// request (pingora allocates per request); see the ingress benchmark in README.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
