@@ -134,6 +134,8 @@ async fn serve(
         stopped(),
     ));
     let mut synced = state.subscribe();
+    let signal = crate::server::shutdown_signal();
+    tokio::pin!(signal);
     tokio::select! {
         r = synced.wait_for(|v| *v > 0) => {
             r.context("the service proxy stopped before its first sync")?;
@@ -143,12 +145,12 @@ async fn serve(
             writeln!(out, "skiff agent is ready: components=proxy node={node_name} admin={admin_addr}")?;
             out.flush()?;
         }
-        () = crate::server::shutdown_signal() => {
+        () = &mut signal => {
             let _ = stop_tx.send(true);
             return Ok(());
         }
     }
-    crate::server::shutdown_signal().await;
+    signal.await;
     tracing::info!("skiff agent stopping");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(admin, proxy_task, health);

@@ -95,14 +95,9 @@ impl Process {
             .pidfd
             .as_ref()
             .ok_or_else(|| std::io::Error::other("process already reaped"))?;
-        loop {
-            let mut ready = pidfd.readable().await?;
-            if let Some(status) = try_reap(self.pid)? {
-                self.status = Some(status);
-                return Ok(status);
-            }
-            ready.clear_ready();
-        }
+        let status = reap(pidfd, self.pid).await?;
+        self.status = Some(status);
+        Ok(status)
     }
 
     /// Sends SIGKILL (nothing if it already ended).
@@ -134,15 +129,7 @@ impl Drop for Process {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    loop {
-                        let Ok(mut ready) = pidfd.readable().await else {
-                            return;
-                        };
-                        if !matches!(try_reap(pid), Ok(None)) {
-                            return;
-                        }
-                        ready.clear_ready();
-                    }
+                    let _ = reap(&pidfd, pid).await;
                 });
             }
             Err(_) => {
@@ -154,6 +141,17 @@ impl Drop for Process {
                 });
             }
         }
+    }
+}
+
+/// Waits until the pidfd says `pid` ended, and reaps it.
+async fn reap(pidfd: &AsyncFd<OwnedFd>, pid: i32) -> std::io::Result<ExitStatus> {
+    loop {
+        let mut ready = pidfd.readable().await?;
+        if let Some(status) = try_reap(pid)? {
+            return Ok(status);
+        }
+        ready.clear_ready();
     }
 }
 
