@@ -1,21 +1,20 @@
 //! `ProbeTarget` for a pod sandbox: TCP from the node's namespace, exec inside the pod.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use super::{ExecResult, ProbeTarget};
-use crate::sandbox::connect_tcp_in;
-use crate::sandbox::{Mount, Sandbox, SandboxError, SandboxManager};
+use crate::sandbox::{Mount, Sandbox, SandboxError, SandboxManager, SocketMaker};
 
 /// Probes of one pod's containers: connections from the node netns, commands in the pod.
 #[derive(Clone, Debug)]
 pub struct SandboxProbeTarget {
     sandbox: Sandbox,
-    node_netns: Option<PathBuf>,
+    node_sockets: Arc<SocketMaker>,
     mounts: Vec<Mount>,
     env: Vec<(String, String)>,
 }
@@ -23,7 +22,7 @@ pub struct SandboxProbeTarget {
 impl SandboxProbeTarget {
     pub fn new(manager: &SandboxManager, sandbox: Sandbox) -> SandboxProbeTarget {
         SandboxProbeTarget {
-            node_netns: manager.config().node_netns.clone(),
+            node_sockets: manager.node_sockets(),
             sandbox,
             mounts: Vec::new(),
             env: Vec::new(),
@@ -46,7 +45,8 @@ impl ProbeTarget for SandboxProbeTarget {
     }
 
     async fn connect_tcp(&self, host: IpAddr, port: u16) -> std::io::Result<TcpStream> {
-        connect_tcp_in(self.node_netns.as_deref(), SocketAddr::new(host, port))
+        self.node_sockets
+            .connect(SocketAddr::new(host, port))
             .await
             .map_err(|e| match e {
                 // Keep the OS error (its kind makes upstream's "connection refused" text).

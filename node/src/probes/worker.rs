@@ -15,8 +15,12 @@ use super::{ProbeEvent, ProbeKind, ProbeTarget, run_handler};
 /// Events buffered for the worker; more are dropped (they are repeats of the same failure).
 const EVENT_BUFFER: usize = 64;
 /// The first quick retry of a readiness or startup probe that has not succeeded yet, in the
-/// container's first period (doubling each time).
-const FIRST_QUICK_RETRY: Duration = Duration::from_millis(20);
+/// container's first period (doubling each time, up to `MAX_QUICK_RETRY`).
+const FIRST_QUICK_RETRY: Duration = Duration::from_millis(10);
+/// Retries stay this close together: with unbounded doubling, a process that started
+/// listening just after a retry waited as long again (up to half a period) to be Ready,
+/// which is what a busy node sees when many pods start at once.
+const MAX_QUICK_RETRY: Duration = Duration::from_millis(50);
 
 /// Tuning for tests: how long a probe "second" lasts (1s in production).
 #[derive(Clone, Copy, Debug)]
@@ -216,7 +220,7 @@ impl Run {
             };
             let outcome = run_handler(probe, &self.container, self.target.as_ref(), timeout).await;
             if !counted && outcome.is_err() {
-                quick = quick.map(|q| q * 2);
+                quick = quick.map(|q| (q * 2).min(MAX_QUICK_RETRY));
                 continue;
             }
             if outcome.is_ok() {

@@ -43,8 +43,8 @@ pub use hosts::pod_hosts;
 pub use ipam::Ipam;
 pub use names::{netns_name, veth_name};
 pub use netns::{
-    NETNS_DIR, connect_loopback_in, connect_tcp_in, list_netns, netns_path, run_in_netns,
-    run_in_netns_async,
+    NETNS_DIR, SocketMaker, connect_loopback_in, connect_tcp_in, list_netns, netns_path,
+    run_in_netns, run_in_netns_async,
 };
 pub use spec::{DnsOption, DnsPolicy, HostAlias, PodDnsConfig, PodResources, PodSandboxSpec};
 
@@ -262,6 +262,8 @@ pub struct SandboxManager {
     ip: Ip,
     /// Netlink in the node namespace: pod veths are made and removed through it.
     node_netlink: Arc<std::sync::Mutex<Netlink>>,
+    /// TCP sockets in the node namespace (probes to pod IPs), without a thread per socket.
+    node_sockets: Arc<SocketMaker>,
     /// Address reservation and release (and the sandbox records) are serialised.
     ipam: tokio::sync::Mutex<Ipam>,
 }
@@ -302,7 +304,9 @@ impl SandboxManager {
                     source: e,
                 }
             })?;
+        let node_sockets = Arc::new(SocketMaker::start(config.node_netns.as_deref())?);
         let mgr = SandboxManager {
+            node_sockets,
             node_netlink: Arc::new(std::sync::Mutex::new(node_netlink)),
             ip: Ip::new(config.node_netns.clone()),
             layout,
@@ -529,7 +533,12 @@ impl SandboxManager {
 
     /// A TCP connection from the node namespace to `addr` (probes to a pod IP).
     pub async fn connect_from_node(&self, addr: SocketAddr) -> Result<TcpStream> {
-        connect_tcp_in(self.config.node_netns.as_deref(), addr).await
+        self.node_sockets.connect(addr).await
+    }
+
+    /// What makes sockets in the node namespace (shared with the probes of every pod).
+    pub fn node_sockets(&self) -> Arc<SocketMaker> {
+        self.node_sockets.clone()
     }
 
     // --- internals ---

@@ -1,5 +1,5 @@
 //! Network namespaces: names under /run/netns, running code on a thread inside one, and TCP
-//! connections whose socket is created inside one.
+//! connections whose socket is created inside one (per call, or by a parked `SocketMaker`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
@@ -161,16 +161,88 @@ pub async fn connect_tcp_in(netns: Option<&Path>, addr: SocketAddr) -> Result<Tc
         netns: name.clone(),
         source,
     };
-    let socket = run_in_netns_async(netns.map(Path::to_path_buf), move || {
-        if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-    })
+    let socket = run_in_netns_async(netns.map(Path::to_path_buf), move || new_socket(addr))
     .await?
     .map_err(err)?;
     socket.connect(addr).await.map_err(err)
+}
+
+/// A request to [`SocketMaker`]: the family (true: IPv6) and where to send the socket.
+type SocketRequest = (bool, tokio::sync::oneshot::Sender<std::io::Result<TcpSocket>>);
+
+/// A thread parked inside one network namespace that makes TCP sockets there on request, so
+/// frequent connections from that namespace (probes every period for every pod) cost no
+/// thread and no `setns` each. The thread ends when the maker is dropped.
+#[derive(Debug)]
+pub struct SocketMaker {
+    /// `None`: sockets are made in the caller's namespace, on the caller's thread.
+    inside: Option<(PathBuf, std::sync::mpsc::Sender<SocketRequest>)>,
+}
+
+impl SocketMaker {
+    /// A maker for the namespace at `path` (`None`: the current one, no thread).
+    pub fn start(path: Option<&Path>) -> Result<SocketMaker> {
+        let Some(path) = path else {
+            return Ok(SocketMaker { inside: None });
+        };
+        let fd = open_netns(path)?;
+        let (requests, incoming) = std::sync::mpsc::channel::<SocketRequest>();
+        let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+        let thread_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("skiff-netns-socket".into())
+            .spawn(move || {
+                let result = enter(&thread_path, &fd);
+                let ok = result.is_ok();
+                let _ = entered_tx.send(result);
+                if !ok {
+                    return;
+                }
+                drop(fd);
+                while let Ok((v6, reply)) = incoming.recv() {
+                    let socket = if v6 {
+                        TcpSocket::new_v6()
+                    } else {
+                        TcpSocket::new_v4()
+                    };
+                    let _ = reply.send(socket);
+                }
+            })
+            .map_err(|e| SandboxError::io("start a socket thread for", path, e))?;
+        entered
+            .recv()
+            .map_err(|_| SandboxError::Thread(path.to_path_buf()))??;
+        Ok(SocketMaker {
+            inside: Some((path.to_path_buf(), requests)),
+        })
+    }
+
+    /// Opens a TCP connection to `addr` from this maker's namespace.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream> {
+        let (name, socket) = match &self.inside {
+            None => ("(current)".to_owned(), new_socket(addr)),
+            Some((path, requests)) => {
+                let thread = || SandboxError::Thread(path.clone());
+                let (reply, socket) = tokio::sync::oneshot::channel();
+                requests.send((addr.is_ipv6(), reply)).map_err(|_| thread())?;
+                (path.display().to_string(), socket.await.map_err(|_| thread())?)
+            }
+        };
+        let err = |source: std::io::Error| SandboxError::Connect {
+            addr,
+            netns: name.clone(),
+            source,
+        };
+        socket.map_err(err)?.connect(addr).await.map_err(err)
+    }
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
 }
 
 /// Connects to `port` on the loopback of the namespace at `netns`: 127.0.0.1 first, then
