@@ -2,6 +2,7 @@
 
 mod agent;
 mod apiserver;
+mod bench_grpc;
 mod controllers;
 mod dns;
 mod durability;
