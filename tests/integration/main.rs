@@ -2,7 +2,6 @@
 
 mod agent;
 mod apiserver;
-mod bench_grpc;
 mod controllers;
 mod dns;
 mod durability;

@@ -1,4 +1,4 @@
-//! `skiff bench grpc` (the `skiff` binary) against grpc-echo served in-process on loopback:
+//! `skiff bench grpc` (the real binary) against `skiff grpc-echo` on loopback:
 //! any unary method by server reflection (v1, and v1alpha behind a front that refuses v1) or
 //! by a descriptor set file, with the JSON request encoded; streaming and unknown methods,
 //! mistyped JSON and a server without reflection refused before the run, with their messages.
@@ -14,22 +14,18 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
-use skiff_node::images::grpc_echo::{self, DESCRIPTOR_SET};
-use skiff_tests::skiff_up::skiff_exe;
+use skiff_node::images::grpc_echo::{DESCRIPTOR_SET, PROTO};
 use tokio::net::TcpListener;
 
-/// grpc-echo on a free loopback port, until the test's runtime ends.
-async fn grpc_echo() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let mut config = grpc_echo::GrpcEchoConfig::new(0);
-    config.pod = "bench-pod".into();
-    tokio::spawn(grpc_echo::serve_on(
-        listener,
-        config,
-        std::future::pending(),
-    ));
-    Ok(addr)
+mod support;
+
+use support::{GrpcEcho, SKIFF};
+
+/// `skiff grpc-echo` on a free loopback port (killed when the guard drops) and its address.
+fn grpc_echo() -> Result<(GrpcEcho, SocketAddr)> {
+    let echo = GrpcEcho::start()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], echo.port));
+    Ok((echo, addr))
 }
 
 /// A gRPC front for `backend` that answers the paths in `refuse` with UNIMPLEMENTED (as a
@@ -86,7 +82,7 @@ struct Outcome {
 async fn bench(dir: &Path, target: SocketAddr, args: &[&str]) -> Result<Outcome> {
     let json = dir.join("report.json");
     let _ = std::fs::remove_file(&json);
-    let out = tokio::process::Command::new(skiff_exe()?)
+    let out = tokio::process::Command::new(SKIFF)
         .args(["bench", "grpc", &target.to_string(), "-q"])
         .args([
             "--duration",
@@ -145,7 +141,7 @@ fn refused(outcome: &Outcome, message: &str) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_grpc_by_reflection_calls_any_unary_method() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let echo = grpc_echo().await?;
+    let (_server, echo) = grpc_echo()?;
     ran(&bench(
         dir.path(),
         echo,
@@ -242,7 +238,7 @@ async fn bench_grpc_falls_back_to_v1alpha_reflection_and_names_a_server_without_
     const V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
     const V1ALPHA: &str = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
     let dir = tempfile::tempdir()?;
-    let echo = grpc_echo().await?;
+    let (_server, echo) = grpc_echo()?;
     // The front itself passes calls through: the plain echo run works through it.
     let old_server = front(echo, &[V1]).await?;
     ran(&bench(dir.path(), old_server, &[]).await?)?;
@@ -268,7 +264,7 @@ async fn bench_grpc_falls_back_to_v1alpha_reflection_and_names_a_server_without_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_grpc_with_a_descriptor_set_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let echo = grpc_echo().await?;
+    let (_server, echo) = grpc_echo()?;
     // The descriptor set grpc-echo embeds, as `protoc -o` would write it for its protos.
     let set = dir.path().join("grpc-echo.pb");
     std::fs::write(&set, DESCRIPTOR_SET)?;
@@ -309,7 +305,7 @@ async fn bench_grpc_with_a_descriptor_set_file() -> Result<()> {
     )?;
     // A .proto file given where the compiled set belongs.
     let source = dir.path().join("echo.proto");
-    std::fs::write(&source, grpc_echo::PROTO)?;
+    std::fs::write(&source, PROTO)?;
     refused(
         &bench(
             dir.path(),
