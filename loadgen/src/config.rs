@@ -65,6 +65,16 @@ impl Default for TlsOptions {
 /// The gRPC method of `skiff.dev/grpc-echo`, the default for `grpc` runs.
 pub const GRPC_ECHO_METHOD: &str = "/skiff.echo.v1.Echo/Echo";
 
+/// Where a gRPC run finds its method's descriptors, to check the method and encode the
+/// request message from JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrpcDescriptors {
+    /// A serialized `google.protobuf.FileDescriptorSet` (`protoc -o`, `buf build -o`).
+    ProtoSet(PathBuf),
+    /// Ask the target by gRPC server reflection (v1, else v1alpha).
+    Reflection,
+}
+
 /// One run's settings. [`Config::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -92,12 +102,15 @@ pub struct Config {
     pub method: String,
     /// Extra request headers (http/h2/grpc).
     pub headers: Vec<(String, String)>,
-    /// Request body (http/h2), request bytes (tcp/udp), or the echo text / raw message (grpc).
+    /// Request body (http/h2), request bytes (tcp/udp); grpc: the request message as JSON with
+    /// `grpc_descriptors`, else the echo text (grpc-echo's method) or the raw encoded message.
     pub payload: Bytes,
     /// tcp/udp: bytes of answer to wait for per request [default: tcp the payload's length, udp one datagram].
     pub expect: Option<usize>,
     /// gRPC `:path`, `/package.Service/Method`.
     pub grpc_method: String,
+    /// gRPC: descriptors to check the method against and encode the JSON payload with.
+    pub grpc_descriptors: Option<GrpcDescriptors>,
     /// DNS question name and type.
     pub qname: String,
     pub qtype: String,
@@ -122,6 +135,7 @@ impl Config {
             payload: Bytes::new(),
             expect: None,
             grpc_method: GRPC_ECHO_METHOD.to_owned(),
+            grpc_descriptors: None,
             qname: "kubernetes.default.svc.cluster.local.".to_owned(),
             qtype: "A".to_owned(),
         }
@@ -177,6 +191,18 @@ impl Config {
                 ),
             );
         }
+        if let Some(descriptors) = &self.grpc_descriptors
+            && self.protocol != Protocol::Grpc
+        {
+            let field = match descriptors {
+                GrpcDescriptors::ProtoSet(_) => "--proto-set",
+                GrpcDescriptors::Reflection => "--grpc-reflection",
+            };
+            return bad(
+                field,
+                format!("only for grpc runs, not {}", self.protocol.name()),
+            );
+        }
         Ok(())
     }
 }
@@ -226,6 +252,16 @@ mod tests {
         c.grpc_method = "Echo".into();
         assert!(c.validate().unwrap_err().to_string().contains("--method"));
         c.grpc_method = GRPC_ECHO_METHOD.into();
+        c.grpc_descriptors = Some(GrpcDescriptors::Reflection);
+        assert!(c.validate().is_ok());
+        let mut h2 = c.clone();
+        h2.protocol = Protocol::H2;
+        assert!(
+            h2.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--grpc-reflection: only for grpc runs")
+        );
         c.connections = 0;
         assert!(
             c.validate()

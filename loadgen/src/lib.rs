@@ -9,6 +9,7 @@
 mod config;
 mod cpu;
 mod driver;
+mod grpc;
 mod net;
 mod plot;
 mod proto;
@@ -16,7 +17,7 @@ mod record;
 mod report;
 mod tls;
 
-pub use config::{Config, GRPC_ECHO_METHOD, Protocol, TlsOptions, parse_rate};
+pub use config::{Config, GRPC_ECHO_METHOD, GrpcDescriptors, Protocol, TlsOptions, parse_rate};
 pub use driver::{Progress, run};
 pub use plot::{PlotError, PlotRun, plot};
 pub use report::{ClientCpu, Errors, Latency, Report, TlsHandshakes};

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::Context as _;
-use skiff_loadgen::{Config, PlotRun, Protocol, Report, TlsOptions};
+use skiff_loadgen::{Config, GrpcDescriptors, PlotRun, Protocol, Report, TlsOptions};
 
 use crate::cli::{BenchArgs, BenchCommand, BenchPlot, BenchRun};
 
@@ -42,6 +42,11 @@ fn config(protocol: Protocol, r: &BenchRun) -> Config {
     c.payload = r.payload.clone().into_bytes().into();
     c.expect = r.expect;
     c.grpc_method = r.method.clone();
+    c.grpc_descriptors = match (&r.proto_set, r.grpc_reflection) {
+        (Some(path), _) => Some(GrpcDescriptors::ProtoSet(path.clone())),
+        (None, true) => Some(GrpcDescriptors::Reflection),
+        (None, false) => None,
+    };
     c.qname = r.qname.clone();
     c.qtype = r.qtype.clone();
     c

@@ -443,8 +443,9 @@ pub struct BenchRun {
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
 
-    /// Request body (http/h2), request bytes (tcp/udp), echo text (grpc-echo) or raw message (other gRPC methods).
-    #[arg(long, default_value = "")]
+    /// Request body (http/h2), request bytes (tcp/udp); grpc: the request message as JSON with
+    /// --proto-set or --grpc-reflection, else the echo text (grpc-echo) or the raw encoded message.
+    #[arg(long, visible_alias = "data", default_value = "")]
     pub payload: String,
 
     /// tcp/udp: answer bytes to wait for per request [default: tcp the payload's length; udp one datagram].
@@ -454,6 +455,16 @@ pub struct BenchRun {
     /// grpc: method path [default: skiff.dev/grpc-echo's Echo].
     #[arg(long, value_name = "/PKG.SVC/METHOD", default_value = skiff_loadgen::GRPC_ECHO_METHOD)]
     pub method: String,
+
+    /// grpc: the method's descriptors, a serialized FileDescriptorSet (`protoc --include_imports
+    /// -o FILE.pb`, `buf build -o FILE.pb`); --payload is then the request as JSON.
+    #[arg(long, value_name = "FILE.pb", conflicts_with = "grpc_reflection")]
+    pub proto_set: Option<PathBuf>,
+
+    /// grpc: ask the target for the method's descriptors by gRPC server reflection (v1, else
+    /// v1alpha); --payload is then the request as JSON.
+    #[arg(long)]
+    pub grpc_reflection: bool,
 
     /// dns: question name.
     #[arg(long, default_value = "kubernetes.default.svc.cluster.local.")]
@@ -628,6 +639,35 @@ mod tests {
     }
 
     #[test]
+    fn bench_grpc_takes_descriptors_and_a_json_request() {
+        let run = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Bench(BenchArgs {
+                command: BenchCommand::Grpc(run),
+            }) => run,
+            _ => panic!("not bench grpc"),
+        };
+        let r = run(&[
+            "skiff",
+            "bench",
+            "grpc",
+            "127.0.0.1:50051",
+            "--grpc-reflection",
+            "--method",
+            "/a.B/C",
+            "--data",
+            "{\"x\": 1}",
+        ]);
+        assert!(r.grpc_reflection && r.proto_set.is_none());
+        assert_eq!(
+            (r.method.as_str(), r.payload.as_str()),
+            ("/a.B/C", "{\"x\": 1}")
+        );
+        let r = run(&["skiff", "bench", "grpc", "h:1", "--proto-set", "api.pb"]);
+        assert_eq!(r.proto_set, Some(PathBuf::from("api.pb")));
+        assert!(!r.grpc_reflection);
+    }
+
+    #[test]
     fn bad_flags_are_refused() {
         assert!(Cli::try_parse_from(["skiff", "up", "--dns-ttl", "3601"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "agent"]).is_err());
@@ -645,6 +685,18 @@ mod tests {
         assert!(Cli::try_parse_from(["skiff", "bench", "http", "x", "--rate", "fast"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "bench", "http", "x", "-H", "nocolon"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "bench", "plot", "a.json"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "skiff",
+                "bench",
+                "grpc",
+                "x",
+                "--proto-set",
+                "a.pb",
+                "--grpc-reflection"
+            ])
+            .is_err()
+        );
         assert!(Cli::try_parse_from(["skiff", "server", "--bind-address", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "token", "create"]).is_err());
         assert!(Cli::try_parse_from(["skiff", "controller"]).is_err());

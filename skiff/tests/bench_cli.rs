@@ -1,59 +1,15 @@
 //! `skiff bench` as users run it: the real binary against the built-in `skiff grpc-echo` on
 //! loopback; exit status, the JSON file (also partial), interrupts and the plot command.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 
-const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+mod support;
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `skiff grpc-echo` on a loopback port; killed on drop.
-struct GrpcEcho {
-    child: Child,
-    port: u16,
-}
-
-impl GrpcEcho {
-    fn start() -> anyhow::Result<GrpcEcho> {
-        let port = free_port()?;
-        let child = Command::new(SKIFF)
-            .args([
-                "grpc-echo",
-                "--listen",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let server = GrpcEcho { child, port };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "skiff grpc-echo did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(server)
-    }
-}
-
-impl Drop for GrpcEcho {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{GrpcEcho, SKIFF, free_port};
 
 fn bench(args: &[&str]) -> anyhow::Result<Output> {
     Ok(Command::new(SKIFF)

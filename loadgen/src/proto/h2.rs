@@ -8,10 +8,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost_types::FileDescriptorProto;
 
 use super::{Failure, Proto};
 use crate::Error;
-use crate::config::{Config, GRPC_ECHO_METHOD, Protocol};
+use crate::config::{Config, GRPC_ECHO_METHOD, GrpcDescriptors, Protocol};
+use crate::grpc::{self, Source, reflection};
 use crate::net::{Endpoint, HttpTarget};
 
 type Sender = http2::SendRequest<Full<Bytes>>;
@@ -62,40 +64,95 @@ impl H2 {
             })?;
             headers.append(name, value);
         }
-        let (method, body) = if grpc {
+        let method = if grpc {
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
-            let message = if config.grpc_method == GRPC_ECHO_METHOD {
+            Method::POST
+        } else {
+            Method::from_bytes(config.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                Error::Config {
+                    field: "--http-method",
+                    problem: format!("{:?} is not an HTTP method", config.method),
+                }
+            })?
+        };
+        let mut h2 = H2 {
+            endpoint,
+            uri,
+            method,
+            headers,
+            body: config.payload.clone(),
+            grpc: grpc.then(|| config.grpc_method.clone()),
+            new_conn: config.new_conn,
+        };
+        if grpc {
+            // Encoded once here; every request of the run sends these same bytes.
+            h2.body = grpc_frame(&h2.grpc_message(config).await?);
+        }
+        Ok(h2)
+    }
+
+    /// The request message of a gRPC run: from descriptors and JSON, else grpc-echo's
+    /// `EchoRequest` with the payload as its text, else the payload as given.
+    async fn grpc_message(&self, config: &Config) -> Result<Bytes, Error> {
+        let method = &config.grpc_method;
+        let (files, source) = match &config.grpc_descriptors {
+            None if method == GRPC_ECHO_METHOD => {
                 let text = if config.payload.is_empty() {
                     Bytes::from_static(b"skiff bench")
                 } else {
                     config.payload.clone()
                 };
-                echo_request(&text)
-            } else {
-                config.payload.clone()
-            };
-            (Method::POST, grpc_frame(&message))
-        } else {
-            let method = Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
-                .map_err(|_| Error::Config {
-                    field: "--http-method",
-                    problem: format!("{:?} is not an HTTP method", config.method),
-                })?;
-            (method, config.payload.clone())
+                return Ok(echo_request(&text));
+            }
+            None => return Ok(config.payload.clone()),
+            Some(GrpcDescriptors::ProtoSet(path)) => (
+                grpc::read_proto_set(path)?,
+                Source {
+                    place: format!("in {}", path.display()),
+                    missing_hint: " (protoc writes the imported files too with --include_imports)",
+                },
+            ),
+            Some(GrpcDescriptors::Reflection) => (
+                self.reflect(config).await?,
+                Source {
+                    place: format!("served by {} (server reflection)", self.endpoint.addr),
+                    missing_hint: "",
+                },
+            ),
         };
-        Ok(H2 {
-            endpoint,
-            uri,
-            method,
-            headers,
-            body,
-            grpc: grpc.then(|| config.grpc_method.clone()),
-            new_conn: config.new_conn,
-        })
+        Ok(grpc::encode_request(files, method, &config.payload, &source)?.into())
+    }
+
+    /// The descriptors of the method's service, asked of the target by server reflection on
+    /// a connection of its own.
+    async fn reflect(&self, config: &Config) -> Result<Vec<FileDescriptorProto>, Error> {
+        let addr = self.endpoint.addr;
+        let fetch = async {
+            let mut sender = self.connect().await.map_err(|f| Error::Target {
+                target: config.target.clone(),
+                problem: f.message,
+            })?;
+            let service = grpc::service_of(&config.grpc_method);
+            reflection::fetch(&mut sender, &self.uri, &self.headers, service)
+                .await
+                .map_err(|problem| Error::Config {
+                    field: "--grpc-reflection",
+                    problem: format!("{addr}: {problem}"),
+                })
+        };
+        tokio::time::timeout(config.timeout, fetch)
+            .await
+            .map_err(|_| Error::Target {
+                target: config.target.clone(),
+                problem: format!(
+                    "no answer to server reflection within {:?} (--timeout)",
+                    config.timeout
+                ),
+            })?
     }
 
     async fn connect(&self) -> Result<Sender, Failure> {
@@ -301,7 +358,7 @@ fn grpc_frame(message: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-fn grpc_code_name(code: u32) -> &'static str {
+pub(crate) fn grpc_code_name(code: u32) -> &'static str {
     const NAMES: [&str; 17] = [
         "OK",
         "CANCELLED",

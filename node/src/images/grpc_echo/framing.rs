@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use hyper::body::{Body, Frame};
+use tokio::sync::mpsc;
 
 /// The largest message either side accepts (gRPC's default receive limit).
 pub(crate) const MAX_MESSAGE: usize = 4 * 1024 * 1024;
@@ -103,16 +104,31 @@ pub(crate) fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A body of at most one data frame followed by optional trailers.
+/// A response body: at most one data frame followed by optional trailers (unary calls), or the
+/// frames a streaming handler sends through a channel (server reflection), trailers last.
 #[derive(Debug, Default)]
 pub(crate) struct GrpcBody {
     data: Option<Bytes>,
     trailers: Option<HeaderMap>,
+    stream: Option<mpsc::Receiver<Frame<Bytes>>>,
 }
 
 impl GrpcBody {
     pub(crate) fn new(data: Option<Bytes>, trailers: Option<HeaderMap>) -> GrpcBody {
-        GrpcBody { data, trailers }
+        GrpcBody {
+            data,
+            trailers,
+            stream: None,
+        }
+    }
+
+    /// A body whose frames come from `frames` until its sender is dropped.
+    pub(crate) fn streaming(frames: mpsc::Receiver<Frame<Bytes>>) -> GrpcBody {
+        GrpcBody {
+            data: None,
+            trailers: None,
+            stream: Some(frames),
+        }
     }
 }
 
@@ -122,17 +138,24 @@ impl Body for GrpcBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if let Some(data) = this.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
+        if let Some(stream) = &mut this.stream {
+            match stream.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => this.stream = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
         Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
+        self.data.is_none() && self.trailers.is_none() && self.stream.is_none()
     }
 }
 

@@ -1,4 +1,5 @@
-//! The grpc-echo server: routes unary calls by `:path`, answers in gRPC framing with trailers.
+//! The grpc-echo server: routes calls by `:path` (unary echo and health, streaming server
+//! reflection), answers in gRPC framing with trailers.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -17,8 +18,9 @@ use tokio::net::TcpListener;
 use super::framing::{GrpcBody, MAX_MESSAGE, code, decode_one, encode, status_headers};
 use super::proto::{
     ECHO_PATH, ECHO_SERVICE, EchoRequest, EchoResponse, HEALTH_CHECK_PATH, HealthCheckRequest,
-    HealthCheckResponse, ServingStatus,
+    HealthCheckResponse, REFLECTION_V1_PATH, REFLECTION_V1ALPHA_PATH, ServingStatus,
 };
+use super::reflection;
 use crate::images::listen::{ServeError, accept_loop, serve_until_signal};
 
 #[derive(Clone, Debug)]
@@ -112,6 +114,15 @@ async fn handle(req: Request<Incoming>, state: &GrpcEchoConfig) -> Response<Grpc
         return response;
     }
     let path = req.uri().path().to_owned();
+    if path == REFLECTION_V1_PATH || path == REFLECTION_V1ALPHA_PATH {
+        // Bidirectional streaming: answered as the requests arrive, not after the body ends.
+        let mut response = Response::new(reflection::serve(req.into_body()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        return response;
+    }
     let body = match Limited::new(req.into_body(), MAX_MESSAGE + 5)
         .collect()
         .await
@@ -158,7 +169,8 @@ async fn handle(req: Request<Incoming>, state: &GrpcEchoConfig) -> Response<Grpc
         other => Err((
             code::UNIMPLEMENTED,
             format!(
-                "unknown method {other}: this server serves {ECHO_PATH} and {HEALTH_CHECK_PATH}"
+                "unknown method {other}: this server serves {ECHO_PATH}, {HEALTH_CHECK_PATH} and \
+                 server reflection (grpc.reflection.v1 and v1alpha)"
             ),
         )),
     };
