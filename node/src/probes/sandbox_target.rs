@@ -1,8 +1,8 @@
 //! `ProbeTarget` for a pod sandbox: TCP from the node's namespace, exec inside the pod.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;

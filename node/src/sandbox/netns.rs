@@ -162,13 +162,16 @@ pub async fn connect_tcp_in(netns: Option<&Path>, addr: SocketAddr) -> Result<Tc
         source,
     };
     let socket = run_in_netns_async(netns.map(Path::to_path_buf), move || new_socket(addr))
-    .await?
-    .map_err(err)?;
+        .await?
+        .map_err(err)?;
     socket.connect(addr).await.map_err(err)
 }
 
 /// A request to [`SocketMaker`]: the family (true: IPv6) and where to send the socket.
-type SocketRequest = (bool, tokio::sync::oneshot::Sender<std::io::Result<TcpSocket>>);
+type SocketRequest = (
+    bool,
+    tokio::sync::oneshot::Sender<std::io::Result<TcpSocket>>,
+);
 
 /// A thread parked inside one network namespace that makes TCP sockets there on request, so
 /// frequent connections from that namespace (probes every period for every pod) cost no
@@ -224,8 +227,13 @@ impl SocketMaker {
             Some((path, requests)) => {
                 let thread = || SandboxError::Thread(path.clone());
                 let (reply, socket) = tokio::sync::oneshot::channel();
-                requests.send((addr.is_ipv6(), reply)).map_err(|_| thread())?;
-                (path.display().to_string(), socket.await.map_err(|_| thread())?)
+                requests
+                    .send((addr.is_ipv6(), reply))
+                    .map_err(|_| thread())?;
+                (
+                    path.display().to_string(),
+                    socket.await.map_err(|_| thread())?,
+                )
             }
         };
         let err = |source: std::io::Error| SandboxError::Connect {

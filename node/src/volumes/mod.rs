@@ -314,8 +314,19 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Whether `path` is the root of a mount: asked of `statx` (one call; reading mountinfo costs
+/// as much as the node has mounts, and every pod adds some), else looked up in mountinfo
+/// on kernels older than 5.8.
 fn is_mount_point(path: &Path) -> bool {
-    mounts_under(path).iter().any(|p| p == path)
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+    let flags = AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW;
+    match statx(CWD, path, flags, StatxFlags::empty()) {
+        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Err(_) => false,
+        Ok(_) => mounts_under(path).iter().any(|p| p == path),
+    }
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.

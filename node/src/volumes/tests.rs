@@ -407,3 +407,30 @@ fn bad_item_paths_rejected() {
     }
     check_path("a/b.txt").unwrap();
 }
+
+#[test]
+fn a_mounted_tmpfs_is_a_mount_point_and_mountinfo_agrees() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("m");
+    std::fs::create_dir(&sub).unwrap();
+    assert!(!is_mount_point(&sub));
+    rustix::mount::mount(
+        "tmpfs",
+        &sub,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let (by_statx, listed) = (is_mount_point(&sub), mounts_under(dir.path()));
+    rustix::mount::unmount(&sub, rustix::mount::UnmountFlags::DETACH).unwrap();
+    assert!(by_statx);
+    assert_eq!(listed, vec![sub.clone()]);
+    assert!(!is_mount_point(dir.path()));
+    assert!(!is_mount_point(&sub), "unmounted again");
+    assert!(!is_mount_point(&dir.path().join("missing")));
+}
