@@ -152,6 +152,7 @@ impl EbpfDataplane {
     /// Records frontends found in the maps that `state` does not know yet.
     fn adopt(&self, found: Vec<(Vip, Vec<BackendAddr>)>) {
         let mut state = lock(&self.state);
+        let mut adopted = 0usize;
         for (v, backends) in found {
             let protocol = match v.proto {
                 skiff_ebpf::Protocol::Tcp => Protocol::Tcp,
@@ -161,11 +162,12 @@ impl EbpfDataplane {
             if !state.frontends.contains_key(&key) {
                 let backends: Vec<SocketAddr> = backends.iter().map(|b| b.0).collect();
                 state.record(key, Some(&backends));
+                adopted += 1;
             }
         }
-        if !state.frontends.is_empty() {
+        if adopted > 0 {
             tracing::info!(
-                frontends = state.frontends.len(),
+                frontends = adopted,
                 "eBPF data plane: frontends found in pinned maps, reconciled at the first sync"
             );
         }
