@@ -27,7 +27,8 @@ struct ns_svc_value {
 	__u16 count; /* backends in the set; 0 = no endpoint */
 	__u8 flags;  /* NS_F_* */
 	__u8 pad;
-	__u32 pad2;
+	__u32 maglev_size; /* entries of this set's Maglev table: read by the loader only, to
+			    * rebuild tables of adopted (pinned) frontends after a size change */
 };
 
 /* ns_backends: {set, index} -> backend. */

@@ -13,6 +13,11 @@
 //! outside the node to NodePorts, LoadBalancer IPs and externalIPs (Maglev backends from
 //! [`maglev`], DNAT, SNAT or the client address kept), and their replies back.
 //!
+//! Both can pin their maps in a BPF file system (`pin_dir`) and adopt them on the next load,
+//! so a restarted process keeps the state of established connections; the programs are
+//! attached through links this process owns (never pinned), so they are detached when it
+//! exits or dies. [`remove_pins`] removes what a pin directory holds.
+//!
 //! What a client sees: a connect to a virtual address goes to a backend chosen at random (or
 //! its affinity backend), and getpeername()/recvfrom() report the virtual address. A service
 //! with zero backends fails connect() and sendto() at once, without a packet, with
@@ -27,13 +32,16 @@ pub mod maglev;
 mod netns;
 mod nodeport;
 mod nodeport_abi;
+mod pins;
 mod sock_lb;
 
 pub use cgroup::cgroup_v2_root;
 pub use error::EbpfError;
 pub use netns::{current_netns_cookie, netns_cookie, netns_cookie_fd, socket_netns_cookie};
-pub use nodeport::{FrontendOptions, NodePortCounters, NodePortLb, NodePortOptions};
+pub use nodeport::{
+    FrontendOptions, NodePortCounters, NodePortLb, NodePortOptions, detach_leftover_filters,
+};
+pub use pins::{check_bpffs, remove_pins};
 pub use sock_lb::{
     BackendAddr, Protocol, ServiceOptions, ServiceSlot, SlotCounters, SockLb, SockLbOptions, Vip,
-    remove_pins,
 };

@@ -36,7 +36,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapType, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
     util::KernelVersion,
 };
@@ -45,6 +45,7 @@ use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use crate::{
     BackendAddr, EbpfError, Protocol, ServiceSlot, Vip, abi, maglev,
     nodeport_abi::{self as nabi, NsSvc},
+    pins::{self, MapShape},
 };
 
 /// The compiled object, embedded so the binary carries its own programs.
@@ -67,6 +68,12 @@ pub struct NodePortOptions {
     /// Flows remembered (LRU, one entry per direction): a flow evicted while idle is balanced
     /// again by Maglev, normally to the same backend.
     pub max_flows: u32,
+    /// Pin the maps under this directory (on a BPF file system, e.g.
+    /// `/sys/fs/bpf/skiff/<node>`) and adopt them when they exist, so a restarted process
+    /// keeps the frontends and the flow and reply tables of established connections. May be
+    /// the socket load balancer's directory (the map names differ). `None`: maps die with
+    /// this process.
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for NodePortOptions {
@@ -76,8 +83,73 @@ impl Default for NodePortOptions {
             max_backends: 65_536,
             maglev_size: maglev::DEFAULT_MAGLEV_SIZE,
             max_flows: 65_536,
+            pin_dir: None,
         }
     }
+}
+
+/// The maps of `tc_nodeport.c` with the shapes `options` gives them.
+fn map_shapes(options: &NodePortOptions, maglev_entries: u32) -> [MapShape; 8] {
+    use std::mem::size_of;
+    let shape = |name, map_type, key_size, value_size, max_entries| MapShape {
+        name,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+    };
+    [
+        shape(
+            "ns_services",
+            MapType::Hash,
+            size_of::<abi::SvcKey>(),
+            size_of::<nabi::NsSvcValue>(),
+            options.max_frontends,
+        ),
+        shape(
+            "ns_backends",
+            MapType::Hash,
+            size_of::<abi::BackendKey>(),
+            size_of::<abi::BackendValue>(),
+            options.max_backends,
+        ),
+        shape(
+            "ns_maglev",
+            MapType::Hash,
+            size_of::<abi::BackendKey>(),
+            size_of::<nabi::MaglevChunk>(),
+            maglev_entries,
+        ),
+        shape(
+            "ns_members",
+            MapType::Hash,
+            size_of::<abi::MemberKey>(),
+            1,
+            options.max_backends,
+        ),
+        shape(
+            "ns_flows",
+            MapType::LruHash,
+            size_of::<nabi::Tuple>(),
+            size_of::<nabi::Flow>(),
+            options.max_flows,
+        ),
+        shape(
+            "ns_replies",
+            MapType::LruHash,
+            size_of::<nabi::Tuple>(),
+            size_of::<nabi::Reply>(),
+            options.max_flows,
+        ),
+        shape("ns_snat", MapType::Array, 4, size_of::<nabi::SnatAddr>(), 2),
+        shape(
+            "ns_counters",
+            MapType::PerCpuArray,
+            4,
+            size_of::<nabi::Counters>(),
+            options.max_frontends,
+        ),
+    ]
 }
 
 /// Per-frontend behaviour.
@@ -208,6 +280,13 @@ impl NodePortLb {
             .map_max_entries("ns_replies", options.max_flows)
             .map_max_entries("ns_counters", options.max_frontends);
         loader.override_global("maglev_size", &options.maglev_size, true);
+        let pin_paths = match &options.pin_dir {
+            Some(dir) => pins::prepare(dir, &map_shapes(&options, maglev_entries))?,
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
         let mut bpf = loader
             .load(TC_NODEPORT_OBJECT)
             .map_err(|e| EbpfError::Load(Box::new(e)))?;
@@ -233,12 +312,7 @@ impl NodePortLb {
         let snat = Array::try_from(take_map(&mut bpf, "ns_snat")?).map_err(map_err("ns_snat"))?;
         let counters = PerCpuArray::try_from(take_map(&mut bpf, "ns_counters")?)
             .map_err(map_err("ns_counters"))?;
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            maglev_size = options.maglev_size,
-            "north-south load balancer loaded"
-        );
-        Ok(NodePortLb {
+        let mut lb = NodePortLb {
             bpf,
             services,
             backends,
@@ -256,7 +330,221 @@ impl NodePortLb {
             max_frontends: options.max_frontends,
             maglev_size: options.maglev_size,
             attached: Vec::new(),
-        })
+        };
+        // Pinned maps may hold a previous run's frontends: adopt them (nothing is attached
+        // yet, so repairs cannot race a packet).
+        lb.adopt_existing()?;
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            maglev_size = options.maglev_size,
+            frontends = lb.programmed.len(),
+            pinned = options.pin_dir.is_some(),
+            "north-south load balancer loaded"
+        );
+        Ok(lb)
+    }
+
+    /// Rebuilds `programmed` from the maps of an earlier process: frontends whose set is
+    /// incomplete are removed (the next full resync programs them again), tables built for
+    /// another Maglev size are rebuilt, and sets, Maglev chunks and UDP memberships nothing
+    /// points to are deleted (that process died inside an update).
+    fn adopt_existing(&mut self) -> Result<(), EbpfError> {
+        let mut entries = Vec::new();
+        for item in self.services.iter() {
+            entries.push(item.map_err(|e| EbpfError::map("ns_services", e))?);
+        }
+        let chunks = self.maglev_size.div_ceil(nabi::MAGLEV_CHUNK as u32);
+        let mut used_slots = HashSet::new();
+        let mut rebuild = Vec::new();
+        for (key, value) in entries {
+            let (ip, port, proto) = abi::parse_svc_key(&key);
+            let v = NsSvc::decode(&value);
+            let usable = Protocol::from_number(proto).filter(|_| v.slot < self.max_frontends);
+            let backends = match usable {
+                Some(_) => self.read_set(v.set, v.count)?,
+                None => None,
+            };
+            let (Some(proto), Some(backends)) = (usable, backends) else {
+                tracing::warn!(
+                    frontend = %SocketAddr::new(ip, port),
+                    proto,
+                    set = v.set,
+                    "pinned frontend with an incomplete backend set: removed"
+                );
+                match self.services.remove(&key) {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(EbpfError::map("ns_services", e)),
+                }
+                continue;
+            };
+            let vip = Vip {
+                addr: SocketAddr::new(ip, port),
+                proto,
+            };
+            let options = FrontendOptions {
+                snat: v.flags & nabi::NS_F_SNAT != 0,
+                affinity: v.flags & nabi::NS_F_AFFINITY != 0,
+            };
+            let table_ok = v.count == 0
+                || (v.maglev_size == self.maglev_size
+                    && (0..chunks)
+                        .all(|c| self.maglev.get(&abi::backend_key(v.set, c), 0).is_ok()));
+            used_slots.insert(v.slot);
+            self.sets_in_use.insert(v.set);
+            self.next_set = self.next_set.max(v.set.wrapping_add(1));
+            self.programmed.insert(
+                vip,
+                Programmed {
+                    slot: v.slot,
+                    set: v.set,
+                    backends,
+                    options,
+                },
+            );
+            if !table_ok {
+                rebuild.push(vip);
+            }
+        }
+        self.next_slot = used_slots.iter().max().map_or(0, |m| m + 1);
+        self.free_slots = (0..self.next_slot)
+            .filter(|s| !used_slots.contains(s))
+            .rev()
+            .collect();
+        for vip in rebuild {
+            if let Some(p) = self.programmed.get(&vip).cloned() {
+                tracing::info!(frontend = %vip, "rebuilding a pinned Maglev table");
+                self.rewrite(vip, &p)?;
+            }
+        }
+        self.sweep_orphans()
+    }
+
+    /// Programs `p` again under a fresh set (the same switch as an update).
+    fn rewrite(&mut self, vip: Vip, p: &Programmed) -> Result<(), EbpfError> {
+        let set = self.alloc_set();
+        if let Err(e) = self.write_set(set, &p.backends) {
+            self.delete_set(set, p.backends.len());
+            return Err(e);
+        }
+        let key = abi::svc_key(vip.addr.ip(), vip.addr.port(), vip.proto.number());
+        let value = self.svc_value(p.slot, set, &p.backends, p.options);
+        if let Err(e) = self.services.insert(key, value.encode(), 0) {
+            self.delete_set(set, p.backends.len());
+            return Err(EbpfError::map("ns_services", e));
+        }
+        // the old set's backends stay (deleted by the sweep: nothing points to that set now)
+        self.sets_in_use.remove(&p.set);
+        if let Some(entry) = self.programmed.get_mut(&vip) {
+            entry.set = set;
+        }
+        Ok(())
+    }
+
+    /// Deletes backend entries, Maglev chunks and UDP memberships no adopted frontend uses,
+    /// and adds the memberships an adopted UDP frontend lacks.
+    fn sweep_orphans(&mut self) -> Result<(), EbpfError> {
+        let mut orphans = Vec::new();
+        for key in self.backends.keys() {
+            let key = key.map_err(|e| EbpfError::map("ns_backends", e))?;
+            if !self.sets_in_use.contains(&abi::parse_backend_key(&key).0) {
+                orphans.push(key);
+            }
+        }
+        for key in orphans {
+            self.backends
+                .remove(&key)
+                .map_err(|e| EbpfError::map("ns_backends", e))?;
+        }
+        let mut orphans = Vec::new();
+        for key in self.maglev.keys() {
+            let key = key.map_err(|e| EbpfError::map("ns_maglev", e))?;
+            if !self.sets_in_use.contains(&abi::parse_backend_key(&key).0) {
+                orphans.push(key);
+            }
+        }
+        for key in orphans {
+            self.maglev
+                .remove(&key)
+                .map_err(|e| EbpfError::map("ns_maglev", e))?;
+        }
+        let wanted: HashSet<(u32, SocketAddr)> = self
+            .programmed
+            .iter()
+            .filter(|(vip, _)| vip.proto == Protocol::Udp)
+            .flat_map(|(_, p)| p.backends.iter().map(|b| (p.slot, b.0)))
+            .collect();
+        let mut present = HashSet::new();
+        let mut orphans = Vec::new();
+        for key in self.members.keys() {
+            let key = key.map_err(|e| EbpfError::map("ns_members", e))?;
+            let member = nabi::parse_member_key(&key);
+            if wanted.contains(&member) {
+                present.insert(member);
+            } else {
+                orphans.push(key);
+            }
+        }
+        for key in orphans {
+            self.members
+                .remove(&key)
+                .map_err(|e| EbpfError::map("ns_members", e))?;
+        }
+        for (slot, backend) in wanted.difference(&present) {
+            self.members
+                .insert(abi::member_key(*slot, *backend), 1u8, 0)
+                .map_err(|e| EbpfError::map("ns_members", e))?;
+        }
+        Ok(())
+    }
+
+    /// The backend list stored under `set`, or `None` when an entry is missing.
+    fn read_set(&self, set: u32, count: u16) -> Result<Option<Vec<BackendAddr>>, EbpfError> {
+        let mut backends = Vec::with_capacity(usize::from(count));
+        for index in 0..u32::from(count) {
+            match self.backends.get(&abi::backend_key(set, index), 0) {
+                Ok(b) => backends.push(BackendAddr(abi::parse_sockaddr_value(&b))),
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(EbpfError::map("ns_backends", e)),
+            }
+        }
+        Ok(Some(backends))
+    }
+
+    fn svc_value(
+        &self,
+        slot: u32,
+        set: u32,
+        backends: &[BackendAddr],
+        options: FrontendOptions,
+    ) -> NsSvc {
+        let mut flags = 0;
+        if options.snat {
+            flags |= nabi::NS_F_SNAT;
+        }
+        if options.affinity {
+            flags |= nabi::NS_F_AFFINITY;
+        }
+        NsSvc {
+            slot,
+            set,
+            // checked by the caller: at most the Maglev size, itself at most 65537
+            count: u16::try_from(backends.len()).unwrap_or(u16::MAX),
+            flags,
+            maglev_size: self.maglev_size,
+        }
+    }
+
+    /// Every programmed frontend with its backends (after a load with pins: what the
+    /// previous process left).
+    pub fn frontends(&self) -> Vec<(Vip, Vec<BackendAddr>)> {
+        let mut all: Vec<_> = self
+            .programmed
+            .iter()
+            .map(|(vip, p)| (*vip, p.backends.clone()))
+            .collect();
+        all.sort();
+        all
     }
 
     fn program(&mut self) -> Result<&mut SchedClassifier, EbpfError> {
@@ -268,9 +556,10 @@ impl NodePortLb {
     }
 
     /// Attaches the program at tc ingress of `interface` inside the network namespace at
-    /// `netns` (`/run/netns/NAME`). On Linux 6.6+ this is a tcx link, which the kernel drops
-    /// with this process; older kernels get a clsact qdisc and a direct-action filter.
-    /// Attaching twice to one interface is a no-op.
+    /// `netns` (`/run/netns/NAME`). On Linux 6.6+ this is a tcx link owned by this process,
+    /// which the kernel drops when it exits or dies; older kernels get a clsact qdisc and a
+    /// direct-action filter, which outlives a crash: a filter of this program left there by
+    /// an earlier process is removed first. Attaching twice to one interface is a no-op.
     pub fn attach(&mut self, netns: &Path, interface: &str) -> Result<(), EbpfError> {
         if self
             .attached
@@ -281,7 +570,8 @@ impl NodePortLb {
         }
         let program = self.program()?;
         let link = in_netns(netns, || {
-            if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+            if !has_tcx() {
+                remove_filters(interface);
                 // netlink attachment needs the clsact qdisc; it may exist already
                 if let Err(e) = aya::programs::tc::qdisc_add_clsact(interface) {
                     tracing::debug!(interface, error = %e, "clsact qdisc (may exist)");
@@ -299,6 +589,32 @@ impl NodePortLb {
         Ok(())
     }
 
+    /// Detaches the program from one interface (not attached: no-op). Returns whether it was.
+    pub fn detach(&mut self, netns: &Path, interface: &str) -> bool {
+        let Some(at) = self
+            .attached
+            .iter()
+            .position(|a| a.netns == netns && a.interface == interface)
+        else {
+            return false;
+        };
+        let a = self.attached.remove(at);
+        self.detach_one(a);
+        true
+    }
+
+    fn detach_one(&mut self, a: Attachment) {
+        let netns = a.netns.clone();
+        let result = self.program().and_then(|p| {
+            // netlink filters must be removed from inside their namespace
+            in_netns(&netns, || p.detach(a.link))?.map_err(|e| EbpfError::program(PROGRAM, e))
+        });
+        if let Err(e) = result {
+            // a deleted namespace or interface took the attachment with it
+            tracing::debug!(interface = a.interface, error = %e, "detaching");
+        }
+    }
+
     /// The interfaces the program is attached to, as (netns, interface).
     pub fn attachments(&self) -> Vec<(PathBuf, String)> {
         self.attached
@@ -310,15 +626,7 @@ impl NodePortLb {
     /// Detaches the program from every interface (also done on drop). Maps stay.
     pub fn detach_all(&mut self) {
         for a in std::mem::take(&mut self.attached) {
-            let netns = a.netns.clone();
-            let result = self.program().and_then(|p| {
-                // netlink filters must be removed from inside their namespace
-                in_netns(&netns, || p.detach(a.link))?.map_err(|e| EbpfError::program(PROGRAM, e))
-            });
-            if let Err(e) = result {
-                // a deleted namespace or interface took the attachment with it
-                tracing::debug!(interface = a.interface, error = %e, "detaching");
-            }
+            self.detach_one(a);
         }
     }
 
@@ -387,7 +695,6 @@ impl NodePortLb {
                 self.maglev_size
             )));
         }
-        let count = backends.len() as u16;
         let v4 = abi::is_v4(vip.addr.ip());
         if let Some(b) = backends.iter().find(|b| abi::is_v4(b.0.ip()) != v4) {
             return Err(invalid(format!(
@@ -415,19 +722,7 @@ impl NodePortLb {
         }
         // 2. switch the frontend in one update
         if failure.is_none() {
-            let mut flags = 0;
-            if options.snat {
-                flags |= nabi::NS_F_SNAT;
-            }
-            if options.affinity {
-                flags |= nabi::NS_F_AFFINITY;
-            }
-            let value = NsSvc {
-                slot,
-                set,
-                count,
-                flags,
-            };
+            let value = self.svc_value(slot, set, backends, options);
             let key = abi::svc_key(vip.addr.ip(), vip.addr.port(), vip.proto.number());
             if let Err(e) = self.services.insert(key, value.encode(), 0) {
                 failure = Some(EbpfError::map("ns_services", e));
@@ -688,6 +983,34 @@ impl NodePortLb {
         }
         Ok(out)
     }
+}
+
+/// Whether tc programs attach as tcx links (Linux 6.6+), which die with their process.
+fn has_tcx() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// Removes netlink tc filters of this program from ingress of `interface` (in the calling
+/// thread's namespace); returns whether there were any.
+fn remove_filters(interface: &str) -> bool {
+    match aya::programs::tc::qdisc_detach_program(interface, TcAttachType::Ingress, PROGRAM) {
+        Ok(()) => {
+            tracing::info!(interface, "removed a tc filter left by an earlier process");
+            true
+        }
+        // none there, or no clsact qdisc at all
+        Err(e) => {
+            tracing::debug!(interface, error = %e, "no leftover tc filter");
+            false
+        }
+    }
+}
+
+/// Removes what a crashed process may have left on `interface` inside the network namespace
+/// at `netns`: on kernels before 6.6, this program's netlink tc filter (a tcx link, on 6.6+,
+/// dies with its process, so there is nothing to remove). Returns whether one was removed.
+pub fn detach_leftover_filters(netns: &Path, interface: &str) -> Result<bool, EbpfError> {
+    in_netns(netns, || remove_filters(interface))
 }
 
 impl Drop for NodePortLb {

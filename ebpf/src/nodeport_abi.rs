@@ -39,6 +39,9 @@ pub(crate) struct NsSvc {
     pub set: u32,
     pub count: u16,
     pub flags: u8,
+    /// The size of the set's Maglev table (for the loader adopting pinned maps; the program
+    /// uses its own constant).
+    pub maglev_size: u32,
 }
 
 impl NsSvc {
@@ -48,6 +51,7 @@ impl NsSvc {
         v[4..8].copy_from_slice(&self.set.to_ne_bytes());
         v[8..10].copy_from_slice(&self.count.to_ne_bytes());
         v[10] = self.flags;
+        v[12..16].copy_from_slice(&self.maglev_size.to_ne_bytes());
         v
     }
 
@@ -57,6 +61,7 @@ impl NsSvc {
             set: u32::from_ne_bytes(take(v, 4)),
             count: u16::from_ne_bytes(take(v, 8)),
             flags: v[10],
+            maglev_size: u32::from_ne_bytes(take(v, 12)),
         }
     }
 }
@@ -108,6 +113,14 @@ pub(crate) fn parse_reply(r: &Reply) -> (SocketAddr, SocketAddr, u32) {
     )
 }
 
+/// (slot, backend) of a `struct ns_member_key`.
+pub(crate) fn parse_member_key(k: &crate::abi::MemberKey) -> (u32, SocketAddr) {
+    (
+        u32::from_ne_bytes(take(k, 0)),
+        SocketAddr::new(ip_from16(take(k, 4)), u16::from_be_bytes(take(k, 20))),
+    )
+}
+
 /// The SNAT source of one family; `None` = all zero (no SNAT).
 pub(crate) fn snat_addr(ip: Option<IpAddr>) -> SnatAddr {
     ip.map_or([0u8; 16], addr16)
@@ -138,6 +151,7 @@ mod tests {
             set: 77,
             count: 2,
             flags: NS_F_SNAT | NS_F_AFFINITY,
+            maglev_size: 16381,
         };
         assert_eq!(NsSvc::decode(&v.encode()), v);
         let src: SocketAddr = "10.250.7.2:40000".parse().expect("addr");
@@ -153,6 +167,12 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([c[0], c[1]]), 5);
         assert_eq!(u16::from_ne_bytes([c[2], c[3]]), 1);
         assert_eq!(parse_snat_addr(&snat_addr(None)), None);
+        let b: SocketAddr = "[fd00:250::2]:8080".parse().expect("addr");
+        assert_eq!(
+            parse_member_key(&crate::abi::member_key(7, b)),
+            (7, b),
+            "member keys round trip"
+        );
         let ip: IpAddr = "10.250.7.1".parse().expect("ip");
         assert_eq!(parse_snat_addr(&snat_addr(Some(ip))), Some(ip));
     }

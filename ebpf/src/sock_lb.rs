@@ -41,7 +41,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{HashMap as BpfHashMap, MapData, MapType, PerCpuArray, PerCpuValues},
     programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
     util::KernelVersion,
 };
@@ -50,6 +50,7 @@ use crate::{
     EbpfError,
     abi::{self, SvcVal},
     cgroup_v2_root,
+    pins::{self, MapShape},
 };
 
 /// The compiled object, embedded so the binary carries its own programs.
@@ -67,15 +68,63 @@ const PROGRAMS: [&str; 8] = [
     "skiff_getpeername6",
 ];
 
-/// The maps in `sock_lb.c`.
-const MAPS: [&str; 6] = [
-    "allowed_netns",
-    "services",
-    "backends",
-    "affinity",
-    "rev_nat",
-    "counters",
-];
+/// The maps in `sock_lb.c` with the shapes `options` gives them (checked before pins are
+/// reused).
+fn map_shapes(options: &SockLbOptions) -> [MapShape; 7] {
+    use std::mem::size_of;
+    let shape = |name, map_type, key_size, value_size, max_entries| MapShape {
+        name,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+    };
+    [
+        shape("allowed_netns", MapType::Hash, 8, 1, options.max_netns),
+        shape(
+            "services",
+            MapType::Hash,
+            size_of::<abi::SvcKey>(),
+            size_of::<abi::SvcValue>(),
+            options.max_services,
+        ),
+        shape(
+            "backends",
+            MapType::Hash,
+            size_of::<abi::BackendKey>(),
+            size_of::<abi::BackendValue>(),
+            options.max_backends,
+        ),
+        shape(
+            "affinity",
+            MapType::LruHash,
+            size_of::<abi::AffinityKey>(),
+            size_of::<abi::AffinityValue>(),
+            options.max_affinity,
+        ),
+        shape(
+            "affinity_members",
+            MapType::Hash,
+            size_of::<abi::MemberKey>(),
+            4,
+            options.max_affinity_backends,
+        ),
+        shape(
+            "rev_nat",
+            MapType::LruHash,
+            size_of::<abi::RevNatKey>(),
+            size_of::<abi::RevNatValue>(),
+            options.max_rev_nat,
+        ),
+        shape(
+            "counters",
+            MapType::PerCpuArray,
+            4,
+            size_of::<abi::Counters>(),
+            options.max_services,
+        ),
+    ]
+}
 
 /// Transport protocol of a virtual address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -290,13 +339,8 @@ impl SockLb {
         let have_set_retval =
             u8::from(KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 18, 0)));
         loader.override_global("have_set_retval", &have_set_retval, true);
-        let pin_paths: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
-            Some(dir) => {
-                check_bpffs(dir)?;
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| EbpfError::io(format!("creating {}", dir.display()), e))?;
-                MAPS.iter().map(|name| (*name, dir.join(name))).collect()
-            }
+        let pin_paths = match &options.pin_dir {
+            Some(dir) => pins::prepare(dir, &map_shapes(&options))?,
             None => Vec::new(),
         };
         for (name, path) in &pin_paths {
@@ -367,22 +411,40 @@ impl SockLb {
         let mut used_slots = HashSet::new();
         for (key, value) in entries {
             let (ip, port, proto) = abi::parse_svc_key(&key);
-            let Some(proto) = Protocol::from_number(proto) else {
+            let v = SvcVal::decode(&value);
+            let backends = match Protocol::from_number(proto) {
+                Some(_) if v.slot < self.max_services => self.read_set(v.set, v.count)?,
+                _ => None,
+            };
+            let (Some(proto), Some(backends)) = (Protocol::from_number(proto), backends) else {
+                // Never written by this crate's update protocol: drop it rather than serve a
+                // partial list; the next full resync programs the service again.
+                tracing::warn!(
+                    frontend = %SocketAddr::new(ip, port),
+                    proto,
+                    set = v.set,
+                    "pinned service with an incomplete backend set: removed"
+                );
+                match self.services.remove(&key) {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(EbpfError::map("services", e)),
+                }
                 continue;
             };
-            let v = SvcVal::decode(&value);
-            let mut backends = Vec::with_capacity(usize::from(v.count));
-            for index in 0..u32::from(v.count) {
-                let b = self
-                    .backends
-                    .get(&abi::backend_key(v.set, index), 0)
-                    .map_err(|e| EbpfError::map("backends", e))?;
-                backends.push(BackendAddr(abi::parse_sockaddr_value(&b)));
-            }
             let options = ServiceOptions {
                 affinity_timeout: (v.flags & abi::SVC_F_AFFINITY != 0)
                     .then(|| Duration::from_secs(u64::from(v.affinity_timeout))),
             };
+            if options.affinity_timeout.is_some() {
+                // the by-address index of the live set (idempotent; pins made before it was
+                // pinned lack it)
+                for (index, backend) in (0u32..).zip(&backends) {
+                    self.affinity_members
+                        .insert(abi::member_key(v.set, backend.0), index, 0)
+                        .map_err(|e| EbpfError::map("affinity_members", e))?;
+                }
+            }
             used_slots.insert(v.slot);
             self.sets_in_use.insert(v.set);
             self.next_set = self.next_set.max(v.set.wrapping_add(1));
@@ -429,6 +491,31 @@ impl SockLb {
                 .map_err(|e| EbpfError::map("affinity_members", e))?;
         }
         Ok(())
+    }
+
+    /// The backend list stored under `set`, or `None` when an entry is missing.
+    fn read_set(&self, set: u32, count: u16) -> Result<Option<Vec<BackendAddr>>, EbpfError> {
+        let mut backends = Vec::with_capacity(usize::from(count));
+        for index in 0..u32::from(count) {
+            match self.backends.get(&abi::backend_key(set, index), 0) {
+                Ok(b) => backends.push(BackendAddr(abi::parse_sockaddr_value(&b))),
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(EbpfError::map("backends", e)),
+            }
+        }
+        Ok(Some(backends))
+    }
+
+    /// Every programmed virtual address with its backends (after a load with pins: what the
+    /// previous process left, so a caller can tell which of them its new table lacks).
+    pub fn services(&self) -> Vec<(Vip, Vec<BackendAddr>)> {
+        let mut all: Vec<_> = self
+            .programmed
+            .iter()
+            .map(|(vip, p)| (*vip, p.backends.clone()))
+            .collect();
+        all.sort();
+        all
     }
 
     /// Attaches every program to the cgroup v2 directory `cgroup` (the hierarchy's root for a
@@ -508,6 +595,26 @@ impl SockLb {
         self.allowed_netns
             .insert(cookie, 1u8, 0)
             .map_err(|e| EbpfError::map("allowed_netns", e))
+    }
+
+    /// Makes `cookies` the allowed namespaces, nothing more: the new ones are added first, so
+    /// one that stays is never left out for a moment. Returns how many others were removed
+    /// (a previous process's, found in pinned maps).
+    pub fn set_allowed_netns(&mut self, cookies: &[u64]) -> Result<usize, EbpfError> {
+        for cookie in cookies {
+            self.allow_netns(*cookie)?;
+        }
+        let mut stale = Vec::new();
+        for k in self.allowed_netns.keys() {
+            let k = k.map_err(|e| EbpfError::map("allowed_netns", e))?;
+            if !cookies.contains(&k) {
+                stale.push(k);
+            }
+        }
+        for cookie in &stale {
+            self.forbid_netns(*cookie)?;
+        }
+        Ok(stale.len())
     }
 
     /// Stops acting on that namespace's sockets (absent: no-op).
@@ -807,43 +914,6 @@ impl SockLb {
         }
         Ok(out)
     }
-}
-
-/// Removes a pin directory made by [`SockLbOptions::pin_dir`] (its map pins, then the
-/// directory). The maps live on while a loaded [`SockLb`] still uses them. Absent: no-op.
-pub fn remove_pins(dir: impl AsRef<Path>) -> Result<(), EbpfError> {
-    let dir = dir.as_ref();
-    for name in MAPS {
-        let pin = dir.join(name);
-        match std::fs::remove_file(&pin) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(EbpfError::io(format!("removing {}", pin.display()), e)),
-        }
-    }
-    match std::fs::remove_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(EbpfError::io(format!("removing {}", dir.display()), e)),
-    }
-}
-
-/// Pins only work on a BPF file system; say so plainly instead of failing with EPERM from
-/// sysfs (where `/sys/fs/bpf` is an empty directory until bpffs is mounted on it).
-fn check_bpffs(dir: &Path) -> Result<(), EbpfError> {
-    const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
-    // the pin directory may not exist yet: look at its nearest existing ancestor
-    let existing = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let stat = rustix::fs::statfs(existing)
-        .map_err(|e| EbpfError::io(format!("statfs {}", existing.display()), e.into()))?;
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    if stat.f_type as u64 != BPF_FS_MAGIC {
-        return Err(EbpfError::NotBpffs(existing.to_owned()));
-    }
-    Ok(())
 }
 
 fn nr_cpus() -> Result<usize, EbpfError> {

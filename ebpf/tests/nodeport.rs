@@ -190,7 +190,7 @@ struct Env {
     lb: NodePortLb,
     _servers: Servers,
     c: Netns,
-    _n: Netns,
+    n: Netns,
     _b: Netns,
 }
 
@@ -218,6 +218,16 @@ fn addr_args<'a>(ns: &'a str, dev: &'a str, addr: &'a str) -> Vec<&'a str> {
 
 impl Env {
     fn new() -> Result<Self> {
+        Self::with(NodePortOptions {
+            max_frontends: 64,
+            max_backends: 256,
+            maglev_size: 251,
+            max_flows: 4096,
+            pin_dir: None,
+        })
+    }
+
+    fn with(options: NodePortOptions) -> Result<Self> {
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let c = Netns::new(format!("sktnp-c-{pid}-{k}"))?;
@@ -294,12 +304,7 @@ impl Env {
             let s = stop.clone();
             threads.push(std::thread::spawn(move || serve_udp(udp, s)));
         }
-        let mut lb = NodePortLb::load(NodePortOptions {
-            max_frontends: 64,
-            max_backends: 256,
-            maglev_size: 251,
-            max_flows: 4096,
-        })?;
+        let mut lb = NodePortLb::load(options)?;
         let node = std::path::PathBuf::from(n.path());
         lb.attach(&node, "vc")?;
         lb.attach(&node, "vb")?;
@@ -308,9 +313,20 @@ impl Env {
             lb,
             _servers: Servers { stop, threads },
             c,
-            _n: n,
+            n,
             _b: b,
         })
+    }
+
+    /// What a restarted process does: load with the same pins (adopting the maps), the old
+    /// balancer goes (its links detached), the new one attaches.
+    fn restart(&mut self, options: NodePortOptions) -> Result<()> {
+        let old = std::mem::replace(&mut self.lb, NodePortLb::load(options)?);
+        drop(old);
+        let node = std::path::PathBuf::from(self.n.path());
+        self.lb.attach(&node, "vc")?;
+        self.lb.attach(&node, "vb")?;
+        Ok(())
     }
 
     /// One TCP exchange from C with a `size`-byte request: (backend, peer it saw).
@@ -561,4 +577,165 @@ fn a_bad_maglev_size_is_refused() {
         err.contains("maglev_size") && err.contains("prime"),
         "{err}"
     );
+}
+
+/// A private BPF file system for pins, unmounted and removed on drop: the test never touches
+/// /sys/fs/bpf, and leaves no pinned map behind even when it fails.
+struct Bpffs {
+    dir: std::path::PathBuf,
+}
+
+impl Bpffs {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "sktnp-bpffs-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()?;
+        if !status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            bail!("mount -t bpf failed");
+        }
+        Ok(Bpffs { dir })
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        if let Err(e) = skiff_ebpf::remove_pins(self.dir.join("skiff/test")) {
+            eprintln!("cleanup: {e}");
+        }
+        let _ = std::fs::remove_dir(self.dir.join("skiff"));
+        match Command::new("umount").arg(&self.dir).status() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("cleanup: umount {}: {other:?}", self.dir.display()),
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The backend the flow table holds for a client address, from the dump.
+fn flow_backend(lb: &NodePortLb, client: SocketAddr, front: &str) -> Result<String> {
+    let dump = lb.dump()?;
+    let needle = format!("{client} -> {front}: ");
+    let line = dump
+        .lines()
+        .find(|l| l.contains(&needle))
+        .with_context(|| format!("no flow {needle} in\n{dump}"))?;
+    let rest = &line[line.find(&needle).unwrap_or(0) + needle.len()..];
+    Ok(rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[test]
+fn pinned_frontends_and_flows_survive_a_restart() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let fs = Bpffs::new()?;
+    let options = NodePortOptions {
+        max_frontends: 64,
+        max_backends: 256,
+        maglev_size: 251,
+        max_flows: 4096,
+        pin_dir: Some(fs.dir.join("skiff/test")),
+    };
+    let mut env = Env::with(options.clone())?;
+    env.lb
+        .set_snat_addresses(Some("10.251.1.1".parse()?), None)?;
+    let snat = FrontendOptions {
+        snat: true,
+        affinity: false,
+    };
+    let addr: SocketAddr = FRONT.parse()?;
+    let stale = Vip::tcp("10.251.1.1:30099".parse()?);
+    let slot = env
+        .lb
+        .upsert_frontend(Vip::tcp(addr), &backends(&[B1, B2]), snat)?;
+    env.lb
+        .upsert_frontend(Vip::udp(addr), &backends(&[B1, B2]), snat)?;
+    env.lb.upsert_frontend(stale, &backends(&[B1]), snat)?;
+    let before = env.lb.frontends();
+    // a TCP connection (established, no data yet) and a UDP flow, before the restart
+    let conn = env
+        .c
+        .call(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))??;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let tcp_backend = flow_backend(&env.lb, conn.local_addr()?, FRONT)?;
+    let udp = UdpClient::new(&env, false)?;
+    let (udp_backend, _, _) = udp.ask(FRONT)?;
+
+    env.restart(options.clone())?;
+    ensure!(
+        env.lb.frontends() == before,
+        "adopted {:?}, had {before:?}",
+        env.lb.frontends()
+    );
+    ensure!(
+        env.lb.slot_of(&Vip::tcp(addr)) == Some(slot),
+        "slot changed"
+    );
+    ensure!(
+        env.lb.snat_addresses()?.0 == Some("10.251.1.1".parse()?),
+        "the SNAT address was not kept"
+    );
+    // reconcile with a new table: the stale frontend goes, the TCP one keeps only the
+    // backend the connection does not use
+    ensure!(env.lb.remove_frontend(&stale)?);
+    let other = if tcp_backend == B1 { B2 } else { B1 };
+    env.lb
+        .upsert_frontend(Vip::tcp(addr), &backends(&[other]), snat)?;
+    // the flow table came back with the maps: the connection keeps its backend
+    let mut conn = conn;
+    conn.write_all(b"hello\n")?;
+    let mut out = String::new();
+    conn.read_to_string(&mut out)?;
+    ensure!(
+        out.starts_with(&tcp_backend) && out.ends_with("|6"),
+        "the connection to {tcp_backend} broke across the restart: {out:?}"
+    );
+    ensure!(
+        env.tcp(FRONT, 10)?.0 == other,
+        "a new connection missed {other}"
+    );
+    let (again, _, from) = udp.ask(FRONT)?;
+    ensure!(
+        again == udp_backend && from == addr,
+        "the UDP flow moved: {again} from {from}"
+    );
+    let dump = env.lb.dump()?;
+    ensure!(!dump.contains("30099"), "stale frontend left: {dump}");
+
+    // another Maglev size of the same chunk count: the adopted tables are rebuilt
+    env.restart(NodePortOptions {
+        maglev_size: 241,
+        ..options.clone()
+    })?;
+    ensure!(env.lb.frontend_count() == 2);
+    ensure!(
+        env.tcp(FRONT, 10)?.0 == other,
+        "rebuilt table misses {other}"
+    );
+    ensure!(
+        env.lb.dump()?.contains("maglev_size 241"),
+        "not reloaded with the new size"
+    );
+    // other map sizes: the pins are not reused, the balancer starts empty
+    env.restart(NodePortOptions {
+        max_frontends: 32,
+        ..options
+    })?;
+    ensure!(
+        env.lb.frontend_count() == 0,
+        "pins of another size were reused"
+    );
+    Ok(())
 }

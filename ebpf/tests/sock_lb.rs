@@ -701,9 +701,11 @@ fn pinned_maps_survive_a_restart_with_established_connections() -> Result<()> {
     assert_eq!(tcp.peer_addr()?, v4.addr);
 
     // restart: the old balancer goes away (programs detached), a new one adopts the pins
+    let before = env.lb.services();
     let old = std::mem::replace(&mut env.lb, SockLb::load(options)?);
     drop(old);
     assert_eq!(env.lb.service_count(), 2);
+    assert_eq!(env.lb.services(), before, "adopted services");
     assert_eq!(
         env.lb.slot_of(&v4),
         Some(slot),

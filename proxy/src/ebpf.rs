@@ -11,6 +11,10 @@
 //!
 //! When a UDP backend stops serving every UDP frontend, the kernel's conntrack entries whose
 //! replies come from it are deleted in the node namespace (see `conntrack`).
+//!
+//! Restarts: when the balancers were loaded with pinned maps, what they adopted is taken as
+//! programmed, so the first full apply leaves unchanged frontends untouched (no write, no
+//! moment without backends) and removes only those the new table lacks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -119,20 +123,54 @@ fn snat_sources(node: &NodeInfo) -> (Option<IpAddr>, Option<IpAddr>) {
 impl EbpfDataplane {
     /// Programs `lb` (shared: the caller also allows and forbids network namespaces on it).
     /// `node` is a runtime in the node's network namespace (conntrack is flushed there).
+    ///
+    /// What `lb` already serves (pinned maps adopted from a previous process) counts as
+    /// programmed: the first (full) apply keeps what the table still has, without a write,
+    /// and removes the rest.
     pub fn new(lb: Arc<Mutex<SockLb>>, node: tokio::runtime::Handle) -> EbpfDataplane {
-        EbpfDataplane {
+        let adopted = lock(&lb).services();
+        let dataplane = EbpfDataplane {
             lb,
             north_south: None,
             node,
             state: Mutex::default(),
-        }
+        };
+        dataplane.adopt(adopted);
+        dataplane
     }
 
     /// Also programs external frontends into `ns`, a north-south load balancer the caller
-    /// attached to the node namespace's external interfaces and pod bridge.
+    /// attached to the node namespace's external interfaces and pod bridge (its adopted
+    /// frontends count as programmed, as in [`EbpfDataplane::new`]).
     pub fn with_north_south(mut self, ns: Arc<Mutex<NodePortLb>>) -> EbpfDataplane {
+        let adopted = lock(&ns).frontends();
         self.north_south = Some(ns);
+        self.adopt(adopted);
         self
+    }
+
+    /// Records frontends found in the maps that `state` does not know yet.
+    fn adopt(&self, found: Vec<(Vip, Vec<BackendAddr>)>) {
+        let mut state = lock(&self.state);
+        let mut adopted = 0usize;
+        for (v, backends) in found {
+            let protocol = match v.proto {
+                skiff_ebpf::Protocol::Tcp => Protocol::Tcp,
+                skiff_ebpf::Protocol::Udp => Protocol::Udp,
+            };
+            let key = (v.addr, protocol);
+            if !state.frontends.contains_key(&key) {
+                let backends: Vec<SocketAddr> = backends.iter().map(|b| b.0).collect();
+                state.record(key, Some(&backends));
+                adopted += 1;
+            }
+        }
+        if adopted > 0 {
+            tracing::info!(
+                frontends = adopted,
+                "eBPF data plane: frontends found in pinned maps, reconciled at the first sync"
+            );
+        }
     }
 
     fn upsert(&self, f: &FrontendProgram) -> Result<(), DataplaneError> {
@@ -270,8 +308,9 @@ impl Dataplane for EbpfDataplane {
     }
 
     async fn shutdown(&self) -> Result<(), DataplaneError> {
-        // The programs detach when their owners drop the `SockLb` and `NodePortLb`; the maps
-        // go with them (nothing is pinned by this data plane yet).
+        // Nothing to undo here: the programs detach when their owners drop the `SockLb` and
+        // `NodePortLb` (process-owned links); the maps go with them unless the caller loaded
+        // them pinned, in which case they stay for the next process to adopt.
         Ok(())
     }
 }

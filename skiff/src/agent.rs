@@ -1,20 +1,31 @@
 //! `skiff agent`: node components against any Kubernetes API server (skiff's own or a real
 //! cluster's), on this host's network or inside a named namespace (`--netns`). This build runs
 //! the service proxy; the kubelet, DNS and ingress run in `skiff up`.
+//!
+//! A stop is half of a restart: SIGTERM keeps the routes and the pinned eBPF maps (under
+//! `--bpffs`/skiff/<node>), and the next start adopts them, so established connections live
+//! on; the programs themselves are attached through links this process owns and go with it,
+//! even on SIGKILL. `--cleanup` removes what a stopped agent keeps.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use skiff_proxy::routes::{self, ServiceRoute};
 
-use crate::cli::{AgentArgs, Component};
+use crate::cli::{AgentArgs, Component, ProxyMode};
+use crate::up::north_south::{self, NorthSouth};
 use crate::up::{admin, netns, proxy};
 
-/// Runs the agent until SIGINT/SIGTERM, on the calling thread.
+/// Runs the agent until SIGINT/SIGTERM (or, with `--cleanup`, cleans up), on the calling
+/// thread.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if args.cleanup {
+        return cleanup(&args);
+    }
     let unsupported: Vec<&str> = args
         .components
         .iter()
@@ -37,38 +48,46 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
     let service_cidrs = proxy::cidrs("service-cidr", &args.service_cidr)?;
     let lb_pool = proxy::cidrs("lb-pool", &args.lb_pool)?;
-    let node_name = match &args.node_name {
-        Some(n) => n.clone(),
-        None => rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned(),
-    };
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .context("--kubeconfig is required (only --cleanup runs without it)")?;
+    let node_name = node_name(&args)?;
+    if let Some(name) = &args.netns {
+        check_netns(name)?;
+    }
+    let pins = pin_dir(&args.bpffs, &node_name);
+    match args.proxy_mode {
+        // Before anything is changed: without a BPF file system nothing can be kept for a
+        // restart, which is part of what this mode promises.
+        ProxyMode::Ebpf => skiff_ebpf::check_bpffs(&args.bpffs).map_err(|e| {
+            anyhow::anyhow!(
+                "--bpffs {}: {e}; or pass --bpffs with a mounted one, or --proxy-mode userspace. \
+                 Nothing was started.",
+                args.bpffs.display()
+            )
+        })?,
+        ProxyMode::Userspace if pins.exists() => tracing::warn!(
+            pins = %pins.display(),
+            "pinned eBPF maps of an earlier agent are left unused: `skiff agent --cleanup` removes them"
+        ),
+        ProxyMode::Userspace => {}
+    }
     let root = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     // The data plane's sockets live in the node namespace: with --netns, on a runtime whose
     // threads entered it; otherwise on the agent's own runtime, in its own namespace.
     let node_runtime = match &args.netns {
-        Some(name) => {
-            anyhow::ensure!(
-                netns::path(name).exists(),
-                "--netns {name}: {} does not exist (create it with `ip netns add {name}`)",
-                netns::path(name).display()
-            );
-            Some(netns::node_runtime(name)?)
-        }
+        Some(name) => Some(netns::node_runtime(name)?),
         None => None,
     };
     let node = node_runtime
         .as_ref()
         .map_or_else(|| root.handle().clone(), |r| r.handle().clone());
-    let netns_path = args
-        .netns
-        .as_deref()
-        .map_or_else(|| PathBuf::from("/proc/self/ns/net"), netns::path);
+    let netns_path = node_netns_path(&args);
     root.block_on(async {
-        let client = skiff_controller::standalone::client_from_kubeconfig(&args.kubeconfig)
+        let client = skiff_controller::standalone::client_from_kubeconfig(&kubeconfig)
             .await
-            .with_context(|| format!("--kubeconfig {}", args.kubeconfig.display()))?;
+            .with_context(|| format!("--kubeconfig {}", kubeconfig.display()))?;
         let addresses = node_addresses(&client, &node_name, &args.node_ip).await?;
         let started = proxy::start(
             args.proxy_mode,
@@ -77,13 +96,107 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             &service_cidrs,
             &lb_pool,
             node.clone(),
+            Some(&pins),
         )?;
+        if let Some(ns) = &started.north_south {
+            // Now, not after the first sync: adopted maps go on serving established flows.
+            let first = ns.clone();
+            tokio::task::spawn_blocking(move || first.sync())
+                .await
+                .context("attaching the north-south load balancer")?
+                .context("attaching the north-south load balancer")?;
+        }
         let result = serve(&args, client, node_name, addresses, &started, &node).await;
-        // The routes go with the agent (a namespace of `skiff up` goes as a whole).
-        routes::remove(args.netns.as_deref(), &service_cidrs, started.service_route);
-        routes::remove(args.netns.as_deref(), &lb_pool, ServiceRoute::Local);
+        // The routes and pinned maps stay for the next start (`--cleanup` removes them); the
+        // programs go with this process.
+        if let Some(ns) = &started.north_south {
+            ns.detach_all();
+        }
         result
     })
+}
+
+/// `--node-name`, else the host name; it names the pin directory, so it must be one path
+/// component.
+fn node_name(args: &AgentArgs) -> anyhow::Result<String> {
+    let name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned(),
+    };
+    anyhow::ensure!(
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'),
+        "--node-name {name:?}: want a node name (letters, digits, '-', '.')"
+    );
+    Ok(name)
+}
+
+/// Where this node's maps are pinned: `<bpffs>/skiff/<node>`.
+fn pin_dir(bpffs: &Path, node_name: &str) -> PathBuf {
+    bpffs.join("skiff").join(node_name)
+}
+
+fn check_netns(name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        netns::path(name).exists(),
+        "--netns {name}: {} does not exist (create it with `ip netns add {name}`)",
+        netns::path(name).display()
+    );
+    Ok(())
+}
+
+fn node_netns_path(args: &AgentArgs) -> PathBuf {
+    args.netns
+        .as_deref()
+        .map_or_else(|| PathBuf::from("/proc/self/ns/net"), netns::path)
+}
+
+/// `--cleanup`: removes the pinned maps, the routes (of either data plane) and, on kernels
+/// before 6.6, tc filters a crashed agent left on the node's interfaces. Idempotent.
+fn cleanup(args: &AgentArgs) -> anyhow::Result<()> {
+    let service_cidrs = proxy::cidrs("service-cidr", &args.service_cidr)?;
+    let lb_pool = proxy::cidrs("lb-pool", &args.lb_pool)?;
+    let node_name = node_name(args)?;
+    if let Some(name) = &args.netns {
+        check_netns(name)?;
+    }
+    let pins = pin_dir(&args.bpffs, &node_name);
+    let removed = skiff_ebpf::remove_pins(&pins)
+        .with_context(|| format!("removing the pinned maps in {}", pins.display()))?;
+    if let Some(parent) = pins.parent() {
+        // shared by every node's agent: only when it is left empty
+        let _ = std::fs::remove_dir(parent);
+    }
+    let netns = args.netns.as_deref();
+    routes::remove(netns, &service_cidrs, ServiceRoute::Unreachable);
+    routes::remove(netns, &service_cidrs, ServiceRoute::Local);
+    routes::remove(netns, &lb_pool, ServiceRoute::Local);
+    let netns_path = node_netns_path(args);
+    let mut filters = 0;
+    for (interface, _) in north_south::node_interfaces(netns)? {
+        match skiff_ebpf::detach_leftover_filters(&netns_path, &interface) {
+            Ok(true) => filters += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(interface, error = %e, "removing leftover tc filters"),
+        }
+    }
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "skiff agent cleaned up: node={node_name} pins={} ({}) routes removed, {filters} tc filters removed",
+        pins.display(),
+        if removed { "removed" } else { "none" },
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 /// The proxy, its health-check NodePorts and the admin endpoint, until a signal.
@@ -133,6 +246,10 @@ async fn serve(
         addresses.clone(),
         stopped(),
     ));
+    let rescan = started
+        .north_south
+        .clone()
+        .map(|ns: Arc<NorthSouth>| tokio::spawn(ns.follow(stopped())));
     let mut synced = state.subscribe();
     let signal = crate::server::shutdown_signal();
     tokio::pin!(signal);
@@ -154,6 +271,9 @@ async fn serve(
     tracing::info!("skiff agent stopping");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(admin, proxy_task, health);
+    if let Some(rescan) = rescan {
+        let _ = rescan.await;
+    }
     Ok(())
 }
 

@@ -286,9 +286,9 @@ pub enum Component {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Kubeconfig of the API server to join.
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: PathBuf,
+    /// Kubeconfig of the API server to join (not needed with --cleanup).
+    #[arg(long, value_name = "FILE", required_unless_present = "cleanup")]
+    pub kubeconfig: Option<PathBuf>,
 
     /// Which node components to run (this build runs `proxy` in agent mode).
     #[arg(
@@ -327,6 +327,19 @@ pub struct AgentArgs {
     /// `/metrics`, `/proxy/dump` and `/healthz`, plain HTTP (kube-proxy's metrics port).
     #[arg(long, default_value = "127.0.0.1:10249")]
     pub admin_addr: std::net::SocketAddr,
+
+    /// The BPF file system where the eBPF data plane pins its maps, under
+    /// `skiff/<node-name>/`, so a restarted agent keeps established connections. Must be a
+    /// mounted bpffs (`mount -t bpf bpf /sys/fs/bpf`).
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf")]
+    pub bpffs: PathBuf,
+
+    /// Remove what an agent for this node leaves on exit (pinned BPF maps under --bpffs,
+    /// the routes of --service-cidr and --lb-pool in the node namespace, tc filters of
+    /// kernels before 6.6) and exit, like `kube-proxy --cleanup`. Run it with the agent
+    /// stopped.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 #[derive(Debug, Args)]
@@ -614,6 +627,14 @@ mod tests {
             panic!("not agent")
         };
         assert_eq!(agent.components, vec![Component::Proxy, Component::Dns]);
+        assert_eq!(agent.bpffs, PathBuf::from("/sys/fs/bpf"));
+        assert!(!agent.cleanup);
+        // --cleanup needs no kubeconfig
+        let cli = Cli::try_parse_from(["skiff", "agent", "--cleanup", "--netns", "n"]).unwrap();
+        let Command::Agent(agent) = cli.command else {
+            panic!("not agent")
+        };
+        assert!(agent.cleanup && agent.kubeconfig.is_none());
 
         let cli = Cli::try_parse_from([
             "skiff",

@@ -20,4 +20,5 @@ mod up_binary;
 mod up_ingress;
 mod up_ingress_bad;
 mod up_ingress_reload;
+mod up_nodeport;
 mod userspace_proxy;

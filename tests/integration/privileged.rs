@@ -1,5 +1,6 @@
-//! What every privileged test shares: the root check, running `ip`, and a node namespace
-//! fixture that cleans up after itself.
+//! What every privileged test shares: the root check, running `ip`, a node namespace
+//! fixture that cleans up after itself, a private BPF file system, and the BPF programs a
+//! process holds.
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -134,4 +135,83 @@ pub fn netns_runtime(name: &str) -> Result<tokio::runtime::Runtime> {
             }
         })
         .build()?)
+}
+
+/// A private BPF file system mounted on a temp dir, for pins: a test never touches
+/// /sys/fs/bpf. Drop removes what is pinned in it, unmounts and removes the dir.
+#[derive(Debug)]
+pub struct Bpffs {
+    pub dir: std::path::PathBuf,
+}
+
+impl Bpffs {
+    pub fn new(tag: &str) -> Result<Bpffs> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "skt-bpffs-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()?;
+        if !status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            anyhow::bail!("mount -t bpf bpf {} failed", dir.display());
+        }
+        Ok(Bpffs { dir })
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        // Whatever is left (a failed test's pins): unmounting frees the maps nobody holds.
+        match std::process::Command::new("umount").arg(&self.dir).status() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("cleanup: umount {}: {other:?}", self.dir.display()),
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The ids of the BPF programs process `pid` holds, loaded or through links (from its
+/// fdinfo: `prog_id:` of bpf-prog and bpf_link descriptors).
+pub fn bpf_program_ids(pid: u32) -> Result<std::collections::BTreeSet<u32>> {
+    let mut ids = std::collections::BTreeSet::new();
+    let dir = format!("/proc/{pid}/fdinfo");
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Ok(info) = std::fs::read_to_string(entry?.path()) else {
+            continue; // closed meanwhile
+        };
+        for line in info.lines() {
+            if let Some(id) = line.strip_prefix("prog_id:") {
+                ids.extend(id.trim().parse::<u32>().ok());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The names of the loaded BPF programs among `ids` (those still in the kernel).
+pub fn loaded_program_names(ids: &std::collections::BTreeSet<u32>) -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| ids.contains(&p.id()))
+        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+/// The names of the tcx programs at ingress of `dev` in the network namespace at `netns`.
+pub fn tcx_ingress_programs(netns: &std::path::Path, dev: &str) -> Result<Vec<String>> {
+    let dev = dev.to_owned();
+    let (_, programs) = skiff_node::sandbox::run_in_netns(Some(netns), move || {
+        aya::programs::SchedClassifier::query_tcx(&dev, aya::programs::TcAttachType::Ingress)
+    })?
+    .context("querying tcx programs")?;
+    Ok(programs
+        .iter()
+        .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+        .collect())
 }

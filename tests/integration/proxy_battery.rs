@@ -181,6 +181,7 @@ impl Env {
                     max_backends: 4096,
                     maglev_size: 1021,
                     max_flows: 4096,
+                    pin_dir: None,
                 })?));
                 north_south = Some(ns.clone());
                 Arc::new(EbpfDataplane::new(lb, node_rt.handle().clone()).with_north_south(ns))

@@ -97,6 +97,11 @@ impl SkiffUp {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A kube client with the admin kubeconfig.
     pub async fn client(&self) -> Result<kube::Client> {
         Ok(skiff_controller::standalone::client_from_kubeconfig(&self.kubeconfig).await?)

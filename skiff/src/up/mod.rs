@@ -6,6 +6,7 @@ mod apply;
 mod dns;
 mod ingress;
 pub(crate) mod netns;
+pub(crate) mod north_south;
 pub(crate) mod proxy;
 
 use std::path::PathBuf;
@@ -73,6 +74,8 @@ async fn run_cluster(
         &service_cidrs,
         &lb_pool,
         node.handle().clone(),
+        // `up` removes everything at exit: nothing to keep for a next run
+        None,
     )?;
     sandbox_config.netns_observer = dataplane.observer.clone();
     // The node's own addresses: NodePorts, health checks and the in-cluster DNS listen there.
@@ -168,7 +171,22 @@ async fn run_cluster(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    // After the kubelet's sandbox manager made the bridge: DNS listens on its addresses.
+    // After the kubelet's sandbox manager made the bridge, where the node's addresses are:
+    // the tc balancer serves NodePorts and LoadBalancer IPs there to clients outside the
+    // node namespace (the host's loopback ports are proxied by sockets, not through it).
+    let north_south = match &dataplane.north_south {
+        Some(ns) => {
+            let first = ns.clone();
+            match tokio::task::spawn_blocking(move || first.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "attaching the north-south load balancer"),
+                Err(e) => tracing::warn!(error = %e, "attaching the north-south load balancer"),
+            }
+            Some(tokio::spawn(ns.clone().follow(plane.stopped())))
+        }
+        None => None,
+    };
+    // DNS listens on the bridge's addresses too.
     let dns = dns::start(
         &args.cluster,
         args.dns_port,
@@ -276,6 +294,14 @@ async fn run_cluster(
     if let Err(e) = dataplane.dataplane.shutdown().await {
         tracing::warn!(error = %e, "stopping the data plane");
     }
+    if let Some(task) = north_south
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "the north-south rescan ended abnormally");
+    }
+    if let Some(ns) = &dataplane.north_south {
+        ns.detach_all();
+    }
     match kubelet.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "the kubelet failed"),
@@ -293,7 +319,8 @@ async fn run_cluster(
     if let Err(e) = sandboxes.teardown_all().await {
         tracing::warn!(error = %e, "cannot tear down every pod sandbox");
     }
-    // The socket load balancer's links go with its last handle (nothing is pinned).
+    // The socket load balancer's links go with its last handle (nothing is pinned), the tc
+    // links were detached above (and would go with the netns and the process anyway).
     drop(dataplane);
     tracing::info!("skiff up stopped");
     Ok(())
