@@ -7,9 +7,10 @@
 //! on; the programs themselves are attached through links this process owns and go with it,
 //! even on SIGKILL. `--cleanup` removes what a stopped agent keeps.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
@@ -17,6 +18,7 @@ use kube::api::Api;
 use skiff_proxy::routes::{self, ServiceRoute};
 
 use crate::cli::{AgentArgs, Component, ProxyMode};
+use crate::pod_netns::PodNetns;
 use crate::up::north_south::{self, NorthSouth};
 use crate::up::{admin, netns, proxy};
 
@@ -89,6 +91,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--kubeconfig {}", kubeconfig.display()))?;
         let addresses = node_addresses(&client, &node_name, &args.node_ip).await?;
+        let pods = PodNetns::new(skiff_node::sandbox::NETNS_DIR, args.pod_netns_prefix.clone());
+        let pods_now = if args.pod_netns_prefix.is_empty() {
+            HashMap::new()
+        } else {
+            pods.current()
+        };
+        let cookies: Vec<u64> = pods_now.values().copied().collect();
         let started = proxy::start(
             args.proxy_mode,
             args.netns.as_deref(),
@@ -97,7 +106,21 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             &lb_pool,
             node.clone(),
             Some(&pins),
+            &cookies,
         )?;
+        let pod_watch = match (&started.sock_lb, args.pod_netns_prefix.is_empty()) {
+            (_, true) => None,
+            (None, false) => {
+                tracing::info!(
+                    "--pod-netns-prefix: the userspace data plane serves pods through the node's routes; nothing to follow"
+                );
+                None
+            }
+            (Some(lb), false) => {
+                tracing::info!(dir = %pods.dir().display(), prefixes = ?args.pod_netns_prefix, found = pods_now.len(), "following pod network namespaces");
+                Some((pods, lb.clone(), pods_now))
+            }
+        };
         if let Some(ns) = &started.north_south {
             // Now, not after the first sync: adopted maps go on serving established flows.
             let first = ns.clone();
@@ -106,7 +129,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .context("attaching the north-south load balancer")?
                 .context("attaching the north-south load balancer")?;
         }
-        let result = serve(&args, client, node_name, addresses, &started, &node).await;
+        let result = serve(&args, client, node_name, addresses, &started, &node, pod_watch).await;
         // The routes and pinned maps stay for the next start (`--cleanup` removes them); the
         // programs go with this process.
         if let Some(ns) = &started.north_south {
@@ -115,6 +138,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         result
     })
 }
+
+/// What `--pod-netns-prefix` follows: the namespaces, the balancer, those allowed at start.
+type FollowPods = (
+    PodNetns,
+    Arc<Mutex<skiff_ebpf::SockLb>>,
+    HashMap<String, u64>,
+);
 
 /// `--node-name`, else the host name; it names the pin directory, so it must be one path
 /// component.
@@ -207,6 +237,7 @@ async fn serve(
     addresses: Vec<IpAddr>,
     started: &proxy::Started,
     node: &tokio::runtime::Handle,
+    pods: Option<FollowPods>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -250,6 +281,17 @@ async fn serve(
         .north_south
         .clone()
         .map(|ns: Arc<NorthSouth>| tokio::spawn(ns.follow(stopped())));
+    let pod_watch = pods.map(|(pods, lb, known)| {
+        let dir = pods.dir().to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = pods.follow(lb, known, stopped()).await {
+                tracing::error!(
+                    "--pod-netns-prefix: cannot follow {}: {e:#}; pod namespaces made from now on are not load balanced",
+                    dir.display()
+                );
+            }
+        })
+    });
     let mut synced = state.subscribe();
     let signal = crate::server::shutdown_signal();
     tokio::pin!(signal);
@@ -273,6 +315,9 @@ async fn serve(
     let _ = tokio::join!(admin, proxy_task, health);
     if let Some(rescan) = rescan {
         let _ = rescan.await;
+    }
+    if let Some(pod_watch) = pod_watch {
+        let _ = pod_watch.await;
     }
     Ok(())
 }

@@ -334,6 +334,13 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf")]
     pub bpffs: PathBuf,
 
+    /// eBPF mode: the network namespaces under /run/netns whose names start with PREFIX
+    /// (repeatable or comma-separated; CNI plugins name pod namespaces `cni-<id>`) are load
+    /// balanced too, from the moment they appear until they go, so pods that another runtime
+    /// runs on this node reach Services. Without it only the node namespace is.
+    #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
+    pub pod_netns_prefix: Vec<String>,
+
     /// Remove what an agent for this node leaves on exit (pinned BPF maps under --bpffs,
     /// the routes of --service-cidr and --lb-pool in the node namespace, tc filters of
     /// kernels before 6.6) and exit, like `kube-proxy --cleanup`. Run it with the agent

@@ -6,6 +6,7 @@ mod builtins;
 mod cli;
 mod controller;
 mod manifests;
+mod pod_netns;
 mod server;
 mod up;
 

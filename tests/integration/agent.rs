@@ -7,6 +7,9 @@
 //!   connected UDP socket to a ClusterIP keep working across SIGTERM + start, with the API
 //!   changed in between (a Service removed, one added, endpoints added): the programmed maps
 //!   then equal the new table.
+//! - eBPF `--pod-netns-prefix`: "pod" namespaces made outside skiff (before and after the
+//!   start) reach a ClusterIP through the socket load balancer; others do not; deletion and
+//!   re-creation are followed.
 //! - eBPF SIGKILL: none of the agent's BPF programs is left in the kernel (so none is
 //!   attached anywhere: not at the cgroup root, not on tc), the pins stay, `--cleanup`
 //!   removes them.
@@ -74,21 +77,60 @@ impl Netns {
         ip(&["-n", name, "addr", "add", "10.250.7.2/24", "dev", "bk0"])?;
         ip(&["-n", name, "link", "set", "bk1", "up"])?;
         ip(&["-n", name, "link", "set", "bk0", "up"])?;
-        let listener = run_in_netns(Some(&ns.path()), || TcpListener::bind("10.250.7.2:8080"))??;
+        ns.serve("10.250.7.2:8080", "backend")?;
+        Ok(ns)
+    }
+
+    /// A TCP server at `addr` inside the namespace writing `answer` to every connection,
+    /// until drop.
+    fn serve(&mut self, addr: &str, answer: &'static str) -> Result<()> {
+        let addr: SocketAddr = addr.parse()?;
+        let listener = run_in_netns(Some(&self.path()), move || TcpListener::bind(addr))??;
         listener.set_nonblocking(true)?;
-        let stop = ns.stop.clone();
-        ns.server = Some(std::thread::spawn(move || {
+        let stop = self.stop.clone();
+        self.server = Some(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
                         let _ = s.set_nonblocking(false);
-                        let _ = s.write_all(b"backend");
+                        let _ = s.write_all(answer.as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
         }));
+        Ok(())
+    }
+
+    /// A "pod" namespace: `lo` up holding 10.250.9.1, where a server on :8080 answers
+    /// `answer`; no other interface, so nothing but the socket load balancer can take a
+    /// connection to a service address anywhere.
+    fn pod(name: &str, answer: &'static str) -> Result<Netns> {
+        let _ = ip(&["netns", "delete", name]);
+        ip(&["netns", "add", name])?;
+        let mut ns = Netns {
+            name: name.to_owned(),
+            stop: Arc::new(AtomicBool::new(false)),
+            server: None,
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        ip(&["-n", name, "addr", "add", "10.250.9.1/32", "dev", "lo"])?;
+        ns.serve("10.250.9.1:8080", answer)?;
         Ok(ns)
+    }
+
+    /// Waits until `addr` answers `want` from inside the namespace.
+    fn until_answers(&self, addr: SocketAddr, want: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.get(addr) {
+                Ok(answer) if answer == want => return Ok(()),
+                result if Instant::now() > deadline => {
+                    bail!("{addr} never answered {want}: {result:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// Connects from inside the namespace and reads the answer.
@@ -105,14 +147,7 @@ impl Netns {
 
     /// Waits until `addr` answers `backend` from inside the namespace.
     fn until_served(&self, addr: SocketAddr) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.get(addr) {
-                Ok(answer) if answer == "backend" => return Ok(()),
-                result if Instant::now() > deadline => bail!("{addr} never served: {result:?}"),
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        self.until_answers(addr, "backend")
     }
 }
 
@@ -144,6 +179,17 @@ impl Agent {
         bpffs: &Path,
         node_ip: &str,
     ) -> Result<Agent> {
+        Self::start_args(kubeconfig, netns, mode, bpffs, node_ip, &[])
+    }
+
+    fn start_args(
+        kubeconfig: &std::path::Path,
+        netns: &str,
+        mode: &str,
+        bpffs: &Path,
+        node_ip: &str,
+        extra: &[&str],
+    ) -> Result<Agent> {
         let mut child = Command::new(skiff_exe()?)
             .args(["agent", "--kubeconfig"])
             .arg(kubeconfig)
@@ -163,6 +209,7 @@ impl Agent {
                 "--bpffs",
             ])
             .arg(bpffs)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -255,6 +302,12 @@ impl Drop for Agent {
 
 /// A selector-less ClusterIP Service with a hand-made EndpointSlice to the test's backend.
 async fn service(client: &kube::Client, name: &str) -> Result<SocketAddr> {
+    service_to(client, name, "10.250.7.2").await
+}
+
+/// A selector-less ClusterIP Service (port 80) with a hand-made EndpointSlice to
+/// `backend`:8080.
+async fn service_to(client: &kube::Client, name: &str, backend: &str) -> Result<SocketAddr> {
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -272,7 +325,7 @@ async fn service(client: &kube::Client, name: &str) -> Result<SocketAddr> {
             "endpointslice.kubernetes.io/managed-by": "agent-test.skiff.dev"
         }},
         "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.250.7.2"], "conditions": {"ready": true}}],
+        "endpoints": [{"addresses": [backend], "conditions": {"ready": true}}],
         "ports": [{"name": "web", "port": 8080, "protocol": "TCP"}]
     }))?;
     slices.create(&PostParams::default(), &slice).await?;
@@ -350,6 +403,65 @@ fn agent_proxy_ebpf_serves_cluster_ips_in_its_namespace() -> Result<()> {
 #[test]
 fn agent_proxy_userspace_serves_cluster_ips_in_its_namespace() -> Result<()> {
     agent_serves_cluster_ips("userspace")
+}
+
+/// `--pod-netns-prefix`: namespaces another runtime made (here: `ip netns add`) are load
+/// balanced, those there at start and those made later; a namespace without the prefix is
+/// left alone; a deleted one is forgotten, and a re-created one is served again.
+#[test]
+fn agent_ebpf_balances_pod_namespaces_it_follows() -> Result<()> {
+    if !privileged("skiff agent") {
+        return Ok(());
+    }
+    let pid = std::process::id();
+    let dir = tempfile::tempdir()?;
+    let mut up = SkiffUp::start(&format!("agpod{pid}"), &dir.path().join("data"), &[])?;
+    let ns = Netns::start(&format!("skagent{pid}-pods"))?;
+    let prefix = format!("skpod{pid}-");
+    let before = Netns::pod(&format!("{prefix}a"), "a")?;
+    let other = Netns::pod(&format!("skother{pid}"), "other")?;
+    let bpffs = Bpffs::new("agent-pods")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let client = rt.block_on(up.client())?;
+    let svc = rt.block_on(service_to(&client, "agent-pods", "10.250.9.1"))?;
+    let flag = format!("--pod-netns-prefix={prefix}");
+    let agent = Agent::start_args(
+        &up.kubeconfig,
+        &ns.name,
+        "ebpf",
+        &bpffs.dir,
+        "10.250.7.1",
+        &[&flag],
+    )?;
+    before.until_answers(svc, "a")?;
+    let after = Netns::pod(&format!("{prefix}b"), "b")?;
+    after.until_answers(svc, "b")?;
+    ensure!(
+        other.get(svc).is_err(),
+        "a namespace without the prefix was load balanced"
+    );
+    let allowed = |dump: &str| {
+        dump.lines()
+            .find_map(|l| l.strip_prefix("allowed_netns ("))
+            .and_then(|l| l.split(')').next())
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    // the node's namespace and both pods
+    ensure!(allowed(&agent.dump()?) == Some(3), "{}", agent.dump()?);
+    drop(after);
+    until("the deleted pod namespace forgotten", || {
+        let dump = agent.dump()?;
+        ensure!(allowed(&dump) == Some(2), "{dump}");
+        Ok(())
+    })?;
+    let again = Netns::pod(&format!("{prefix}b"), "b again")?;
+    again.until_answers(svc, "b again")?;
+    drop(agent);
+    drop((before, again, other, ns));
+    let _ = cleanup(&format!("skagent{pid}-pods"), &bpffs.dir);
+    let status = up.stop()?;
+    ensure!(status.success(), "skiff up exited with {status}");
+    Ok(())
 }
 
 #[test]

@@ -103,9 +103,7 @@ pub(crate) fn controlling_terminal_on_exec(cmd: &mut tokio::process::Command, tt
 }
 
 /// Registers `fd` (non-blocking) with the tokio reactor, for readiness-driven reads and writes.
-pub(crate) fn register_with_reactor(
-    fd: OwnedFd,
-) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+pub fn register_with_reactor(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the `AsyncFd` owns the `OwnedFd`, so the descriptor stays open and the same
     // for the registration's whole life, which is all `register` asks.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)

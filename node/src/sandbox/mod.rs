@@ -48,8 +48,8 @@ pub use netns::{
 };
 pub use spec::{DnsOption, DnsPolicy, HostAlias, PodDnsConfig, PodResources, PodSandboxSpec};
 
-pub use exec::Mount;
 use exec::{Entry, enter_on_exec};
+pub use exec::{Mount, register_with_reactor};
 use fsutil::{write_atomic, write_in_place};
 use ip::{Ip, is_missing};
 use netlink::Netlink;

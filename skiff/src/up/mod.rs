@@ -76,6 +76,8 @@ async fn run_cluster(
         node.handle().clone(),
         // `up` removes everything at exit: nothing to keep for a next run
         None,
+        // its pod namespaces are the kubelet's, allowed through `netns_observer`
+        &[],
     )?;
     sandbox_config.netns_observer = dataplane.observer.clone();
     // The node's own addresses: NodePorts, health checks and the in-cluster DNS listen there.

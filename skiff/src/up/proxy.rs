@@ -25,6 +25,8 @@ pub struct Started {
     /// The tc balancer for traffic from outside the node (eBPF only); the caller attaches it
     /// ([`NorthSouth::sync`]) once the node's interfaces exist, and detaches it at exit.
     pub north_south: Option<Arc<NorthSouth>>,
+    /// The socket load balancer (eBPF only), for callers that allow namespaces themselves.
+    pub sock_lb: Option<Arc<Mutex<SockLb>>>,
 }
 
 /// Allows each pod namespace on the socket load balancer while it exists.
@@ -61,7 +63,9 @@ pub fn cidrs(flag: &str, value: &str) -> anyhow::Result<Vec<Cidr>> {
 /// `/proc/self/ns/net`), then loads the data plane for `mode`. eBPF falls back to userspace,
 /// with the reason, where it cannot load. With `pins` (a directory on a BPF file system) the
 /// eBPF maps are pinned there and a previous process's are adopted; the programs are always
-/// attached through links this process owns, so they go when it exits or dies.
+/// attached through links this process owns, so they go when it exits or dies. The socket
+/// load balancer acts on the node namespace and the namespaces of `also_allowed` (cookies).
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     mode: ProxyMode,
     netns_name: Option<&str>,
@@ -70,12 +74,13 @@ pub fn start(
     lb_pool: &[Cidr],
     node: tokio::runtime::Handle,
     pins: Option<&Path>,
+    also_allowed: &[u64],
 ) -> anyhow::Result<Started> {
     // Every LoadBalancer address is the node's own inside its namespace (they exist nowhere else).
     routes::install(netns_name, lb_pool, ServiceRoute::Local)
         .context("cannot route the LoadBalancer pool in the node netns")?;
     if mode == ProxyMode::Ebpf {
-        match load_ebpf(netns_path, pins) {
+        match load_ebpf(netns_path, pins, also_allowed) {
             Ok((lb, ns)) => {
                 // Unknown service addresses are rejected before anything is programmed (a
                 // previous run in the other mode may have left its kind of route).
@@ -92,8 +97,9 @@ pub fn start(
                     dataplane: Arc::new(
                         EbpfDataplane::new(lb.clone(), node).with_north_south(ns.clone()),
                     ),
-                    observer: Some(Arc::new(AllowPods(lb))),
+                    observer: Some(Arc::new(AllowPods(lb.clone()))),
                     north_south: Some(Arc::new(NorthSouth::new(ns, netns_name, netns_path))),
+                    sock_lb: Some(lb),
                 });
             }
             Err(e) => tracing::warn!(
@@ -109,20 +115,27 @@ pub fn start(
         dataplane: Arc::new(UserspaceDataplane::new(node)),
         observer: None,
         north_south: None,
+        sock_lb: None,
     })
 }
 
-fn load_ebpf(node_netns: &Path, pins: Option<&Path>) -> anyhow::Result<(SockLb, NodePortLb)> {
+fn load_ebpf(
+    node_netns: &Path,
+    pins: Option<&Path>,
+    also_allowed: &[u64],
+) -> anyhow::Result<(SockLb, NodePortLb)> {
     let started = std::time::Instant::now();
     let mut lb = SockLb::load(SockLbOptions {
         pin_dir: pins.map(Path::to_owned),
         ..SockLbOptions::default()
     })
     .context("loading the BPF programs")?;
-    // The node namespace and nothing else (pinned maps may list a previous run's pod
-    // namespaces): pod namespaces are added as they are made.
+    // The node namespace and the given ones, nothing else (pinned maps may list a previous
+    // run's pod namespaces): pod namespaces are added as they are made.
     let cookie = skiff_ebpf::netns_cookie(node_netns).context("the node netns cookie")?;
-    let stale = lb.set_allowed_netns(&[cookie])?;
+    let mut allowed = vec![cookie];
+    allowed.extend_from_slice(also_allowed);
+    let stale = lb.set_allowed_netns(&allowed)?;
     if stale > 0 {
         tracing::info!(stale, "forgot network namespaces a previous run allowed");
     }
