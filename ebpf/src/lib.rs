@@ -15,8 +15,11 @@
 //!
 //! Both can pin their maps in a BPF file system (`pin_dir`) and adopt them on the next load,
 //! so a restarted process keeps the state of established connections; the programs are
-//! attached through links this process owns (never pinned), so they are detached when it
-//! exits or dies. [`remove_pins`] removes what a pin directory holds.
+//! attached through links this process owns, so they are detached when it dies. On a clean
+//! stop the owner may hand its links over (`hand_over`: pinned beside the maps, the programs
+//! keep translating while no process runs) to the next process, which releases them
+//! ([`release_links`]) once its own programs are attached. [`remove_pins`] removes what a pin
+//! directory holds, handed-over links included.
 //!
 //! What a client sees: a connect to a virtual address goes to a backend chosen at random (or
 //! its affinity backend), and getpeername()/recvfrom() report the virtual address. A service
@@ -28,6 +31,7 @@
 mod abi;
 mod cgroup;
 mod error;
+mod handover;
 pub mod maglev;
 mod netns;
 mod nodeport;
@@ -37,6 +41,7 @@ mod sock_lb;
 
 pub use cgroup::cgroup_v2_root;
 pub use error::EbpfError;
+pub use handover::release_links;
 pub use netns::{current_netns_cookie, netns_cookie, netns_cookie_fd, socket_netns_cookie};
 pub use nodeport::{
     FrontendOptions, NodePortCounters, NodePortLb, NodePortOptions, detach_leftover_filters,

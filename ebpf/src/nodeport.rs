@@ -29,7 +29,7 @@ use std::{
     fmt::{self, Write as _},
     fs::File,
     net::{IpAddr, SocketAddr},
-    os::fd::AsFd,
+    os::{fd::AsFd, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -37,7 +37,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, MapType, PerCpuArray, PerCpuValues},
-    programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
+    programs::{SchedClassifier, TcAttachType, links::FdLink, tc::SchedClassifierLinkId},
     util::KernelVersion,
 };
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
@@ -621,6 +621,43 @@ impl NodePortLb {
             .iter()
             .map(|a| (a.netns.clone(), a.interface.clone()))
             .collect()
+    }
+
+    /// Hands the attachments over to the next process: on Linux 6.6+ each tcx link is pinned
+    /// in `dir` as `link_tc_<netns inode>_<interface>` and keeps the program attached after
+    /// this one exits, until a process calls [`crate::release_links`] on `dir` (after
+    /// attaching its own). Older kernels' filters are detached (the next attach replaces
+    /// leftovers anyway). Returns how many were handed over.
+    pub fn hand_over(&mut self, dir: &Path) -> Result<usize, EbpfError> {
+        if !has_tcx() {
+            self.detach_all();
+            return Ok(0);
+        }
+        let mut handed = 0;
+        let mut first_error = None;
+        for a in std::mem::take(&mut self.attached) {
+            let ino = std::fs::metadata(&a.netns).map(|m| m.ino()).unwrap_or(0);
+            let name = format!("tc_{ino}_{}", a.interface);
+            let result = self
+                .program()
+                .and_then(|p| {
+                    p.take_link(a.link)
+                        .map_err(|e| EbpfError::program(PROGRAM, e))
+                })
+                .and_then(|link| {
+                    FdLink::try_from(link).map_err(|e| {
+                        EbpfError::io("a tcx link as a BPF link", std::io::Error::other(e))
+                    })
+                })
+                .and_then(|fd| crate::handover::pin(dir, &name, fd));
+            match result {
+                Ok(()) => handed += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(handed), Err)
     }
 
     /// Detaches the program from every interface (also done on drop). Maps stay.

@@ -117,6 +117,7 @@ pub fn remove_pins(dir: impl AsRef<Path>) -> Result<bool, EbpfError> {
     if !dir.exists() {
         return Ok(false);
     }
+    crate::release_links(dir)?;
     for name in ALL_PINNED {
         remove_file(&dir.join(name))?;
     }

@@ -42,7 +42,9 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, MapType, PerCpuArray, PerCpuValues},
-    programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId, links::FdLink,
+    },
     util::KernelVersion,
 };
 
@@ -569,6 +571,42 @@ impl SockLb {
         if let Some((_, links)) = self.attached.take() {
             self.detach_links(links);
         }
+    }
+
+    /// Hands the attachments over to the next process: each link is pinned in `dir` as
+    /// `link_sock_<program>` and keeps its program attached after this one exits, until a
+    /// process calls [`crate::release_links`] on `dir` (after attaching its own). Links the
+    /// kernel cannot pin (made by the pre-5.7 attach call) are detached. Returns how many
+    /// were handed over.
+    pub fn hand_over(&mut self, dir: &Path) -> Result<usize, EbpfError> {
+        let Some((_, links)) = self.attached.take() else {
+            return Ok(0);
+        };
+        let mut handed = 0;
+        let mut first_error = None;
+        for (name, id) in links {
+            let link = match self
+                .program(name)
+                .and_then(|p| p.take_link(id).map_err(|e| EbpfError::program(name, e)))
+            {
+                Ok(link) => link,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            match FdLink::try_from(link) {
+                Ok(fd) => match crate::handover::pin(dir, &format!("sock_{name}"), fd) {
+                    Ok(()) => handed += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                },
+                // dropping the owned link detaches it
+                Err(e) => tracing::debug!(program = name, error = %e, "not a BPF link: detached"),
+            }
+        }
+        first_error.map_or(Ok(handed), Err)
     }
 
     fn detach_links(&mut self, links: Vec<(&'static str, CgroupSockAddrLinkId)>) {

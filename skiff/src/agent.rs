@@ -4,8 +4,9 @@
 //!
 //! A stop is half of a restart: SIGTERM keeps the routes and the pinned eBPF maps (under
 //! `--bpffs`/skiff/<node>), and the next start adopts them, so established connections live
-//! on; the programs themselves are attached through links this process owns and go with it,
-//! even on SIGKILL. `--cleanup` removes what a stopped agent keeps.
+//! on; the programs' links are pinned there too (handed over), so they translate while no
+//! agent runs, and the next start releases them once its own are attached. A crash pins
+//! nothing: its programs go with it. `--cleanup` removes what a stopped agent keeps.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -129,14 +130,51 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .context("attaching the north-south load balancer")?
                 .context("attaching the north-south load balancer")?;
         }
+        // Our programs are attached: those a previous agent handed over can go (in userspace
+        // mode too: a previous eBPF agent's must not go on translating).
+        match skiff_ebpf::release_links(&pins) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(links = n, "released the programs the previous agent handed over"),
+            Err(e) => tracing::warn!(error = %e, "cannot release the previous agent's programs"),
+        }
         let result = serve(&args, client, node_name, addresses, &started, &node, pod_watch).await;
-        // The routes and pinned maps stay for the next start (`--cleanup` removes them); the
-        // programs go with this process.
+        // The routes and pinned maps stay for the next start (`--cleanup` removes them). After
+        // a clean stop the programs stay attached too, pinned for the next start to take
+        // over, so no packet of an established connection meets an untranslated node; after
+        // an error they go with this process.
+        hand_over(&started, &pins, result.is_ok());
+        result
+    })
+}
+
+/// Pins the eBPF programs' links in `pins` for the next agent (`keep`), else detaches them.
+fn hand_over(started: &proxy::Started, pins: &Path, keep: bool) {
+    if !keep {
         if let Some(ns) = &started.north_south {
             ns.detach_all();
         }
-        result
-    })
+        return;
+    }
+    let mut handed = 0;
+    if let Some(lb) = &started.sock_lb {
+        match lock(lb).hand_over(pins) {
+            Ok(n) => handed += n,
+            Err(e) => tracing::warn!(error = %e, "socket load balancer links not handed over"),
+        }
+    }
+    if let Some(ns) = &started.north_south {
+        match ns.hand_over(pins) {
+            Ok(n) => handed += n,
+            Err(e) => tracing::warn!(error = %e, "north-south links not handed over"),
+        }
+    }
+    if handed > 0 {
+        tracing::info!(links = handed, pins = %pins.display(), "programs left attached for the next start (`skiff agent --cleanup` removes them)");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What `--pod-netns-prefix` follows: the namespaces, the balancer, those allowed at start.

@@ -328,9 +328,9 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1:10249")]
     pub admin_addr: std::net::SocketAddr,
 
-    /// The BPF file system where the eBPF data plane pins its maps, under
-    /// `skiff/<node-name>/`, so a restarted agent keeps established connections. Must be a
-    /// mounted bpffs (`mount -t bpf bpf /sys/fs/bpf`).
+    /// The BPF file system where the eBPF data plane pins its maps (and, on a clean stop,
+    /// its programs' links), under `skiff/<node-name>/`, so a restarted agent keeps
+    /// established connections. Must be a mounted bpffs (`mount -t bpf bpf /sys/fs/bpf`).
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf")]
     pub bpffs: PathBuf,
 
@@ -341,7 +341,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
     pub pod_netns_prefix: Vec<String>,
 
-    /// Remove what an agent for this node leaves on exit (pinned BPF maps under --bpffs,
+    /// Remove what an agent for this node leaves on exit (pinned BPF maps and programs under --bpffs,
     /// the routes of --service-cidr and --lb-pool in the node namespace, tc filters of
     /// kernels before 6.6) and exit, like `kube-proxy --cleanup`. Run it with the agent
     /// stopped.

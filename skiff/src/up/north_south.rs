@@ -99,6 +99,13 @@ impl NorthSouth {
         }
     }
 
+    /// Pins the attachments in `dir` for the next process ([`NodePortLb::hand_over`]).
+    pub fn hand_over(&self, dir: &Path) -> Result<usize, skiff_ebpf::EbpfError> {
+        let handed = lock(&self.lb).hand_over(dir);
+        lock(&self.attached).0.clear();
+        handed
+    }
+
     /// Detaches from every interface (the links would go with the process anyway).
     pub fn detach_all(&self) {
         lock(&self.lb).detach_all();

@@ -62,8 +62,9 @@ pub fn cidrs(flag: &str, value: &str) -> anyhow::Result<Vec<Cidr>> {
 /// Sets the routes in the node namespace (`netns_name`; `None`: our own, at `netns_path`
 /// `/proc/self/ns/net`), then loads the data plane for `mode`. eBPF falls back to userspace,
 /// with the reason, where it cannot load. With `pins` (a directory on a BPF file system) the
-/// eBPF maps are pinned there and a previous process's are adopted; the programs are always
-/// attached through links this process owns, so they go when it exits or dies. The socket
+/// eBPF maps are pinned there and a previous process's are adopted; the programs are
+/// attached through links this process owns (the agent hands them over on a clean stop:
+/// `SockLb::hand_over`, `NorthSouth::hand_over`). The socket
 /// load balancer acts on the node namespace and the namespaces of `also_allowed` (cookies).
 #[allow(clippy::too_many_arguments)]
 pub fn start(
