@@ -37,6 +37,7 @@ mod netns;
 mod nodeport;
 mod nodeport_abi;
 mod pins;
+mod sets;
 mod sock_lb;
 
 pub use cgroup::cgroup_v2_root;

@@ -36,7 +36,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapType, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapType, PerCpuArray},
     programs::{SchedClassifier, TcAttachType, links::FdLink, tc::SchedClassifierLinkId},
     util::KernelVersion,
 };
@@ -46,6 +46,7 @@ use crate::{
     BackendAddr, EbpfError, Protocol, ServiceSlot, Vip, abi, maglev,
     nodeport_abi::{self as nabi, NsSvc},
     pins::{self, MapShape},
+    sets::{self, BackendSets, Slots, is_not_found},
 };
 
 /// The compiled object, embedded so the binary carries its own programs.
@@ -196,7 +197,7 @@ struct Attachment {
 pub struct NodePortLb {
     bpf: Ebpf,
     services: BpfHashMap<MapData, abi::SvcKey, nabi::NsSvcValue>,
-    backends: BpfHashMap<MapData, abi::BackendKey, abi::BackendValue>,
+    backends: BackendSets,
     maglev: BpfHashMap<MapData, abi::BackendKey, nabi::MaglevChunk>,
     members: BpfHashMap<MapData, abi::MemberKey, u8>,
     flows: BpfHashMap<MapData, nabi::Tuple, nabi::Flow>,
@@ -204,11 +205,7 @@ pub struct NodePortLb {
     snat: Array<MapData, nabi::SnatAddr>,
     counters: PerCpuArray<MapData, nabi::Counters>,
     programmed: HashMap<Vip, Programmed>,
-    free_slots: Vec<u32>,
-    next_slot: u32,
-    sets_in_use: HashSet<u32>,
-    next_set: u32,
-    max_frontends: u32,
+    slots: Slots,
     maglev_size: u32,
     attached: Vec<Attachment>,
 }
@@ -299,8 +296,11 @@ impl NodePortLb {
         let map_err = |name: &'static str| move |e| EbpfError::map(name, e);
         let services = BpfHashMap::try_from(take_map(&mut bpf, "ns_services")?)
             .map_err(map_err("ns_services"))?;
-        let backends = BpfHashMap::try_from(take_map(&mut bpf, "ns_backends")?)
-            .map_err(map_err("ns_backends"))?;
+        let backends = BackendSets::new(
+            BpfHashMap::try_from(take_map(&mut bpf, "ns_backends")?)
+                .map_err(map_err("ns_backends"))?,
+            "ns_backends",
+        );
         let maglev =
             BpfHashMap::try_from(take_map(&mut bpf, "ns_maglev")?).map_err(map_err("ns_maglev"))?;
         let members = BpfHashMap::try_from(take_map(&mut bpf, "ns_members")?)
@@ -323,11 +323,7 @@ impl NodePortLb {
             snat,
             counters,
             programmed: HashMap::new(),
-            free_slots: Vec::new(),
-            next_slot: 0,
-            sets_in_use: HashSet::new(),
-            next_set: 1,
-            max_frontends: options.max_frontends,
+            slots: Slots::new(options.max_frontends),
             maglev_size: options.maglev_size,
             attached: Vec::new(),
         };
@@ -359,9 +355,9 @@ impl NodePortLb {
         for (key, value) in entries {
             let (ip, port, proto) = abi::parse_svc_key(&key);
             let v = NsSvc::decode(&value);
-            let usable = Protocol::from_number(proto).filter(|_| v.slot < self.max_frontends);
+            let usable = Protocol::from_number(proto).filter(|_| v.slot < self.slots.max());
             let backends = match usable {
-                Some(_) => self.read_set(v.set, v.count)?,
+                Some(_) => self.backends.read(v.set, v.count)?,
                 None => None,
             };
             let (Some(proto), Some(backends)) = (usable, backends) else {
@@ -391,8 +387,7 @@ impl NodePortLb {
                     && (0..chunks)
                         .all(|c| self.maglev.get(&abi::backend_key(v.set, c), 0).is_ok()));
             used_slots.insert(v.slot);
-            self.sets_in_use.insert(v.set);
-            self.next_set = self.next_set.max(v.set.wrapping_add(1));
+            self.backends.adopt(v.set);
             self.programmed.insert(
                 vip,
                 Programmed {
@@ -406,11 +401,7 @@ impl NodePortLb {
                 rebuild.push(vip);
             }
         }
-        self.next_slot = used_slots.iter().max().map_or(0, |m| m + 1);
-        self.free_slots = (0..self.next_slot)
-            .filter(|s| !used_slots.contains(s))
-            .rev()
-            .collect();
+        self.slots.adopt(&used_slots);
         for vip in rebuild {
             if let Some(p) = self.programmed.get(&vip).cloned() {
                 tracing::info!(frontend = %vip, "rebuilding a pinned Maglev table");
@@ -422,7 +413,7 @@ impl NodePortLb {
 
     /// Programs `p` again under a fresh set (the same switch as an update).
     fn rewrite(&mut self, vip: Vip, p: &Programmed) -> Result<(), EbpfError> {
-        let set = self.alloc_set();
+        let set = self.backends.alloc();
         if let Err(e) = self.write_set(set, &p.backends) {
             self.delete_set(set, p.backends.len());
             return Err(e);
@@ -434,7 +425,7 @@ impl NodePortLb {
             return Err(EbpfError::map("ns_services", e));
         }
         // the old set's backends stay (deleted by the sweep: nothing points to that set now)
-        self.sets_in_use.remove(&p.set);
+        self.backends.forget(p.set);
         if let Some(entry) = self.programmed.get_mut(&vip) {
             entry.set = set;
         }
@@ -444,30 +435,11 @@ impl NodePortLb {
     /// Deletes backend entries, Maglev chunks and UDP memberships no adopted frontend uses,
     /// and adds the memberships an adopted UDP frontend lacks.
     fn sweep_orphans(&mut self) -> Result<(), EbpfError> {
-        let mut orphans = Vec::new();
-        for key in self.backends.keys() {
-            let key = key.map_err(|e| EbpfError::map("ns_backends", e))?;
-            if !self.sets_in_use.contains(&abi::parse_backend_key(&key).0) {
-                orphans.push(key);
-            }
-        }
-        for key in orphans {
-            self.backends
-                .remove(&key)
-                .map_err(|e| EbpfError::map("ns_backends", e))?;
-        }
-        let mut orphans = Vec::new();
-        for key in self.maglev.keys() {
-            let key = key.map_err(|e| EbpfError::map("ns_maglev", e))?;
-            if !self.sets_in_use.contains(&abi::parse_backend_key(&key).0) {
-                orphans.push(key);
-            }
-        }
-        for key in orphans {
-            self.maglev
-                .remove(&key)
-                .map_err(|e| EbpfError::map("ns_maglev", e))?;
-        }
+        self.backends.sweep()?;
+        let sets = &self.backends;
+        sets::remove_where(&mut self.maglev, "ns_maglev", |k| {
+            !sets.in_use(abi::parse_backend_key(k).0)
+        })?;
         let wanted: HashSet<(u32, SocketAddr)> = self
             .programmed
             .iter()
@@ -496,19 +468,6 @@ impl NodePortLb {
                 .map_err(|e| EbpfError::map("ns_members", e))?;
         }
         Ok(())
-    }
-
-    /// The backend list stored under `set`, or `None` when an entry is missing.
-    fn read_set(&self, set: u32, count: u16) -> Result<Option<Vec<BackendAddr>>, EbpfError> {
-        let mut backends = Vec::with_capacity(usize::from(count));
-        for index in 0..u32::from(count) {
-            match self.backends.get(&abi::backend_key(set, index), 0) {
-                Ok(b) => backends.push(BackendAddr(abi::parse_sockaddr_value(&b))),
-                Err(e) if is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(EbpfError::map("ns_backends", e)),
-            }
-        }
-        Ok(Some(backends))
     }
 
     fn svc_value(
@@ -747,9 +706,9 @@ impl NodePortLb {
         }
         let (slot, new_slot) = match &previous {
             Some(p) => (p.slot, false),
-            None => (self.alloc_slot()?, true),
+            None => (self.slots.alloc(&mut self.counters, "ns_counters")?, true),
         };
-        let set = self.alloc_set();
+        let set = self.backends.alloc();
         let udp = vip.proto == Protocol::Udp;
         // 1. the new backends, table and (UDP) memberships, under a set nothing points to
         let mut failure = self.write_set(set, backends).err();
@@ -772,7 +731,7 @@ impl NodePortLb {
                 self.remove_members(slot, backends, old_members);
             }
             if new_slot {
-                self.free_slots.push(slot);
+                self.slots.free(slot);
             }
             return Err(e);
         }
@@ -812,7 +771,7 @@ impl NodePortLb {
         if vip.proto == Protocol::Udp {
             self.remove_members(p.slot, &p.backends, &[]);
         }
-        self.free_slots.push(p.slot);
+        self.slots.free(p.slot);
         Ok(true)
     }
 
@@ -833,46 +792,9 @@ impl NodePortLb {
         }))
     }
 
-    fn alloc_slot(&mut self) -> Result<u32, EbpfError> {
-        let slot = match self.free_slots.pop() {
-            Some(s) => s,
-            None if self.next_slot < self.max_frontends => {
-                self.next_slot += 1;
-                self.next_slot - 1
-            }
-            None => return Err(EbpfError::SlotsExhausted(self.max_frontends)),
-        };
-        // a reused slot starts its counters from zero
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| EbpfError::io(what, e))?;
-        let zeros = PerCpuValues::try_from(vec![[0u8; 32]; cpus])
-            .map_err(|e| EbpfError::io("per-CPU counter values", e))?;
-        if let Err(e) = self.counters.set(slot, zeros, 0) {
-            self.free_slots.push(slot);
-            return Err(EbpfError::map("ns_counters", e));
-        }
-        Ok(slot)
-    }
-
-    fn alloc_set(&mut self) -> u32 {
-        while !self.sets_in_use.insert(self.next_set) {
-            self.next_set = self.next_set.wrapping_add(1);
-        }
-        let set = self.next_set;
-        self.next_set = self.next_set.wrapping_add(1);
-        set
-    }
-
     /// Writes a backend list and its Maglev table under `set`.
     fn write_set(&mut self, set: u32, backends: &[BackendAddr]) -> Result<(), EbpfError> {
-        for (index, backend) in (0u32..).zip(backends) {
-            self.backends
-                .insert(
-                    abi::backend_key(set, index),
-                    abi::sockaddr_value(backend.0),
-                    0,
-                )
-                .map_err(|e| EbpfError::map("ns_backends", e))?;
-        }
+        self.backends.write(set, backends)?;
         if backends.is_empty() {
             return Ok(());
         }
@@ -888,13 +810,7 @@ impl NodePortLb {
 
     /// Deletes what [`NodePortLb::write_set`] wrote (absent entries are fine).
     fn delete_set(&mut self, set: u32, count: usize) {
-        for index in 0..count as u32 {
-            if let Err(e) = self.backends.remove(&abi::backend_key(set, index))
-                && !is_not_found(&e)
-            {
-                tracing::warn!(set, index, error = %e, "deleting a stale backend entry");
-            }
-        }
+        self.backends.delete(set, count);
         if count > 0 {
             let chunks = self.maglev_size.div_ceil(nabi::MAGLEV_CHUNK as u32);
             for chunk in 0..chunks {
@@ -905,7 +821,6 @@ impl NodePortLb {
                 }
             }
         }
-        self.sets_in_use.remove(&set);
     }
 
     /// Membership entries for the backends of `now` that `before` lacked.
@@ -988,11 +903,11 @@ impl NodePortLb {
                 c.no_backend
             );
             for index in 0..u32::from(v.count) {
-                match self.backends.get(&abi::backend_key(v.set, index), 0) {
-                    Ok(b) => {
-                        let _ = write!(out, " {}", abi::parse_sockaddr_value(&b));
+                match self.backends.get(v.set, index) {
+                    Some(b) => {
+                        let _ = write!(out, " {b}");
                     }
-                    Err(_) => out.push_str(" <missing>"),
+                    None => out.push_str(" <missing>"),
                 }
             }
             out.push('\n');
@@ -1054,9 +969,4 @@ impl Drop for NodePortLb {
     fn drop(&mut self) {
         self.detach_all();
     }
-}
-
-fn is_not_found(e: &aya::maps::MapError) -> bool {
-    matches!(e, aya::maps::MapError::KeyNotFound)
-        || matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
 }

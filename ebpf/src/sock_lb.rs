@@ -41,7 +41,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, MapType, PerCpuArray, PerCpuValues},
+    maps::{HashMap as BpfHashMap, MapData, MapType, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId, links::FdLink,
     },
@@ -53,6 +53,7 @@ use crate::{
     abi::{self, SvcVal},
     cgroup_v2_root,
     pins::{self, MapShape},
+    sets::{self, BackendSets, Slots, is_not_found},
 };
 
 /// The compiled object, embedded so the binary carries its own programs.
@@ -295,17 +296,13 @@ pub struct SockLb {
     bpf: Ebpf,
     allowed_netns: BpfHashMap<MapData, u64, u8>,
     services: BpfHashMap<MapData, abi::SvcKey, abi::SvcValue>,
-    backends: BpfHashMap<MapData, abi::BackendKey, abi::BackendValue>,
+    backends: BackendSets,
     affinity: BpfHashMap<MapData, abi::AffinityKey, abi::AffinityValue>,
     affinity_members: BpfHashMap<MapData, abi::MemberKey, u32>,
     rev_nat: BpfHashMap<MapData, abi::RevNatKey, abi::RevNatValue>,
     counters: PerCpuArray<MapData, abi::Counters>,
     programmed: HashMap<Vip, Programmed>,
-    free_slots: Vec<u32>,
-    next_slot: u32,
-    sets_in_use: HashSet<u32>,
-    next_set: u32,
-    max_services: u32,
+    slots: Slots,
     attached: Option<(PathBuf, Vec<(&'static str, CgroupSockAddrLinkId)>)>,
 }
 
@@ -364,8 +361,10 @@ impl SockLb {
             .map_err(map_err("allowed_netns"))?;
         let services =
             BpfHashMap::try_from(take_map(&mut bpf, "services")?).map_err(map_err("services"))?;
-        let backends =
-            BpfHashMap::try_from(take_map(&mut bpf, "backends")?).map_err(map_err("backends"))?;
+        let backends = BackendSets::new(
+            BpfHashMap::try_from(take_map(&mut bpf, "backends")?).map_err(map_err("backends"))?,
+            "backends",
+        );
         let affinity =
             BpfHashMap::try_from(take_map(&mut bpf, "affinity")?).map_err(map_err("affinity"))?;
         let affinity_members = BpfHashMap::try_from(take_map(&mut bpf, "affinity_members")?)
@@ -384,11 +383,7 @@ impl SockLb {
             rev_nat,
             counters,
             programmed: HashMap::new(),
-            free_slots: Vec::new(),
-            next_slot: 0,
-            sets_in_use: HashSet::new(),
-            next_set: 1,
-            max_services: options.max_services,
+            slots: Slots::new(options.max_services),
             attached: None,
         };
         // Pinned maps may hold a previous run's services: adopt them, so updates stay
@@ -415,7 +410,7 @@ impl SockLb {
             let (ip, port, proto) = abi::parse_svc_key(&key);
             let v = SvcVal::decode(&value);
             let backends = match Protocol::from_number(proto) {
-                Some(_) if v.slot < self.max_services => self.read_set(v.set, v.count)?,
+                Some(_) if v.slot < self.slots.max() => self.backends.read(v.set, v.count)?,
                 _ => None,
             };
             let (Some(proto), Some(backends)) = (Protocol::from_number(proto), backends) else {
@@ -448,8 +443,7 @@ impl SockLb {
                 }
             }
             used_slots.insert(v.slot);
-            self.sets_in_use.insert(v.set);
-            self.next_set = self.next_set.max(v.set.wrapping_add(1));
+            self.backends.adopt(v.set);
             self.programmed.insert(
                 Vip {
                     addr: SocketAddr::new(ip, port),
@@ -463,49 +457,13 @@ impl SockLb {
                 },
             );
         }
-        self.next_slot = used_slots.iter().max().map_or(0, |m| m + 1);
-        self.free_slots = (0..self.next_slot)
-            .filter(|s| !used_slots.contains(s))
-            .rev()
-            .collect();
-        let mut orphans = Vec::new();
-        for key in self.backends.keys() {
-            let key = key.map_err(|e| EbpfError::map("backends", e))?;
-            if !self.sets_in_use.contains(&abi::parse_backend_key(&key).0) {
-                orphans.push(key);
-            }
-        }
-        for key in orphans {
-            self.backends
-                .remove(&key)
-                .map_err(|e| EbpfError::map("backends", e))?;
-        }
-        let mut orphans = Vec::new();
-        for key in self.affinity_members.keys() {
-            let key = key.map_err(|e| EbpfError::map("affinity_members", e))?;
-            if !self.sets_in_use.contains(&abi::member_key_set(&key)) {
-                orphans.push(key);
-            }
-        }
-        for key in orphans {
-            self.affinity_members
-                .remove(&key)
-                .map_err(|e| EbpfError::map("affinity_members", e))?;
-        }
+        self.slots.adopt(&used_slots);
+        self.backends.sweep()?;
+        let sets = &self.backends;
+        sets::remove_where(&mut self.affinity_members, "affinity_members", |k| {
+            !sets.in_use(abi::member_key_set(k))
+        })?;
         Ok(())
-    }
-
-    /// The backend list stored under `set`, or `None` when an entry is missing.
-    fn read_set(&self, set: u32, count: u16) -> Result<Option<Vec<BackendAddr>>, EbpfError> {
-        let mut backends = Vec::with_capacity(usize::from(count));
-        for index in 0..u32::from(count) {
-            match self.backends.get(&abi::backend_key(set, index), 0) {
-                Ok(b) => backends.push(BackendAddr(abi::parse_sockaddr_value(&b))),
-                Err(e) if is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(EbpfError::map("backends", e)),
-            }
-        }
-        Ok(Some(backends))
     }
 
     /// Every programmed virtual address with its backends (after a load with pins: what the
@@ -711,9 +669,9 @@ impl SockLb {
         }
         let (slot, new_slot) = match &previous {
             Some(p) => (p.slot, false),
-            None => (self.alloc_slot()?, true),
+            None => (self.slots.alloc(&mut self.counters, "counters")?, true),
         };
-        let set = self.alloc_set();
+        let set = self.backends.alloc();
         // 1. the new list, under a set nothing points to yet
         let with_members = options.affinity_timeout.is_some();
         let mut failure = self.write_set(set, backends, with_members).err();
@@ -739,7 +697,7 @@ impl SockLb {
             // the old service is untouched: drop the partial list and give back what we took
             self.delete_set(set, backends, with_members);
             if new_slot {
-                self.free_slots.push(slot);
+                self.slots.free(slot);
             }
             return Err(e);
         }
@@ -775,7 +733,7 @@ impl SockLb {
         // frontend first, list second: a connect in between retries, finds no service and
         // is left alone, exactly as after the removal
         self.delete_set(p.set, &p.backends, p.options.affinity_timeout.is_some());
-        self.free_slots.push(p.slot);
+        self.slots.free(p.slot);
         Ok(true)
     }
 
@@ -795,35 +753,6 @@ impl SockLb {
         }))
     }
 
-    fn alloc_slot(&mut self) -> Result<u32, EbpfError> {
-        let slot = match self.free_slots.pop() {
-            Some(s) => s,
-            None if self.next_slot < self.max_services => {
-                self.next_slot += 1;
-                self.next_slot - 1
-            }
-            None => return Err(EbpfError::SlotsExhausted(self.max_services)),
-        };
-        // a reused slot starts its counters from zero
-        let zeros = PerCpuValues::try_from(vec![[0u8; 24]; nr_cpus()?])
-            .map_err(|e| EbpfError::io("per-CPU counter values", e))?;
-        if let Err(e) = self.counters.set(slot, zeros, 0) {
-            self.free_slots.push(slot);
-            return Err(EbpfError::map("counters", e));
-        }
-        Ok(slot)
-    }
-
-    fn alloc_set(&mut self) -> u32 {
-        // u32 ids and at most max_services in use: this finds a free one at once in practice
-        while !self.sets_in_use.insert(self.next_set) {
-            self.next_set = self.next_set.wrapping_add(1);
-        }
-        let set = self.next_set;
-        self.next_set = self.next_set.wrapping_add(1);
-        set
-    }
-
     /// Writes a backend list (and, for affinity, its by-address index) under `set`.
     fn write_set(
         &mut self,
@@ -831,15 +760,7 @@ impl SockLb {
         backends: &[BackendAddr],
         with_members: bool,
     ) -> Result<(), EbpfError> {
-        for (index, backend) in (0u32..).zip(backends) {
-            self.backends
-                .insert(
-                    abi::backend_key(set, index),
-                    abi::sockaddr_value(backend.0),
-                    0,
-                )
-                .map_err(|e| EbpfError::map("backends", e))?;
-        }
+        self.backends.write(set, backends)?;
         if with_members {
             for (index, backend) in (0u32..).zip(backends) {
                 self.affinity_members
@@ -853,15 +774,6 @@ impl SockLb {
     /// Deletes what [`SockLb::write_set`] wrote (entries already absent are fine: this also
     /// cleans up a partial write).
     fn delete_set(&mut self, set: u32, backends: &[BackendAddr], with_members: bool) {
-        for index in 0..backends.len() as u32 {
-            if let Err(e) = self.backends.remove(&abi::backend_key(set, index))
-                && !is_not_found(&e)
-            {
-                // a leftover entry is unreachable (no service points to its set) and is
-                // swept by the next load's adoption; not worth failing an update for
-                tracing::warn!(set, index, error = %e, "deleting a stale backend entry");
-            }
-        }
         if with_members {
             for backend in backends {
                 if let Err(e) = self
@@ -873,7 +785,7 @@ impl SockLb {
                 }
             }
         }
-        self.sets_in_use.remove(&set);
+        self.backends.delete(set, backends.len());
     }
 
     /// The maps' contents as text, read back from the kernel (for `skiff proxy dump`).
@@ -911,21 +823,16 @@ impl SockLb {
                 counters.connects, counters.datagrams, counters.rejected
             );
             for index in 0..u32::from(v.count) {
-                match self.backends.get(&abi::backend_key(v.set, index), 0) {
-                    Ok(b) => {
-                        let _ = write!(out, " {}", abi::parse_sockaddr_value(&b));
+                match self.backends.get(v.set, index) {
+                    Some(b) => {
+                        let _ = write!(out, " {b}");
                     }
-                    Err(_) => out.push_str(" <missing>"),
+                    None => out.push_str(" <missing>"),
                 }
             }
             out.push('\n');
         }
-        let mut backend_entries = 0usize;
-        for k in self.backends.keys() {
-            k.map_err(|e| EbpfError::map("backends", e))?;
-            backend_entries += 1;
-        }
-        let _ = writeln!(out, "backends: {backend_entries} entries");
+        let _ = writeln!(out, "backends: {} entries", self.backends.entries()?);
         // LRU tables can hold hundreds of thousands of entries: list the first few, count all
         const LISTED: usize = 64;
         let affinity: Vec<_> = self.affinity.iter().collect();
@@ -952,13 +859,4 @@ impl SockLb {
         }
         Ok(out)
     }
-}
-
-fn nr_cpus() -> Result<usize, EbpfError> {
-    aya::util::nr_cpus().map_err(|(what, e)| EbpfError::io(what, e))
-}
-
-fn is_not_found(e: &aya::maps::MapError) -> bool {
-    matches!(e, aya::maps::MapError::KeyNotFound)
-        || matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
 }
