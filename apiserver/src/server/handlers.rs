@@ -1043,7 +1043,14 @@ where
             strictness,
             Write::Update { url_name: name },
         )?;
-        if owner.record_or_keep(path.info, target, &current, &mut object, applied_fields) {
+        // A non-apply write that changes nothing is not stored, when its resourceVersion
+        // precondition holds (a stale one is still a conflict, as upstream). An apply that
+        // only takes ownership changes managedFields, which record_or_keep sees.
+        let no_op_update = matches!(owner, FieldOwner::Update(_))
+            && object["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"];
+        if owner.record_or_keep(path.info, target, &current, &mut object, applied_fields)
+            || (no_op_update && unchanged(&current, &object))
+        {
             return written(path.info, current, target, query, &warnings);
         }
         let outcome = deletion::check_update(
@@ -1095,6 +1102,33 @@ where
             Err(e) => return Err(ApiError::from_store(path.info, name, e)),
         }
     }
+}
+
+/// Whether a PUT or PATCH result is the stored object again, `managedFields` aside (an
+/// update that changes nothing gives its manager nothing new) and `resourceVersion` aside
+/// (the precondition, checked by the caller): upstream writes nothing then — no new
+/// resourceVersion, no watch event — and answers with the stored object.
+fn unchanged(current: &Value, object: &Value) -> bool {
+    let (Some(a), Some(b)) = (current.as_object(), object.as_object()) else {
+        return current == object;
+    };
+    let skip = |k: &str| k == "managedFields" || k == "resourceVersion";
+    let same_meta = match (a.get("metadata"), b.get("metadata")) {
+        (Some(Value::Object(ma)), Some(Value::Object(mb))) => {
+            ma.iter().filter(|(k, _)| !skip(k)).count()
+                == mb.iter().filter(|(k, _)| !skip(k)).count()
+                && ma
+                    .iter()
+                    .filter(|(k, _)| !skip(k))
+                    .all(|(k, v)| mb.get(k) == Some(v))
+        }
+        (ma, mb) => ma == mb,
+    };
+    same_meta
+        && a.len() == b.len()
+        && a.iter()
+            .filter(|(k, _)| k.as_str() != "metadata")
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 /// The 200 answer to a PUT or PATCH: the object, a Table of it, or the Scale.
@@ -1208,6 +1242,29 @@ async fn patch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_that_changes_nothing_but_managed_fields_is_unchanged() {
+        let current = serde_json::json!({
+            "kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "resourceVersion": "7",
+                         "managedFields": [{"manager": "kubelet", "time": "2026-01-01T00:00:00Z"}]},
+            "status": {"phase": "Running"}
+        });
+        let mut same = current.clone();
+        same["metadata"]["managedFields"][0]["time"] = "2026-01-01T00:00:09Z".into();
+        same["metadata"]["resourceVersion"] = "6".into();
+        assert!(unchanged(&current, &same));
+        let mut changed = current.clone();
+        changed["status"]["phase"] = "Succeeded".into();
+        assert!(!unchanged(&current, &changed));
+        let mut labelled = current.clone();
+        labelled["metadata"]["labels"] = serde_json::json!({"a": "b"});
+        assert!(!unchanged(&current, &labelled));
+        let mut extra = current.clone();
+        extra["spec"] = serde_json::json!({});
+        assert!(!unchanged(&current, &extra));
+    }
 
     #[test]
     fn version_is_semver_and_minor_32() {

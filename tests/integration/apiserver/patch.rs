@@ -484,3 +484,75 @@ async fn real_kubectl_label_annotate_patch_and_apply() -> anyhow::Result<()> {
     ts.stop().await;
     Ok(())
 }
+
+/// A PATCH or PUT that changes nothing is not written (upstream): same resourceVersion, no
+/// watch event, the stored object answered; a stale resourceVersion still conflicts.
+#[tokio::test]
+async fn a_patch_that_changes_nothing_writes_nothing() -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::WatchParams;
+    let dir = tempfile::tempdir()?;
+    let ts = TestServer::start(dir.path()).await?;
+    let client = ts.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "still"},
+        "spec": {"containers": [{"name": "c", "image": "skiff.dev/pause"}]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let status = json!({"status": {"phase": "Running", "podIP": "10.244.0.9"}});
+    let pp = PatchParams::default();
+    let first = pods
+        .patch_status("still", &pp, &Patch::Merge(status.clone()))
+        .await?;
+    let rv = first.metadata.resource_version.clone();
+    let watch = pods
+        .watch(&WatchParams::default(), rv.as_deref().unwrap_or("0"))
+        .await?;
+    let again = pods
+        .patch_status("still", &pp, &Patch::Merge(status))
+        .await?;
+    assert_eq!(
+        again.metadata.resource_version, rv,
+        "a no-op status patch was written"
+    );
+    let labels = json!({"metadata": {"labels": {"app": "still"}}});
+    let labelled = pods
+        .patch("still", &pp, &Patch::Merge(labels.clone()))
+        .await?;
+    assert_ne!(labelled.metadata.resource_version, rv);
+    let same = pods.patch("still", &pp, &Patch::Merge(labels)).await?;
+    assert_eq!(
+        same.metadata.resource_version,
+        labelled.metadata.resource_version
+    );
+    // a PUT of the stored object, and one with a stale resourceVersion
+    let put = pods.replace("still", &PostParams::default(), &same).await?;
+    assert_eq!(
+        put.metadata.resource_version,
+        same.metadata.resource_version
+    );
+    let mut stale = same.clone();
+    stale.metadata.resource_version = rv.clone();
+    let err = pods
+        .replace("still", &PostParams::default(), &stale)
+        .await
+        .expect_err("a stale resourceVersion must conflict even when nothing changes");
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 409),
+        "{err}"
+    );
+    // the watch from the first status saw exactly one change: the labels
+    let mut events = Vec::new();
+    let mut watch = Box::pin(watch);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until, watch.next()).await {
+        match ev? {
+            kube::api::WatchEvent::Bookmark(_) => {}
+            ev => events.push(format!("{ev:?}").chars().take(60).collect::<String>()),
+        }
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    Ok(())
+}
