@@ -413,6 +413,15 @@ async fn status_writer(ctx: Arc<PodWorkerCtx>, entry: Arc<PodEntry>) {
                 Err(p) => p.into_inner().clone(),
             };
             let status = pod_status(&pod, &record, Timestamp::now());
+            // Compared as sent: timestamps go out in whole seconds, so two statuses made
+            // within one second of each other with nothing else changed are the same write.
+            let status = match serde_json::to_value(&status) {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(pod = %entry.name, error = %e, "pod status does not serialize");
+                    break;
+                }
+            };
             if last.as_ref() == Some(&status) {
                 break;
             }
