@@ -184,16 +184,22 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
 
 /// Client headers not passed upstream: hop-by-hop ones and those the proxy sets itself.
 fn dropped_request_header(n: &str) -> bool {
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer"]
-        .iter()
-        .chain(&[
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-forwarded-port",
-            "x-request-id",
-        ])
-        .any(|d| eq(n, d))
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+    ]
+    .iter()
+    .chain(&[
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-request-id",
+    ])
+    .any(|d| eq(n, d))
 }
 
 /// Upstream headers not passed to the client: hop-by-hop ones and those the proxy sets.
@@ -475,18 +481,13 @@ impl Exchange<'_> {
         let buf = &mut scratch.up;
         buf.clear();
         let resp = loop {
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK);
-            }
-            match tcp.read_buf(buf).await {
-                Ok(0) => return Err(before(Failure::ConnectionClosed)),
-                Ok(_) => {}
-                Err(_) => return Err(before(Failure::ReadError)),
-            }
+            // Parsed before each read: an interim answer may be followed by the final one in
+            // the same read.
             match parse_response(buf, self.req.method == "HEAD") {
                 Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
                     // Interim answers (100, 103) are dropped; the final one follows.
                     buf.drain(..r.head_len);
+                    continue;
                 }
                 Ok(Some(r)) if r.status == 101 => {
                     return Err(before(Failure::InvalidHttpHeader));
@@ -497,6 +498,14 @@ impl Exchange<'_> {
                 }
                 Ok(None) => {}
                 Err(()) => return Err(before(Failure::InvalidHttpHeader)),
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            match tcp.read_buf(buf).await {
+                Ok(0) => return Err(before(Failure::ConnectionClosed)),
+                Ok(_) => {}
+                Err(_) => return Err(before(Failure::ReadError)),
             }
         };
         endpoint.observe(sent.elapsed());
@@ -595,9 +604,7 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, Failure> {
             let _ = tcp.set_nodelay(true);
             Ok(tcp)
         }
-        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            Err(Failure::ConnectRefused)
-        }
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Err(Failure::ConnectRefused),
         Ok(Err(_)) => Err(Failure::ConnectError),
         Err(_) => Err(Failure::ConnectTimedout),
     }
@@ -667,7 +674,10 @@ fn client_head(out: &mut Vec<u8>, upstream: &[u8], request_id: &str, close: bool
     if let Some(status_line) = lines.next() {
         let line = status_line.strip_suffix(b"\r").unwrap_or(status_line);
         // Always HTTP/1.1 to the client (the status code and reason as the backend said).
-        let rest = line.splitn(2, |&b| b == b' ').nth(1).unwrap_or(b"502 Bad Gateway");
+        let rest = line
+            .splitn(2, |&b| b == b' ')
+            .nth(1)
+            .unwrap_or(b"502 Bad Gateway");
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(rest);
         out.extend_from_slice(b"\r\n");
@@ -828,21 +838,34 @@ mod tests {
         // The same split at every byte boundary.
         for cut in 1..body.len() {
             let (a, b) = body.split_at(cut);
-            assert_eq!(body_of(Framing::Chunked, &[a, b]), (body.to_vec(), true), "{cut}");
+            assert_eq!(
+                body_of(Framing::Chunked, &[a, b]),
+                (body.to_vec(), true),
+                "{cut}"
+            );
         }
         let (got, done) = body_of(Framing::Chunked, &[b"0\r\n\r\n"]);
         assert_eq!((got.len(), done), (5, true));
         let (_, done) = body_of(Framing::Chunked, &[b"4\r\nWi"]);
         assert!(!done);
         assert_eq!(BodyState::new(Framing::Chunked).advance(b"zz\r\n").0, None);
-        assert_eq!(BodyState::new(Framing::Chunked).advance(b"1\r\naXY").0, None);
+        assert_eq!(
+            BodyState::new(Framing::Chunked).advance(b"1\r\naXY").0,
+            None
+        );
     }
 
     #[test]
     fn length_bodies_stop_at_their_length() {
-        assert_eq!(body_of(Framing::Length(3), &[b"ab", b"cde"]), (b"abc".to_vec(), true));
+        assert_eq!(
+            body_of(Framing::Length(3), &[b"ab", b"cde"]),
+            (b"abc".to_vec(), true)
+        );
         assert_eq!(body_of(Framing::None, &[b"x"]), (Vec::new(), true));
-        assert_eq!(body_of(Framing::UntilClose, &[b"x", b"y"]), (b"xy".to_vec(), false));
+        assert_eq!(
+            body_of(Framing::UntilClose, &[b"x", b"y"]),
+            (b"xy".to_vec(), false)
+        );
     }
 
     #[test]
@@ -850,19 +873,36 @@ mod tests {
         let r = |head: &[u8], head_req| parse_response(head, head_req).ok().flatten();
         let got = r(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).expect("complete");
         assert!(matches!(got.framing, Framing::Length(2)) && got.reusable);
-        let got = r(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false).expect("complete");
+        let got = r(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        )
+        .expect("complete");
         assert!(matches!(got.framing, Framing::Chunked));
         let got = r(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false).expect("complete");
         assert!(matches!(got.framing, Framing::UntilClose) && !got.reusable);
         let got = r(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true).expect("complete");
         assert!(matches!(got.framing, Framing::None));
-        let got = r(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false).expect("complete");
+        let got = r(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false,
+        )
+        .expect("complete");
         assert!(matches!(got.framing, Framing::None));
         let got = r(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).expect("complete");
         assert!(!got.reusable);
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
+        assert!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
-        assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nA: b", false), Ok(None)));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nA: b", false),
+            Ok(None)
+        ));
     }
 
     #[test]
@@ -886,9 +926,18 @@ mod tests {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
             let _ = req.parse(head);
-            eligible(&req).map(|r| (r.host.to_owned(), r.client_close, r.request_id.map(str::to_owned)))
+            eligible(&req).map(|r| {
+                (
+                    r.host.to_owned(),
+                    r.client_close,
+                    r.request_id.map(str::to_owned),
+                )
+            })
         };
-        assert_eq!(check(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"), Some(("x".into(), false, None)));
+        assert_eq!(
+            check(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(("x".into(), false, None))
+        );
         assert_eq!(
             check(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-ID: r1\r\n\r\n"),
             Some(("x".into(), true, Some("r1".into())))

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 
 use crate::h1::{self, Limits};
 use crate::lean::Lean;
-use crate::pool::Pool;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::proxy::{IngressProxy, ListenerInfo};
 use crate::table::RouteTable;
 use crate::tls::{CertSnapshot, TlsError, default_certificate, server_config};

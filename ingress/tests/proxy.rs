@@ -1251,7 +1251,10 @@ async fn response_framings_pass_through_on_one_connection() -> Result<()> {
         assert!(headers.contains_key("x-request-id"));
         let (status, headers, body) = c.get("framing.test", "/len").await?;
         assert_eq!((status, body.as_str()), (200, "four"));
-        assert!(!headers.contains_key("keep-alive"), "hop-by-hop field passed: {headers:?}");
+        assert!(
+            !headers.contains_key("keep-alive"),
+            "hop-by-hop field passed: {headers:?}"
+        );
     }
     // HEAD: the length is announced and no body follows.
     let answer = raw(
@@ -1261,15 +1264,25 @@ async fn response_framings_pass_through_on_one_connection() -> Result<()> {
     .await?;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.contains("Content-Length: 4\r\n"), "{answer}");
-    assert!(answer.ends_with("Connection: close\r\n\r\n"), "HEAD with a body: {answer}");
+    assert!(
+        answer.ends_with("Connection: close\r\n\r\n"),
+        "HEAD with a body: {answer}"
+    );
     let answer = raw(
         e.http(),
         b"GET /chunked HTTP/1.1\r\nHost: framing.test\r\nConnection: close\r\n\r\n",
     )
     .await?;
-    assert!(answer.ends_with("\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n"),
+        "{answer}"
+    );
     // A body that ends with the backend's connection ends the client's too.
-    let answer = raw(e.http(), b"GET /close HTTP/1.1\r\nHost: framing.test\r\n\r\n").await?;
+    let answer = raw(
+        e.http(),
+        b"GET /close HTTP/1.1\r\nHost: framing.test\r\n\r\n",
+    )
+    .await?;
     assert!(answer.contains("Connection: close\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nuntil the end"), "{answer}");
     Ok(())
