@@ -1191,7 +1191,8 @@ async fn pingora_generated_errors_carry_our_server_header() -> Result<()> {
 }
 
 /// A backend answering by path with hand-written framings: `/chunked` (chunks and a trailer),
-/// `/close` (no length: the body ends when the backend closes), anything else `Content-Length`.
+/// `/close` (no length: the body ends when the backend closes), `/early` (a 103 before the
+/// answer, in one write), anything else `Content-Length`.
 async fn framing_backend() -> Result<SocketAddr> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -1208,6 +1209,9 @@ async fn framing_backend() -> Result<SocketAddr> {
                         let reply: &[u8] = if head.contains(" /chunked ") {
                             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nServer: pod\r\n\r\n\
                               5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n"
+                        } else if head.contains(" /early ") {
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                              HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
                         } else if head.contains(" /close ") {
                             b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"
                         } else {
@@ -1255,6 +1259,12 @@ async fn response_framings_pass_through_on_one_connection() -> Result<()> {
             !headers.contains_key("keep-alive"),
             "hop-by-hop field passed: {headers:?}"
         );
+        // An interim answer and the final one in the same read: the final one is served.
+        let early = c.get("framing.test", "/early");
+        let (status, _, body) = tokio::time::timeout(std::time::Duration::from_secs(10), early)
+            .await
+            .context("no answer after the 103")??;
+        assert_eq!((status, body.as_str()), (200, "final"));
     }
     // HEAD: the length is announced and no body follows.
     let answer = raw(
