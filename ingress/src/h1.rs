@@ -1,12 +1,14 @@
 //! HTTP/1.x connections: our keep-alive loop reads each request head under limits (a total
 //! header deadline against slowloris, an idle timeout between requests, a size cap) and answers
 //! malformed, oversized and too slow heads itself with our `Server` header; pingora's
-//! `HttpProxy` then parses the head from the bytes already read and serves the request.
+//! `HttpProxy` then parses the head from the bytes already read and serves the request, unless
+//! the lean path (`lean`) takes it.
 //!
 //! pingora alone has no total deadline (each read of a head gets its own 60 s, so one byte a
 //! minute keeps a connection forever), caps heads at 1 MiB, and answers a bad head with
 //! `400` and `Server: Pingora`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::bufio::WriteBuffered;
+use crate::lean::{Lean, Outcome, Scratch};
 use crate::proxy::{IngressProxy, SERVER};
 
 /// Header fields per request, as pingora's parser allows.
@@ -67,7 +70,9 @@ enum Head {
 /// Serves HTTP/1.x requests on `stream` until the client or the server ends it.
 pub(crate) async fn serve(
     app: &Arc<HttpProxy<IngressProxy>>,
+    lean: &Lean,
     stream: Stream,
+    peer: Option<IpAddr>,
     limits: &Limits,
     accepted: Instant,
     shutdown: &watch::Receiver<bool>,
@@ -77,6 +82,7 @@ pub(crate) async fn serve(
     let mut shutdown_rx = shutdown.clone();
     let mut settings: Option<HttpPersistentSettings> = None;
     let mut first = Some(accepted);
+    let mut scratch = Scratch::default();
     loop {
         let head = read_head(&mut stream, limits, first.take(), &mut shutdown_rx).await;
         let buf = match head {
@@ -87,6 +93,18 @@ pub(crate) async fn serve(
                 return;
             }
         };
+        let closing = *shutdown.borrow();
+        match lean
+            .serve(&mut stream, &buf, peer, closing, &mut scratch)
+            .await
+        {
+            Outcome::KeepAlive => continue,
+            Outcome::Close => {
+                let _ = AsyncWriteExt::shutdown(&mut stream).await;
+                return;
+            }
+            Outcome::Fallback => {}
+        }
         let mut session = ServerSession::new_http1(stream);
         match settings.take() {
             Some(s) => s.apply_to_session(&mut session),

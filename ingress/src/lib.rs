@@ -5,7 +5,8 @@
 //! invalid parts reported as `Problem`s) → `compile` (class selection, per-host merging,
 //! EndpointSlice resolution) → `table` (the `RouteTable` snapshot) and `tls` (the certificate
 //! snapshot), both swapped whole through `ArcSwap` → `server` (our accept loops on the caller's
-//! runtime, pingora's `HttpProxy` per connection) → `proxy` (the `ProxyHttp` phases: route,
+//! runtime; `h1` reads HTTP/1.x heads, `lean` proxies the common bodyless request itself over
+//! `pool`ed upstream connections, pingora's `HttpProxy` the rest) → `proxy` (the `ProxyHttp` phases: route,
 //! answer 404/503/308 locally, or pick an endpoint with `balance`, P2C over peak-EWMA) →
 //! `metrics`.
 
@@ -14,8 +15,10 @@ pub mod bufio;
 pub mod class;
 pub mod compile;
 pub mod h1;
+pub mod lean;
 pub mod metrics;
 pub mod model;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod table;

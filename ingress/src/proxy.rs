@@ -23,14 +23,14 @@ use crate::table::{Backend, Decision, Route, RouteTable, normalize_host};
 /// The `Server` response header.
 pub const SERVER: &str = "skiff-ingress";
 /// Upstream connect timeout: a dead pod is left fast and the request retried elsewhere.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an idle pooled upstream connection is kept.
-const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+pub(crate) const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// Concurrent streams per upstream HTTP/2 connection before another is opened.
 const H2_STREAMS: usize = 100;
 /// Upstream attempts per request (idempotent requests only, before any response header):
 /// a pod that stops may refuse, reset or close several pooled connections at once.
-const MAX_TRIES: u32 = 4;
+pub(crate) const MAX_TRIES: u32 = 4;
 /// A retry that finds no endpoint it has not tried yet waits this long for the route table to
 /// change (the EndpointSlice update that removes a stopped pod is usually on its way), up to
 /// [`RETRY_WAITS`] times.
@@ -112,7 +112,7 @@ fn request_host(req: &RequestHeader) -> &str {
 }
 
 /// A new request id: 128 random bits in hex, unless the client sent one.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!(
@@ -145,35 +145,40 @@ async fn respond_text(
     Ok(())
 }
 
-impl IngressProxy {
-    /// The endpoint of a retry: the request routed again on the newest table (an endpoint
-    /// that stopped may be gone from it, a new one there), avoiding endpoints that already
-    /// refused this request. With none left, waits a little for the table to change; in the
-    /// end any endpoint (the caller's last try fails as it would have).
-    async fn retry_endpoint(&self, ctx: &mut RequestCtx) -> Option<Arc<Endpoint>> {
-        let mut waits = 0;
-        loop {
-            if let Decision::Route(r) = self.routes.load().lookup(&ctx.host, &ctx.path) {
-                let b = r.choose_backend(ctx.draw);
-                if !b.endpoints.is_empty() {
-                    ctx.backend = Some(b.clone());
-                }
+/// The endpoint of a retry: the request routed again on the newest table (an endpoint that
+/// stopped may be gone from it, a new one there), avoiding endpoints that already refused this
+/// request. With none left, waits a little for the table to change; in the end any endpoint
+/// (the caller's last try fails as it would have). `backend` is updated to the one picked from.
+pub(crate) async fn retry_endpoint(
+    routes: &ArcSwap<RouteTable>,
+    host: &str,
+    path: &str,
+    draw: u8,
+    backend: &mut Option<Arc<Backend>>,
+    tried: &[std::net::SocketAddr],
+) -> Option<Arc<Endpoint>> {
+    let mut waits = 0;
+    loop {
+        if let Decision::Route(r) = routes.load().lookup(host, path) {
+            let b = r.choose_backend(draw);
+            if !b.endpoints.is_empty() {
+                *backend = Some(b.clone());
             }
-            let backend = ctx.backend.as_ref()?;
-            let untried: Vec<&Arc<Endpoint>> = backend
-                .endpoints
-                .iter()
-                .filter(|e| !ctx.tried.contains(&e.addr))
-                .collect();
-            if let Some(ep) = balance::pick(&untried) {
-                return Some(Arc::clone(ep));
-            }
-            if waits == RETRY_WAITS {
-                return balance::pick(&backend.endpoints).cloned();
-            }
-            waits += 1;
-            tokio::time::sleep(RETRY_WAIT).await;
         }
+        let backend = backend.as_ref()?;
+        let untried: Vec<&Arc<Endpoint>> = backend
+            .endpoints
+            .iter()
+            .filter(|e| !tried.contains(&e.addr))
+            .collect();
+        if let Some(ep) = balance::pick(&untried) {
+            return Some(Arc::clone(ep));
+        }
+        if waits == RETRY_WAITS {
+            return balance::pick(&backend.endpoints).cloned();
+        }
+        waits += 1;
+        tokio::time::sleep(RETRY_WAIT).await;
     }
 }
 
@@ -371,7 +376,15 @@ impl ProxyHttp for IngressProxy {
                 .and_then(|b| balance::pick(&b.endpoints))
                 .cloned()
         } else {
-            self.retry_endpoint(ctx).await
+            retry_endpoint(
+                &self.routes,
+                &ctx.host,
+                &ctx.path,
+                ctx.draw,
+                &mut ctx.backend,
+                &ctx.tried,
+            )
+            .await
         };
         ctx.tries += 1;
         let ep =

@@ -1,5 +1,5 @@
 //! Listeners: our own accept loops on the caller's tokio runtime, handing each connection to
-//! pingora's `HttpProxy` (`ServerApp::process_new`). pingora's `Server` is not used: it owns
+//! `h1` (HTTP/1.x: the lean path or pingora's `HttpProxy`) or to pingora (HTTP/2). pingora's `Server` is not used: it owns
 //! its runtimes and binds its own sockets, while the caller (`skiff up`) binds listeners inside
 //! a network namespace and runs everything on one runtime.
 
@@ -19,7 +19,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::h1::{self, Limits};
+use crate::lean::Lean;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::proxy::{IngressProxy, ListenerInfo};
 use crate::table::RouteTable;
 use crate::tls::{CertSnapshot, TlsError, default_certificate, server_config};
@@ -113,6 +115,15 @@ impl IngressServer {
             .or(https_addr.map(|a| a.port()))
             .unwrap_or(443);
         let mut tasks = Vec::new();
+        let pool = Arc::new(Pool::default());
+        let lean = |info: ListenerInfo| {
+            Arc::new(Lean::new(
+                state.routes.clone(),
+                info,
+                state.metrics.clone(),
+                pool.clone(),
+            ))
+        };
         let proxy = |info: ListenerInfo, h2c: bool| {
             let mut app = http_proxy(
                 &conf,
@@ -139,7 +150,8 @@ impl IngressServer {
             // HTTP/1 request; `detect_h2c` decides first and the h2c app only sees h2c.
             let mode = Mode::Plain {
                 h1: proxy(info.clone(), false),
-                h2c: proxy(info, true),
+                h2c: proxy(info.clone(), true),
+                lean: lean(info),
             };
             tasks.push(spawn_loop(
                 l,
@@ -156,8 +168,9 @@ impl IngressServer {
             };
             let acceptor = Acceptor::from_server_config(server_config(state.certs.clone())?);
             let mode = Mode::Tls {
-                app: proxy(info, false),
+                app: proxy(info.clone(), false),
                 acceptor,
+                lean: lean(info),
             };
             tasks.push(spawn_loop(l, Arc::new(mode), listeners.limits, rx.clone())?);
         }
@@ -184,11 +197,13 @@ enum Mode {
     Plain {
         h1: Arc<HttpProxy<IngressProxy>>,
         h2c: Arc<HttpProxy<IngressProxy>>,
+        lean: Arc<Lean>,
     },
     /// TLS, then HTTP/1.1 or HTTP/2 by ALPN.
     Tls {
         app: Arc<HttpProxy<IngressProxy>>,
         acceptor: Acceptor,
+        lean: Arc<Lean>,
     },
 }
 
@@ -241,9 +256,9 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok((tcp, peer)) => (tcp, peer.ip()),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "ingress accept failed");
@@ -261,13 +276,15 @@ async fn accept_loop(
             let mut l4 = L4Stream::from(tcp);
             l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
             match &*mode {
-                Mode::Plain { h1, h2c } => {
+                Mode::Plain { h1, h2c, lean } => {
                     match tokio::time::timeout(FIRST_BYTES_TIMEOUT, detect_h2c(&mut l4)).await {
                         Ok(Ok(true)) => {
                             h2c.process_new(Box::new(l4), &shutdown).await;
                         }
                         Ok(Ok(false)) => {
-                            h1::serve(h1, Box::new(l4), &limits, accepted, &shutdown).await;
+                            let stream: Stream = Box::new(l4);
+                            h1::serve(h1, lean, stream, Some(peer), &limits, accepted, &shutdown)
+                                .await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "read failed before the first request");
@@ -276,7 +293,11 @@ async fn accept_loop(
                         Err(_) => {}
                     }
                 }
-                Mode::Tls { app, acceptor } => {
+                Mode::Tls {
+                    app,
+                    acceptor,
+                    lean,
+                } => {
                     let stream: Stream =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
                             .await
@@ -294,7 +315,8 @@ async fn accept_loop(
                     if stream.selected_alpn_proto() == Some(ALPN::H2) {
                         app.process_new(stream, &shutdown).await;
                     } else {
-                        h1::serve(app, stream, &limits, accepted, &shutdown).await;
+                        h1::serve(app, lean, stream, Some(peer), &limits, accepted, &shutdown)
+                            .await;
                     }
                 }
             }

@@ -1189,3 +1189,111 @@ async fn pingora_generated_errors_carry_our_server_header() -> Result<()> {
     );
     Ok(())
 }
+
+/// A backend answering by path with hand-written framings: `/chunked` (chunks and a trailer),
+/// `/close` (no length: the body ends when the backend closes), `/early` (a 103 before the
+/// answer, in one write), anything else `Content-Length`.
+async fn framing_backend() -> Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let reply: &[u8] = if head.contains(" /chunked ") {
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nServer: pod\r\n\r\n\
+                              5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n"
+                        } else if head.contains(" /early ") {
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                              HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+                        } else if head.contains(" /close ") {
+                            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nKeep-Alive: timeout=5\r\n\r\nfour"
+                        };
+                        if s.write_all(reply).await.is_err() || head.contains(" /close ") {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The lean HTTP/1.1 path (bodyless GET/HEAD to a plain-HTTP backend) passes chunked bodies
+/// with trailers, length-delimited and close-delimited bodies, HEAD answers, and keeps the
+/// client connection where it can.
+#[tokio::test]
+async fn response_framings_pass_through_on_one_connection() -> Result<()> {
+    let mut e = env().await?;
+    let be = framing_backend().await?;
+    add_service(&mut e.model, "framing", &[be]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "framing", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "framing.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "framing", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let mut c = H1::connect(e.http()).await?;
+    for _ in 0..3 {
+        let (status, headers, body) = c.get("framing.test", "/chunked").await?;
+        assert_eq!((status, body.as_str()), (200, "hello, world"));
+        assert_eq!(headers["server"], "skiff-ingress");
+        assert!(headers.contains_key("x-request-id"));
+        let (status, headers, body) = c.get("framing.test", "/len").await?;
+        assert_eq!((status, body.as_str()), (200, "four"));
+        assert!(
+            !headers.contains_key("keep-alive"),
+            "hop-by-hop field passed: {headers:?}"
+        );
+        // An interim answer and the final one in the same read: the final one is served.
+        let early = c.get("framing.test", "/early");
+        let (status, _, body) = tokio::time::timeout(std::time::Duration::from_secs(10), early)
+            .await
+            .context("no answer after the 103")??;
+        assert_eq!((status, body.as_str()), (200, "final"));
+    }
+    // HEAD: the length is announced and no body follows.
+    let answer = raw(
+        e.http(),
+        b"HEAD /len HTTP/1.1\r\nHost: framing.test\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Content-Length: 4\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("Connection: close\r\n\r\n"),
+        "HEAD with a body: {answer}"
+    );
+    let answer = raw(
+        e.http(),
+        b"GET /chunked HTTP/1.1\r\nHost: framing.test\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    assert!(
+        answer.ends_with("\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n"),
+        "{answer}"
+    );
+    // A body that ends with the backend's connection ends the client's too.
+    let answer = raw(
+        e.http(),
+        b"GET /close HTTP/1.1\r\nHost: framing.test\r\n\r\n",
+    )
+    .await?;
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nuntil the end"), "{answer}");
+    Ok(())
+}
