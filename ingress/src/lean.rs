@@ -647,6 +647,11 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<Response>, ()
             }
         }
     }
+    // Both framings at once is how responses are split (RFC 9112 6.3 says to treat it as an
+    // error): a 502, never a Content-Length passed on beside a chunked body.
+    if length.is_some() && (chunked || other_coding) {
+        return Err(());
+    }
     let framing = if head_request || status < 200 || status == 204 || status == 304 {
         Framing::None
     } else if chunked {
@@ -899,6 +904,14 @@ mod tests {
             .is_err()
         );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        assert!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .is_err(),
+            "both framings"
+        );
         assert!(matches!(
             parse_response(b"HTTP/1.1 200 OK\r\nA: b", false),
             Ok(None)
