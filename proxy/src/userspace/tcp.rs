@@ -31,8 +31,9 @@ pub(super) async fn serve(
         };
         let pool = pool.load_full();
         let stats = stats.clone();
+        // The client socket has TCP_NODELAY already: accepted sockets inherit it from the
+        // listener (one setsockopt less per connection).
         tokio::spawn(async move {
-            let _ = client.set_nodelay(true);
             match connect(&pool, peer).await {
                 Some(mut upstream) => {
                     stats
