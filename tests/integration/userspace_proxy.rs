@@ -207,3 +207,71 @@ fn userspace_engine_proxies_tcp_and_udp_services_in_both_families() -> Result<()
     );
     Ok(())
 }
+
+/// How the backend saw one proxied connection end: the bytes before a clean end (FIN), or
+/// the error kind (a reset).
+type Ending = std::result::Result<Vec<u8>, std::io::ErrorKind>;
+
+#[test]
+fn userspace_engine_passes_a_client_reset_and_a_clean_close_to_the_backend() -> Result<()> {
+    if !privileged("userspace proxy") {
+        return Ok(());
+    }
+    let node = Node::new()?;
+    let backend: SocketAddr = "127.0.0.1:7011".parse()?;
+    let (tx, rx) = std::sync::mpsc::channel::<Ending>();
+    let listener = node.rt().block_on(
+        node.rt()
+            .spawn(async move { tokio::net::TcpListener::bind(backend).await }),
+    )??;
+    node.rt().spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let ending = s.read_to_end(&mut got).await.map(|_| got);
+                let _ = tx.send(ending.map_err(|e| e.kind()));
+            });
+        }
+    });
+    let engine = Engine::new(node.rt().handle().clone());
+    let vip = key("10.96.5.6:80", L4Proto::Tcp)?;
+    node.rt()
+        .block_on(engine.upsert(vip, Pool::new(vec![backend], false)))?;
+
+    // A client that resets (zero linger, as the connect benchmark closes): the backend sees a
+    // reset too, not a FIN (which would leave the proxy's side in TIME_WAIT).
+    node.client(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut s = TcpStream::connect_timeout(&vip.addr, Duration::from_secs(5))?;
+        s.write_all(b"partial")?;
+        // Let the proxy connect the backend before the reset arrives.
+        std::thread::sleep(Duration::from_millis(200));
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+        Ok(())
+    })??;
+    let ending = rx.recv_timeout(Duration::from_secs(5))?;
+    ensure!(
+        ending == Err(std::io::ErrorKind::ConnectionReset),
+        "after a client reset the backend saw {ending:?}"
+    );
+
+    // A client that closes cleanly: its bytes, then a clean end.
+    node.client(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut s = TcpStream::connect_timeout(&vip.addr, Duration::from_secs(5))?;
+        s.write_all(b"whole")?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)?;
+        Ok(())
+    })??;
+    let ending = rx.recv_timeout(Duration::from_secs(5))?;
+    ensure!(
+        ending == Ok(b"whole".to_vec()),
+        "after a clean close the backend saw {ending:?}"
+    );
+    Ok(())
+}

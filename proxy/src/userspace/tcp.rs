@@ -31,8 +31,9 @@ pub(super) async fn serve(
         };
         let pool = pool.load_full();
         let stats = stats.clone();
+        // The client socket has TCP_NODELAY already: accepted sockets inherit it from the
+        // listener (one setsockopt less per connection).
         tokio::spawn(async move {
-            let _ = client.set_nodelay(true);
             match connect(&pool, peer).await {
                 Some(mut upstream) => {
                     stats
@@ -40,7 +41,19 @@ pub(super) async fn serve(
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = upstream.set_nodelay(true);
                     let mut client = client;
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    if tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                        .await
+                        .is_err()
+                    {
+                        // A reset (or any error) on one side resets the other, as it would pass
+                        // through a NAT. Closing the backend side with a FIN instead would make
+                        // this socket the active closer: a TIME_WAIT in the node namespace, on
+                        // an ephemeral port to the same backend, for every client that resets,
+                        // and with thousands of those each connect() searches the port range
+                        // (most of the proxy's CPU under the pod → ClusterIP benchmark).
+                        reset(&client);
+                        reset(&upstream);
+                    }
                 }
                 None => {
                     // No backend answered: a zero linger makes the close a reset, as a REJECT
@@ -48,7 +61,7 @@ pub(super) async fn serve(
                     stats
                         .rejected
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+                    reset(&client);
                 }
             }
         });
@@ -67,4 +80,9 @@ async fn connect(pool: &Pool, peer: SocketAddr) -> Option<TcpStream> {
         }
     }
     None
+}
+
+/// Makes the socket's close a reset (zero linger; a non-blocking socket never waits on it).
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
