@@ -19,6 +19,7 @@ use kube::api::Api;
 use skiff_proxy::routes::{self, ServiceRoute};
 
 use crate::cli::{AgentArgs, Component, ProxyMode};
+use crate::lock;
 use crate::pod_netns::PodNetns;
 use crate::up::north_south::{self, NorthSouth};
 use crate::up::{admin, netns, proxy};
@@ -171,10 +172,6 @@ fn hand_over(started: &proxy::Started, pins: &Path, keep: bool) {
     if handed > 0 {
         tracing::info!(links = handed, pins = %pins.display(), "programs left attached for the next start (`skiff agent --cleanup` removes them)");
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What `--pod-netns-prefix` follows: the namespaces, the balancer, those allowed at start.

@@ -33,6 +33,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// A mutex's guard, poisoned or not: a panic while holding it must not take the data plane's
+/// bookkeeping down with it.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -16,6 +16,8 @@ use skiff_ebpf::SockLb;
 use skiff_node::sandbox::register_with_reactor;
 use tokio::time::Instant;
 
+use crate::lock;
+
 /// How long a new name may stay a plain file: `ip netns add` and CNI create the file, then
 /// bind-mount the namespace on it.
 const MOUNT_WAIT: Duration = Duration::from_secs(2);
@@ -160,10 +162,6 @@ impl PodNetns {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Drains the queued events: (name, true if it appeared / false if it went).

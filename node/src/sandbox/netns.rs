@@ -153,18 +153,7 @@ where
 /// Opens a TCP connection to `addr` with a socket created inside the network namespace at
 /// `netns` (`None`: this one). The connect itself runs on the caller's runtime.
 pub async fn connect_tcp_in(netns: Option<&Path>, addr: SocketAddr) -> Result<TcpStream> {
-    let name = netns
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(current)".into());
-    let err = |source: std::io::Error| SandboxError::Connect {
-        addr,
-        netns: name.clone(),
-        source,
-    };
-    let socket = run_in_netns_async(netns.map(Path::to_path_buf), move || new_socket(addr))
-        .await?
-        .map_err(err)?;
-    socket.connect(addr).await.map_err(err)
+    SocketMaker::start(netns)?.connect(addr).await
 }
 
 /// A request to [`SocketMaker`]: the family (true: IPv6) and where to send the socket.

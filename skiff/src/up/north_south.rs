@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use skiff_ebpf::NodePortLb;
 
+use crate::lock;
+
 /// How often new or re-created interfaces are looked for.
 const RESCAN: Duration = Duration::from_secs(5);
 
@@ -25,10 +27,6 @@ pub struct NorthSouth {
     /// Attached interfaces by name, with the index they had (a re-created interface has a
     /// new one and needs a new attachment); and those that failed, logged once.
     attached: Mutex<(BTreeMap<String, u32>, BTreeSet<String>)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl NorthSouth {
