@@ -5,6 +5,7 @@ pub mod env;
 pub mod images;
 pub mod kubelet;
 pub mod logs;
+mod mountinfo;
 pub mod pods;
 pub mod probes;
 pub mod registration;

@@ -515,6 +515,8 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
     ensure!(left.is_empty(), "namespaces left after teardown: {left:?}");
     let cgroups = cgroups_named(&netns);
     ensure!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    let mounts = mounts_under(dir.path())?;
+    ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
 
     // The same data dir again: the objects are kept and the pods run again.
     let up = start_up(
@@ -538,7 +540,23 @@ async fn skiff_up_runs_manifests_serves_kubectl_and_leaves_nothing_behind() -> R
         left.is_empty(),
         "namespaces left after the second teardown: {left:?}"
     );
+    let mounts = mounts_under(dir.path())?;
+    ensure!(
+        mounts.is_empty(),
+        "mounts left after the second teardown: {mounts:?}"
+    );
     Ok(())
+}
+
+/// Mount points under `dir` (the sandbox state tmpfs, pod volumes), from mountinfo.
+fn mounts_under(dir: &Path) -> Result<Vec<String>> {
+    let dir = dir.to_string_lossy();
+    Ok(std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(dir.as_ref()))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// `kubectl port-forward` into a pod of namespace `e2e` (the kubelet tests' helper uses the

@@ -137,8 +137,8 @@ async fn run_pod(
     }
     writer.abort();
     if !kubelet_stopping {
-        let volumes = crate::volumes::volumes_dir(&ctx.config.pod_dir(&entry.uid));
-        if let Err(e) = crate::volumes::teardown_dir(&volumes) {
+        // The whole pod directory: its volumes, and the directory itself.
+        if let Err(e) = crate::volumes::teardown_dir(&ctx.config.pod_dir(&entry.uid)) {
             warn!(pod = %entry.name, error = %e, "removing pod volumes");
         }
         match ctx.sandboxes.remove(&entry.uid).await {

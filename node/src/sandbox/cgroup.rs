@@ -24,40 +24,22 @@ pub struct CgroupMounts {
 /// Finds the cgroup mounts in a mountinfo text (pure).
 pub fn parse_mountinfo(text: &str) -> CgroupMounts {
     let mut m = CgroupMounts::default();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mount_point) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let mount_point = PathBuf::from(unescape(mount_point));
-        let mut right = right.split(' ');
-        let fstype = right.next().unwrap_or("");
-        let super_opts = right.nth(1).unwrap_or("");
-        match fstype {
-            "cgroup2" if m.unified.is_none() => m.unified = Some(mount_point),
+    for entry in crate::mountinfo::parse(text) {
+        match entry.fstype.as_str() {
+            "cgroup2" if m.unified.is_none() => m.unified = Some(entry.point),
             "cgroup" => {
-                let opts: Vec<&str> = super_opts.split(',').collect();
+                let opts: Vec<&str> = entry.super_options.split(',').collect();
                 if opts.contains(&"memory") && m.memory_v1.is_none() {
-                    m.memory_v1 = Some(mount_point.clone());
+                    m.memory_v1 = Some(entry.point.clone());
                 }
                 if opts.contains(&"cpu") && m.cpu_v1.is_none() {
-                    m.cpu_v1 = Some(mount_point);
+                    m.cpu_v1 = Some(entry.point);
                 }
             }
             _ => {}
         }
     }
     m
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// The cgroups this process is in, per hierarchy (from /proc/self/cgroup).

@@ -21,6 +21,7 @@ mod pty;
 mod quantity;
 pub mod spawn;
 mod spec;
+mod state_mount;
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
@@ -71,6 +72,9 @@ pub struct SandboxConfig {
     pub pod_cidrs: Vec<IpCidr>,
     /// Where the per-pod files live (`pods/<uid>/`: record, resolv.conf, hosts).
     pub state_dir: PathBuf,
+    /// Mount a tmpfs of its own on `state_dir` (unmounted by `teardown_all`): for a node whose
+    /// sandboxes all go when it stops (`skiff up`).
+    pub state_on_tmpfs: bool,
     /// The cgroup pods go under: absolute (`/skiff`) from each hierarchy's root, or relative
     /// (`skiff-test`) to the cgroup this process is in.
     pub cgroup_parent: String,
@@ -110,6 +114,7 @@ impl SandboxConfig {
             name_prefix: name_prefix.into(),
             pod_cidrs,
             state_dir: state_dir.into(),
+            state_on_tmpfs: false,
             cgroup_parent: "/skiff".into(),
             cluster_dns: vec![IpAddr::from([10, 96, 0, 10])],
             cluster_domain: "cluster.local".into(),
@@ -295,6 +300,9 @@ impl SandboxManager {
         }
         let layout = CgroupLayout::detect()?;
         let ipam = Ipam::new(&config.pod_cidrs)?;
+        if config.state_on_tmpfs {
+            state_mount::ensure(&config.state_dir)?;
+        }
         // Earlier versions kept the allocations in a file of their own; the records carry them.
         let _ = std::fs::remove_file(config.state_dir.join("ipam.json"));
         let node_netlink =
@@ -527,6 +535,8 @@ impl SandboxManager {
         }
         self.layout.remove_parent(&self.config.cgroup_parent);
         let _ = std::fs::remove_dir(self.config.state_dir.join("pods"));
+        // Only a tmpfs this manager (or a crashed predecessor) mounted.
+        state_mount::release(&self.config.state_dir);
         info!(bridge = %self.config.bridge, "pod sandboxes torn down");
         Ok(())
     }

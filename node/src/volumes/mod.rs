@@ -111,13 +111,18 @@ impl PodVolumes {
         options: VolumeOptions,
     ) -> Result<PodVolumes, VolumeError> {
         let dir = volumes_dir(pod_dir);
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+        // A pod without volumes gets no directory: each new inode costs (on a journal-less
+        // ext4, more so after many recent deletions), and most pods have none.
+        if volumes.clone().next().is_some() {
+            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        }
         let mut this = PodVolumes {
             dir,
             options,
             volumes: BTreeMap::new(),
         };
-        for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        for volume in volumes {
             let entry = this.setup_one(pod, volume, sources)?;
             this.volumes.insert(volume.name.clone(), entry);
         }
@@ -302,11 +307,9 @@ fn written_payload(
 
 /// Mount points at or under `dir`, deepest first, from /proc/self/mountinfo.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
+    let mut found: Vec<PathBuf> = crate::mountinfo::read()
+        .into_iter()
+        .map(|m| m.point)
         .filter(|p| p.starts_with(dir))
         .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -329,30 +332,13 @@ fn is_mount_point(path: &Path) -> bool {
     }
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Unmounts everything under `dir` (a pod's volumes dir) and deletes it; for pods found
-/// after a kubelet restart as well as through [`PodVolumes::teardown`].
+/// Unmounts everything under `dir` (a pod's directory or its volumes directory) and deletes
+/// it; for pods found after a kubelet restart as well as through [`PodVolumes::teardown`].
 pub fn teardown_dir(dir: &Path) -> Result<(), VolumeError> {
+    // Most pods have no volumes, hence no directory: no need to read every mount of the node.
+    if std::fs::symlink_metadata(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(());
+    }
     for mount in mounts_under(dir) {
         if let Err(e) = rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH) {
             return Err(io("unmount", &mount)(e.into()));

@@ -63,6 +63,8 @@ async fn run_cluster(
         data_dir.join("sandbox"),
     );
     sandbox_config.node_netns = Some(netns::path(netns_name));
+    // Everything `up` runs goes when it stops, so its sandbox state lives on a tmpfs.
+    sandbox_config.state_on_tmpfs = true;
     sandbox_config.cluster_domain = args.cluster.cluster_domain.clone();
     sandbox_config.cgroup_parent = format!("/skiff-{}", args.name);
     let service_cidrs = proxy::cidrs("service-cidr", &args.cluster.service_cidr)?;
