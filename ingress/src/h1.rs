@@ -44,6 +44,10 @@ pub struct Limits {
     /// Largest request head in bytes: beyond it `431` (`414` when the request line alone is
     /// longer).
     pub max_header_bytes: usize,
+    /// How long a backend may be silent on the lean paths while its response is awaited
+    /// (then `504`) or while its body streams (then the response is cut) (nginx's
+    /// `proxy_read_timeout`).
+    pub upstream_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +56,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 32 << 10,
+            upstream_read_timeout: Duration::from_secs(60),
         }
     }
 }

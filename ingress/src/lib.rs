@@ -15,6 +15,8 @@ pub mod bufio;
 pub mod class;
 pub mod compile;
 pub mod h1;
+pub mod h2down;
+pub mod h2pool;
 pub mod lean;
 pub mod metrics;
 pub mod model;
@@ -23,6 +25,7 @@ pub mod proxy;
 pub mod server;
 pub mod table;
 pub mod tls;
+pub(crate) mod upstream;
 pub mod watch;
 
 #[cfg(test)]
