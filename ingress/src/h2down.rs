@@ -485,13 +485,12 @@ impl H1Exchange<'_> {
         }
         let until_close = matches!(resp.framing, Framing::UntilClose);
         loop {
-            if !payload.is_empty() || done {
-                if send(&mut out, payload.split().freeze(), done)
+            if (!payload.is_empty() || done)
+                && send(&mut out, payload.split().freeze(), done)
                     .await
                     .is_err()
-                {
-                    return Err(responded(Failure::ClientGone));
-                }
+            {
+                return Err(responded(Failure::ClientGone));
             }
             if done {
                 break;
