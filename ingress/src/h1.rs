@@ -108,6 +108,10 @@ pub(crate) async fn serve(
                 let _ = AsyncWriteExt::shutdown(&mut stream).await;
                 return;
             }
+            Outcome::Linger => {
+                linger(&mut stream).await;
+                return;
+            }
             Outcome::Fallback => {}
         }
         let mut session = ServerSession::new_http1(stream);
@@ -268,6 +272,12 @@ async fn reject(stream: &mut Stream, status: u16, why: &str) {
     if stream.write_all(answer.as_bytes()).await.is_err() || stream.flush().await.is_err() {
         return;
     }
+    linger(stream).await;
+}
+
+/// Closes our side and drains what the client still sends for a while, so that closing with
+/// unread bytes does not reset the connection before the client read our answer.
+async fn linger(stream: &mut Stream) {
     let _ = AsyncWriteExt::shutdown(stream).await;
     let until = tokio::time::Instant::now() + LINGER_TOTAL;
     let mut sink = [0u8; 16 << 10];

@@ -1,16 +1,21 @@
-//! The lean HTTP/1.1 path: the common request (GET or HEAD without a body, HTTP/1.1, routed
-//! to a plain-HTTP backend with endpoints) proxied straight from the head `h1` already read, to
-//! a pooled keep-alive upstream connection and back, without pingora's per-request session,
-//! header maps and channels. Everything else (bodies, upgrades, HTTP/1.0, local answers such as
-//! 404/503/308, HTTPS/h2c/gRPC backends) returns [`Outcome::Fallback`] before anything is
-//! written and goes through pingora as before.
+//! The lean HTTP/1.1 path: the common request (HTTP/1.1 in origin form, any method but
+//! CONNECT, no body or one framed by a single `Content-Length` or a lone `chunked` coding,
+//! routed to a plain-HTTP backend with endpoints) proxied straight from the head `h1` already
+//! read, to a pooled keep-alive upstream connection and back, without pingora's per-request
+//! session, header maps and channels. Everything else (upgrades, HTTP/1.0, pipelined bytes,
+//! other `Expect`s, local answers such as 404/503/308 and 413 by declared length,
+//! HTTPS/h2c/gRPC backends) returns [`Outcome::Fallback`] before anything is written and goes
+//! through pingora as before.
 //!
-//! Kept from the pingora path: routing on the newest table, canary draw, P2C over peak-EWMA with
-//! `start`/`observe`/`succeed`/`finish`, retries on connect failure or a dead connection before
-//! any response byte (idempotent requests, up to `MAX_TRIES`, another endpoint when one
-//! refused), passive ejection (`penalize`), `X-Forwarded-For/Proto/Host/Port`, `X-Request-ID`
-//! (the client's or a new one, also on the response), `Server: skiff-ingress`, hop-by-hop
-//! headers dropped, metrics and the access log.
+//! Request bodies are forwarded as framed, byte for byte, before the response is read (as
+//! nginx does); `Expect: 100-continue` is answered here; a chunked body over the route's limit
+//! gets 413. Upstream reads have the read timeout (then 504). Kept from the pingora path:
+//! routing on the newest table, canary draw, P2C over peak-EWMA with
+//! `start`/`observe`/`succeed`/`finish`, retries on connect failure or (idempotent requests
+//! without a body) a dead connection before any response byte, up to `MAX_TRIES` (`upstream::
+//! Attempts`), passive ejection (`penalize`), `X-Forwarded-For/Proto/Host/Port`,
+//! `X-Request-ID` (the client's or a new one, also on the response), `Server: skiff-ingress`,
+//! hop-by-hop headers dropped, metrics and the access log.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -42,6 +47,8 @@ pub enum Outcome {
     KeepAlive,
     /// Answered (or failed); the client connection must be closed.
     Close,
+    /// Answered before the request body was read whole: closed after draining the rest.
+    Linger,
 }
 
 /// The lean path of one listener (both share the pool).
@@ -70,12 +77,15 @@ struct Request<'a> {
     request_id: Option<&'a str>,
     client_close: bool,
     headers: &'a [httparse::Header<'a>],
+    body: Framing,
+    /// `Expect: 100-continue`: answered here before the body is read.
+    expect_continue: bool,
 }
 
 /// The request, if the lean path takes it.
 fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
     let method = req.method?;
-    if req.version != Some(1) || !(method == "GET" || method == "HEAD") {
+    if req.version != Some(1) || method == "CONNECT" {
         return None;
     }
     let target = req.path?;
@@ -85,6 +95,9 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
     let mut host = None;
     let mut request_id = None;
     let mut client_close = false;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let n = h.name;
         if eq(n, "host") {
@@ -92,12 +105,25 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
                 return None;
             }
             host = Some(visible(h.value)?);
-        } else if eq(n, "content-length")
-            || eq(n, "transfer-encoding")
-            || eq(n, "upgrade")
-            || eq(n, "expect")
-            || eq(n, "http2-settings")
-        {
+        } else if eq(n, "content-length") {
+            // One plain decimal length (repeats, lists and signs: pingora's checks).
+            let v = visible(h.value)?.trim();
+            if length.is_some() || v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            length = Some(v.parse().ok()?);
+        } else if eq(n, "transfer-encoding") {
+            // Only a lone `chunked` (other codings, repeats: pingora's path).
+            if chunked || !eq(visible(h.value)?.trim(), "chunked") {
+                return None;
+            }
+            chunked = true;
+        } else if eq(n, "expect") {
+            if expect_continue || !eq(visible(h.value)?.trim(), "100-continue") {
+                return None;
+            }
+            expect_continue = true;
+        } else if eq(n, "upgrade") || eq(n, "http2-settings") {
             return None;
         } else if eq(n, "connection") {
             for token in visible(h.value)?.split(',') {
@@ -113,6 +139,13 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
             request_id = visible(h.value).filter(|v| !v.is_empty() && v.len() <= 200);
         }
     }
+    // Both framings at once is how requests are smuggled (RFC 9112 §6.3): pingora refuses it.
+    let body = match (length, chunked) {
+        (Some(_), true) => return None,
+        (Some(0) | None, false) => Framing::None,
+        (Some(n), false) => Framing::Length(n),
+        (None, true) => Framing::Chunked,
+    };
     Some(Request {
         method,
         target,
@@ -120,6 +153,8 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
         request_id,
         client_close,
         headers: req.headers,
+        body,
+        expect_continue,
     })
 }
 
@@ -152,14 +187,22 @@ impl Lean {
     ) -> Outcome {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(head) {
-            // Pipelined requests or a body after the head: pingora's path.
-            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        let head_len = match parsed.parse(head) {
+            Ok(httparse::Status::Complete(n)) => n,
             _ => return Outcome::Fallback,
-        }
+        };
         let Some(req) = eligible(&parsed) else {
             return Outcome::Fallback;
         };
+        // Body bytes read with the head: all of them must belong to this request (pipelined
+        // requests after it: pingora's path).
+        let prefix = &head[head_len..];
+        let mut body_state = BodyState::new(req.body);
+        let mut payload = 0u64;
+        let (taken, body_done) = body_state.scan(prefix, |p| payload += p.len() as u64);
+        if taken != Some(prefix.len()) {
+            return Outcome::Fallback;
+        }
         let path = req.target.split_once('?').map_or(req.target, |(p, _)| p);
         let (route, backend, draw) = {
             let table = self.routes.load();
@@ -168,6 +211,12 @@ impl Lean {
             };
             if route.protocol != BackendProtocol::Http
                 || (route.redirect_https && !self.listener.tls)
+            {
+                return Outcome::Fallback;
+            }
+            // A body declared too large: pingora's 413.
+            if let (Some(max), Framing::Length(n)) = (route.max_body, req.body)
+                && n > max
             {
                 return Outcome::Fallback;
             }
@@ -191,7 +240,12 @@ impl Lean {
                 method: req.method,
                 target: req.target,
                 host: None,
-                headers: req.headers.iter().map(|h| (h.name, h.value)),
+                // `Expect` is answered here (nginx does too): the backend gets the body.
+                headers: req
+                    .headers
+                    .iter()
+                    .filter(|h| !eq(h.name, "expect"))
+                    .map(|h| (h.name, h.value)),
                 extra: None,
             },
             &Forwarding {
@@ -205,7 +259,24 @@ impl Lean {
         let mut x = Exchange {
             lean: self,
             req: &req,
-            attempts: Attempts::new(&self.routes, req.host, path, draw, backend, true),
+            attempts: Attempts::new(
+                &self.routes,
+                req.host,
+                path,
+                draw,
+                backend,
+                // Replayed only without a body (which is read from the client once).
+                idempotent(req.method) && matches!(req.body, Framing::None),
+            ),
+            unread_body: !matches!(req.body, Framing::None) && !body_done,
+            body: (!matches!(req.body, Framing::None)).then(|| Body {
+                prefix: prefix.to_vec(),
+                state: body_state,
+                done: body_done,
+                payload,
+                expect_continue: req.expect_continue,
+                max: route.max_body,
+            }),
             close,
             request_id: &request_id,
             status: 0,
@@ -237,6 +308,10 @@ struct Exchange<'a> {
     lean: &'a Lean,
     req: &'a Request<'a>,
     attempts: Attempts<'a>,
+    /// The request body, until it went upstream.
+    body: Option<Body>,
+    /// Part of the request body may still be unread from the client.
+    unread_body: bool,
     close: bool,
     request_id: &'a str,
     status: u16,
@@ -290,6 +365,15 @@ impl Exchange<'_> {
         tcp.write_all(up_head)
             .await
             .map_err(|_| before(Failure::WriteError))?;
+        if let Some(body) = self.body.take() {
+            // Sent whole before the response is read, as nginx does.
+            if body.send(client, &mut tcp, self.lean.read_timeout).await? {
+                // Bytes of a next request came with the body's end: not kept, so the client
+                // is told to reconnect.
+                self.close = true;
+            }
+            self.unread_body = false;
+        }
         let buf = &mut scratch.up;
         buf.clear();
         let resp = loop {
@@ -385,17 +469,20 @@ impl Exchange<'_> {
         })
     }
 
-    /// Answers 502 or 504 (no response started), with the failure named.
+    /// Answers 502, 504 or 413 (no response started), with the failure named.
     async fn fail(&mut self, client: &mut Stream, f: Failure) -> Outcome {
+        self.error = Some(f);
+        if f == Failure::ClientGone {
+            self.status = 499;
+            return Outcome::Close;
+        }
         let (status, body) = f.answer();
         self.status = status;
-        self.error = Some(f);
         let head = if self.req.method == "HEAD" { "" } else { &body };
-        let reason = if status == 504 {
-            "Gateway Timeout"
-        } else {
-            "Bad Gateway"
-        };
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
         let answer = format!(
             "HTTP/1.1 {status} {reason}\r\nServer: {SERVER}\r\nContent-Type: text/plain; \
              charset=utf-8\r\nContent-Length: {}\r\nX-Request-ID: {}\r\nConnection: close\r\n\r\n{head}",
@@ -405,7 +492,96 @@ impl Exchange<'_> {
         if client.write_all(answer.as_bytes()).await.is_ok() {
             let _ = client.flush().await;
         }
-        Outcome::Close
+        if self.unread_body {
+            Outcome::Linger
+        } else {
+            Outcome::Close
+        }
+    }
+}
+
+/// RFC 9110 §9.2.2 (CONNECT never reaches here).
+fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+    )
+}
+
+/// A request body on its way from the client to the backend, forwarded as framed (length or
+/// chunked, byte for byte).
+struct Body {
+    /// Body bytes that came with the head.
+    prefix: Vec<u8>,
+    state: BodyState,
+    done: bool,
+    /// Payload bytes so far (without chunk framing).
+    payload: u64,
+    expect_continue: bool,
+    /// The route's limit on the body (`skiff.dev/proxy-body-size`).
+    max: Option<u64>,
+}
+
+impl Body {
+    /// Streams the body upstream; `Ok(true)` when bytes after its end were read (they are
+    /// dropped: the connection must close). Each read of the client gets `timeout`.
+    async fn send(
+        mut self,
+        client: &mut Stream,
+        tcp: &mut TcpStream,
+        timeout: Duration,
+    ) -> Result<bool, Retry> {
+        use tokio::io::AsyncReadExt;
+        let before = |failure| Retry {
+            failure,
+            responded: false,
+        };
+        if self.max.is_some_and(|m| self.payload > m) {
+            return Err(before(Failure::BodyTooLarge));
+        }
+        if !self.prefix.is_empty() {
+            tcp.write_all(&self.prefix)
+                .await
+                .map_err(|_| before(Failure::WriteError))?;
+        }
+        if self.done {
+            return Ok(false);
+        }
+        if self.expect_continue && self.prefix.is_empty() {
+            let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            client
+                .flush()
+                .await
+                .map_err(|_| before(Failure::ClientGone))?;
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            // A length-delimited body is read exactly: what follows is the next request's.
+            let want = match self.state {
+                BodyState::Length(left) => {
+                    usize::try_from(left).map_or(READ_CHUNK, |l| l.min(READ_CHUNK))
+                }
+                _ => READ_CHUNK,
+            };
+            let n = match tokio::time::timeout(timeout, client.read(&mut buf[..want])).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return Err(before(Failure::ClientGone)),
+            };
+            let payload = &mut self.payload;
+            let (taken, done) = self.state.scan(&buf[..n], |p| *payload += p.len() as u64);
+            let Some(taken) = taken else {
+                return Err(before(Failure::ClientGone));
+            };
+            if self.max.is_some_and(|m| self.payload > m) {
+                return Err(before(Failure::BodyTooLarge));
+            }
+            tcp.write_all(&buf[..taken])
+                .await
+                .map_err(|_| before(Failure::WriteError))?;
+            if done {
+                return Ok(taken < n);
+            }
+        }
     }
 }
 
@@ -467,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_bodyless_http11_requests_are_eligible() {
+    fn plain_http11_requests_with_unambiguous_framing_are_eligible() {
         let check = |head: &[u8]| {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
@@ -477,25 +653,43 @@ mod tests {
                     r.host.to_owned(),
                     r.client_close,
                     r.request_id.map(str::to_owned),
+                    format!("{:?}", r.body),
+                    r.expect_continue,
                 )
             })
         };
+        let none = || "None".to_owned();
         assert_eq!(
             check(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(("x".into(), false, None))
+            Some(("x".into(), false, None, none(), false))
         );
         assert_eq!(
             check(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-ID: r1\r\n\r\n"),
-            Some(("x".into(), true, Some("r1".into())))
+            Some(("x".into(), true, Some("r1".into()), none(), false))
+        );
+        assert_eq!(
+            check(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"),
+            Some(("x".into(), false, None, "Length(12)".into(), false))
+        );
+        assert_eq!(
+            check(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+            Some(("x".into(), false, None, none(), false))
+        );
+        assert_eq!(
+            check(b"PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n"),
+            Some(("x".into(), false, None, "Chunked".into(), true))
         );
         for head in [
             &b"GET / HTTP/1.0\r\nHost: x\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: something\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: x-secret\r\n\r\n",
             b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: \xc3\xa9\r\n\r\n",

@@ -1675,3 +1675,91 @@ async fn grpc_streams_flow_both_ways_and_resets_pass_through() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn http11_request_bodies_take_the_lean_path_whole() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut e = env().await?;
+    add_service(&mut e.model, "echo", &[body_backend().await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "echo", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "echo.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "echo", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // Length and chunked bodies over one keep-alive connection.
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let big = vec![b'q'; 200_000];
+    for (i, chunked) in [false, true, false].into_iter().enumerate() {
+        let req = Request::post(format!("/b/{i}")).header("host", "echo.test");
+        let body = if chunked {
+            streamed(&big)
+        } else {
+            Full::new(Bytes::from(big.clone())).boxed()
+        };
+        let resp = send.send_request(req.body(body)?).await?;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["server"], "skiff-ingress");
+        let v = json_of(&String::from_utf8(
+            resp.into_body().collect().await?.to_bytes().to_vec(),
+        )?)?;
+        assert_eq!(
+            (v["method"].as_str(), v["len"].as_u64()),
+            (Some("POST"), Some(200_000))
+        );
+        let te = v["headers"]["transfer-encoding"].as_str();
+        assert_eq!(te == Some("chunked"), chunked, "{v}");
+    }
+    // Expect: 100-continue is answered by the proxy, then the body goes on; a chunked body
+    // with trailers reaches the backend intact; the next request follows on the connection.
+    let mut s = TcpStream::connect(e.http()).await?;
+    s.write_all(
+        b"POST /c HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await?;
+    let mut buf = vec![0u8; 64];
+    let n = s.read(&mut buf).await?;
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await?;
+    let answer = read_response(&mut s).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body":"hello""#), "{answer}");
+    s.write_all(b"PUT /d HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+        .await?;
+    let answer = read_response(&mut s).await?;
+    assert!(answer.contains(r#""body":"abcde""#), "{answer}");
+    assert!(answer.contains(r#""method":"PUT""#), "{answer}");
+    Ok(())
+}
+
+/// Reads one response whose body has a Content-Length (the test backends' answers).
+async fn read_response(s: &mut TcpStream) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            bail!("closed after {:?}", String::from_utf8_lossy(&got));
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .context("content-length")?;
+            if body.len() >= len {
+                return Ok(text);
+            }
+        }
+    }
+}
