@@ -288,7 +288,7 @@ fn fail(r: &mut Req<'_>, respond: &mut SendResponse<Bytes>, f: Failure) {
         r.status = 499;
         return;
     }
-    let (status, text) = f.answer();
+    let (status, text) = f.answer(r.route.as_ref().and_then(|r| r.max_body));
     local(r, respond, status, text, None);
 }
 

@@ -269,6 +269,7 @@ impl Lean {
                 idempotent(req.method) && matches!(req.body, Framing::None),
             ),
             unread_body: !matches!(req.body, Framing::None) && !body_done,
+            max_body: route.max_body,
             body: (!matches!(req.body, Framing::None)).then(|| Body {
                 prefix: prefix.to_vec(),
                 state: body_state,
@@ -312,6 +313,8 @@ struct Exchange<'a> {
     body: Option<Body>,
     /// Part of the request body may still be unread from the client.
     unread_body: bool,
+    /// The route's body limit (for the 413's text).
+    max_body: Option<u64>,
     close: bool,
     request_id: &'a str,
     status: u16,
@@ -476,7 +479,7 @@ impl Exchange<'_> {
             self.status = 499;
             return Outcome::Close;
         }
-        let (status, body) = f.answer();
+        let (status, body) = f.answer(self.max_body);
         self.status = status;
         let head = if self.req.method == "HEAD" { "" } else { &body };
         let reason = http::StatusCode::from_u16(status)

@@ -60,12 +60,15 @@ impl Failure {
     }
 
     /// The status and plain-text body the client gets: 504 when the backend did not answer
-    /// in time, else 502.
-    pub(crate) fn answer(self) -> (u16, String) {
+    /// in time, 413 over the route's body limit `max_body`, else 502.
+    pub(crate) fn answer(self, max_body: Option<u64>) -> (u16, String) {
         match self {
             Failure::BodyTooLarge => (
                 413,
-                "413 Payload Too Large: the request body is over the route's limit\n".to_owned(),
+                format!(
+                    "413 Payload Too Large: the request body is over the route's limit of {} bytes\n",
+                    max_body.unwrap_or(0)
+                ),
             ),
             Failure::ReadTimedout => (
                 504,
