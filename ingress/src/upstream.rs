@@ -552,12 +552,14 @@ impl<'a> Attempts<'a> {
     }
 
     /// Connecting to `endpoint` failed (nothing was sent): penalized, finished and avoided
-    /// from now on; `true` to try again.
+    /// from now on; `true` to try again. Refusals are cheap and safe to retry, and during a
+    /// scale-down several pods of the table may refuse before the EndpointSlice update
+    /// arrives: up to twice [`MAX_TRIES`] of them.
     pub(crate) fn connect_failed(&mut self, endpoint: &Endpoint) -> bool {
         endpoint.penalize();
         endpoint.finish();
         self.tried.push(endpoint.addr);
-        self.tries < MAX_TRIES
+        self.tries < 2 * MAX_TRIES
     }
 
     /// A connection for the next try (its endpoint `start`ed: the caller `finish`es it), or
