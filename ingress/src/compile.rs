@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use crate::balance::Endpoint;
 use crate::class::ClassSelector;
-use crate::model::{BackendRef, IngressInfo, Key, Model, PathType, Problem, SliceInfo};
+use crate::model::{
+    BackendProtocol, BackendRef, IngressInfo, Key, Model, PathType, Problem, SliceInfo,
+};
 use crate::table::{Backend, Canary, HostRoutes, Route, RouteTable};
 
 /// Controller-wide routing settings.
@@ -219,11 +221,13 @@ impl Builder<'_> {
                 s
             }
         };
+        let protocol = ing.map(|i| i.backend_protocol).unwrap_or_default();
+        self.table.tls_upstreams |= protocol == BackendProtocol::Https;
         Arc::new(Route {
             ingress: ing.map(|i| i.key.clone()),
             backend,
             redirect_https,
-            protocol: ing.map(|i| i.backend_protocol).unwrap_or_default(),
+            protocol,
             max_body: ing.and_then(|i| i.max_body),
             stats,
             canary: None,

@@ -44,6 +44,10 @@ pub struct Limits {
     /// Largest request head in bytes: beyond it `431` (`414` when the request line alone is
     /// longer).
     pub max_header_bytes: usize,
+    /// How long a backend may be silent on the lean paths while its response is awaited
+    /// (then `504`) or while its body streams (then the response is cut) (nginx's
+    /// `proxy_read_timeout`).
+    pub upstream_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +56,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 32 << 10,
+            upstream_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -101,6 +106,10 @@ pub(crate) async fn serve(
             Outcome::KeepAlive => continue,
             Outcome::Close => {
                 let _ = AsyncWriteExt::shutdown(&mut stream).await;
+                return;
+            }
+            Outcome::Linger => {
+                linger(&mut stream).await;
                 return;
             }
             Outcome::Fallback => {}
@@ -263,6 +272,12 @@ async fn reject(stream: &mut Stream, status: u16, why: &str) {
     if stream.write_all(answer.as_bytes()).await.is_err() || stream.flush().await.is_err() {
         return;
     }
+    linger(stream).await;
+}
+
+/// Closes our side and drains what the client still sends for a while, so that closing with
+/// unread bytes does not reset the connection before the client read our answer.
+async fn linger(stream: &mut Stream) {
     let _ = AsyncWriteExt::shutdown(stream).await;
     let until = tokio::time::Instant::now() + LINGER_TOTAL;
     let mut sink = [0u8; 16 << 10];

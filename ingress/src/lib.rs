@@ -5,8 +5,10 @@
 //! invalid parts reported as `Problem`s) → `compile` (class selection, per-host merging,
 //! EndpointSlice resolution) → `table` (the `RouteTable` snapshot) and `tls` (the certificate
 //! snapshot), both swapped whole through `ArcSwap` → `server` (our accept loops on the caller's
-//! runtime; `h1` reads HTTP/1.x heads, `lean` proxies the common bodyless request itself over
-//! `pool`ed upstream connections, pingora's `HttpProxy` the rest) → `proxy` (the `ProxyHttp` phases: route,
+//! runtime; `h1` reads HTTP/1.x heads, `lean` proxies the common HTTP/1.1 request itself over
+//! `pool`ed upstream connections, `h2down` serves HTTP/2 connections (to HTTP backends over the
+//! same pool, to GRPC/H2C backends over `h2pool`), both through `upstream`; pingora's
+//! `HttpProxy` the rest) → `proxy` (the `ProxyHttp` phases: route,
 //! answer 404/503/308 locally, or pick an endpoint with `balance`, P2C over peak-EWMA) →
 //! `metrics`.
 
@@ -15,6 +17,8 @@ pub mod bufio;
 pub mod class;
 pub mod compile;
 pub mod h1;
+pub mod h2down;
+pub mod h2pool;
 pub mod lean;
 pub mod metrics;
 pub mod model;
@@ -23,6 +27,7 @@ pub mod proxy;
 pub mod server;
 pub mod table;
 pub mod tls;
+pub(crate) mod upstream;
 pub mod watch;
 
 #[cfg(test)]

@@ -122,6 +122,38 @@ pub(crate) fn new_request_id() -> String {
     )
 }
 
+/// The body of a 404: no rule for this host and path.
+pub(crate) fn not_found_text(host: &str, path: &str) -> String {
+    format!(
+        "404 Not Found: no Ingress rule matches host {:?} path {path:?}\n",
+        normalize_host(host)
+    )
+}
+
+/// The body of a 503: the backend has no ready endpoint.
+pub(crate) fn unavailable_text(backend: &Backend) -> String {
+    let why = backend
+        .unavailable
+        .clone()
+        .unwrap_or_else(|| format!("service {} has no endpoints", backend.name));
+    format!("503 Service Unavailable: {why}\n")
+}
+
+/// The body of a 413 by declared length.
+pub(crate) fn too_large_text(max: u64) -> String {
+    format!("413 Payload Too Large: the limit of this route is {max} bytes\n")
+}
+
+/// Where a plain-HTTP request for a TLS host is redirected (`pq`: path and query).
+pub(crate) fn redirect_location(listener: &ListenerInfo, host: &str, pq: &str) -> String {
+    let host = normalize_host(host);
+    let port = match listener.https_port {
+        443 => String::new(),
+        p => format!(":{p}"),
+    };
+    format!("https://{host}{port}{pq}")
+}
+
 async fn respond_text(
     session: &mut Session,
     status: u16,
@@ -259,27 +291,18 @@ impl ProxyHttp for IngressProxy {
             Decision::Route(r) => r.clone(),
             Decision::NotFound => {
                 ctx.local_status = Some(404);
-                let body = format!(
-                    "404 Not Found: no Ingress rule matches host {:?} path {path:?}\n",
-                    normalize_host(&host)
-                );
-                respond_text(session, 404, body, None).await?;
+                respond_text(session, 404, not_found_text(&host, &path), None).await?;
                 return Ok(true);
             }
         };
         drop(table);
         if route.redirect_https && !self.listener.tls {
-            let host = normalize_host(&host).into_owned();
-            let port = match self.listener.https_port {
-                443 => String::new(),
-                p => format!(":{p}"),
-            };
             let pq = session
                 .req_header()
                 .uri
                 .path_and_query()
                 .map_or("/", |p| p.as_str());
-            let location = format!("https://{host}{port}{pq}");
+            let location = redirect_location(&self.listener, &host, pq);
             ctx.local_status = Some(308);
             ctx.route = Some(route);
             respond_text(
@@ -297,19 +320,9 @@ impl ProxyHttp for IngressProxy {
         ctx.host = host;
         ctx.path = path;
         if backend.endpoints.is_empty() {
-            let why = backend
-                .unavailable
-                .clone()
-                .unwrap_or_else(|| format!("service {} has no endpoints", backend.name));
             ctx.local_status = Some(503);
             ctx.route = Some(route);
-            respond_text(
-                session,
-                503,
-                format!("503 Service Unavailable: {why}\n"),
-                None,
-            )
-            .await?;
+            respond_text(session, 503, unavailable_text(&backend), None).await?;
             return Ok(true);
         }
         if let Some(max) = route.max_body {
@@ -322,13 +335,7 @@ impl ProxyHttp for IngressProxy {
             if declared.is_some_and(|n| n > max) {
                 ctx.local_status = Some(413);
                 ctx.route = Some(route);
-                respond_text(
-                    session,
-                    413,
-                    format!("413 Payload Too Large: the limit of this route is {max} bytes\n"),
-                    None,
-                )
-                .await?;
+                respond_text(session, 413, too_large_text(max), None).await?;
                 return Ok(true);
             }
         }

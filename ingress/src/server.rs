@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::h1::{self, Limits};
+use crate::h2down::{self, H2Path};
+use crate::h2pool::H2Pool;
 use crate::lean::Lean;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -116,13 +118,21 @@ impl IngressServer {
             .unwrap_or(443);
         let mut tasks = Vec::new();
         let pool = Arc::new(Pool::default());
+        let h2_pool = Arc::new(H2Pool::default());
         let lean = |info: ListenerInfo| {
             Arc::new(Lean::new(
                 state.routes.clone(),
                 info,
                 state.metrics.clone(),
                 pool.clone(),
+                listeners.limits.upstream_read_timeout,
             ))
+        };
+        let h2 = |lean: &Arc<Lean>| {
+            Arc::new(H2Path {
+                lean: lean.clone(),
+                pool: h2_pool.clone(),
+            })
         };
         let proxy = |info: ListenerInfo, h2c: bool| {
             let mut app = http_proxy(
@@ -148,10 +158,12 @@ impl IngressServer {
             };
             // Two apps: pingora's own h2c detection waits for 24 bytes, which hangs a shorter
             // HTTP/1 request; `detect_h2c` decides first and the h2c app only sees h2c.
+            let lean = lean(info.clone());
             let mode = Mode::Plain {
                 h1: proxy(info.clone(), false),
                 h2c: proxy(info.clone(), true),
-                lean: lean(info),
+                h2: h2(&lean),
+                lean,
             };
             tasks.push(spawn_loop(
                 l,
@@ -167,10 +179,12 @@ impl IngressServer {
                 https_port,
             };
             let acceptor = Acceptor::from_server_config(server_config(state.certs.clone())?);
+            let lean = lean(info.clone());
             let mode = Mode::Tls {
                 app: proxy(info.clone(), false),
                 acceptor,
-                lean: lean(info),
+                h2: h2(&lean),
+                lean,
             };
             tasks.push(spawn_loop(l, Arc::new(mode), listeners.limits, rx.clone())?);
         }
@@ -198,12 +212,14 @@ enum Mode {
         h1: Arc<HttpProxy<IngressProxy>>,
         h2c: Arc<HttpProxy<IngressProxy>>,
         lean: Arc<Lean>,
+        h2: Arc<H2Path>,
     },
     /// TLS, then HTTP/1.1 or HTTP/2 by ALPN.
     Tls {
         app: Arc<HttpProxy<IngressProxy>>,
         acceptor: Acceptor,
         lean: Arc<Lean>,
+        h2: Arc<H2Path>,
     },
 }
 
@@ -229,6 +245,11 @@ async fn detect_h2c(l4: &mut L4Stream) -> std::io::Result<bool> {
     };
     l4.rewind(&seen);
     Ok(h2c)
+}
+
+/// HTTP/2 connections are ours (`h2down`) unless some route needs pingora's TLS upstreams.
+fn own_h2(h2: &H2Path) -> bool {
+    !h2.lean.routes.load().has_tls_upstreams()
 }
 
 fn spawn_loop(
@@ -276,8 +297,19 @@ async fn accept_loop(
             let mut l4 = L4Stream::from(tcp);
             l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
             match &*mode {
-                Mode::Plain { h1, h2c, lean } => {
+                Mode::Plain { h1, h2c, lean, h2 } => {
                     match tokio::time::timeout(FIRST_BYTES_TIMEOUT, detect_h2c(&mut l4)).await {
+                        Ok(Ok(true)) if own_h2(h2) => {
+                            h2down::serve(
+                                h2.clone(),
+                                l4,
+                                Some(peer),
+                                &limits,
+                                H2_IDLE_TIMEOUT,
+                                &shutdown,
+                            )
+                            .await;
+                        }
                         Ok(Ok(true)) => {
                             h2c.process_new(Box::new(l4), &shutdown).await;
                         }
@@ -297,6 +329,7 @@ async fn accept_loop(
                     app,
                     acceptor,
                     lean,
+                    h2,
                 } => {
                     let stream: Stream =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
@@ -313,7 +346,19 @@ async fn accept_loop(
                             }
                         };
                     if stream.selected_alpn_proto() == Some(ALPN::H2) {
-                        app.process_new(stream, &shutdown).await;
+                        if own_h2(h2) {
+                            h2down::serve(
+                                h2.clone(),
+                                stream,
+                                Some(peer),
+                                &limits,
+                                H2_IDLE_TIMEOUT,
+                                &shutdown,
+                            )
+                            .await;
+                        } else {
+                            app.process_new(stream, &shutdown).await;
+                        }
                     } else {
                         h1::serve(app, lean, stream, Some(peer), &limits, accepted, &shutdown)
                             .await;

@@ -119,6 +119,8 @@ pub struct RouteTable {
     pub(crate) stats: HashMap<(Option<Key>, BackendRef), Arc<RouteStats>>,
     /// Number of path rules (for metrics and logs).
     pub(crate) rule_count: usize,
+    /// Some route goes to an HTTPS backend (only pingora's path speaks TLS upstream).
+    pub(crate) tls_upstreams: bool,
 }
 
 impl RouteTable {
@@ -150,6 +152,12 @@ impl RouteTable {
 
     pub fn rule_count(&self) -> usize {
         self.rule_count
+    }
+
+    /// Whether some route goes to an HTTPS backend: HTTP/2 client connections are then
+    /// served by pingora (whose path speaks TLS upstream) rather than by `h2down`.
+    pub fn has_tls_upstreams(&self) -> bool {
+        self.tls_upstreams
     }
 
     /// Every distinct endpoint in the table.

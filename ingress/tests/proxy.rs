@@ -1297,3 +1297,469 @@ async fn response_framings_pass_through_on_one_connection() -> Result<()> {
     assert!(answer.ends_with("\r\n\r\nuntil the end"), "{answer}");
     Ok(())
 }
+
+/// A backend answering JSON with the method, the headers and the body it got.
+async fn body_backend() -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let headers: BTreeMap<String, String> = parts
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                            .collect();
+                        let v = json!({
+                            "method": parts.method.as_str(),
+                            "headers": headers,
+                            "len": body.len(),
+                            "body": String::from_utf8_lossy(&body),
+                        });
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v.to_string()))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+type H2Send = hyper::client::conn::http2::SendRequest<
+    http_body_util::combinators::BoxBody<Bytes, Infallible>,
+>;
+
+/// An HTTP/2 connection over TLS (SNI secure.test, ALPN h2).
+async fn h2_tls(e: &Env) -> Result<H2Send> {
+    let cfg = client_config(std::slice::from_ref(&e.secure_der), &[b"h2"])?;
+    let tls = tls_connect(e.https(), "secure.test", cfg).await?;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+async fn h2_call(
+    send: &mut H2Send,
+    req: Request<http_body_util::combinators::BoxBody<Bytes, Infallible>>,
+) -> Result<(u16, hyper::HeaderMap, String)> {
+    let resp = send.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn empty() -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    Empty::new().boxed()
+}
+
+/// A body of unknown length (no content-length: HTTP/1.1 upstreams get it chunked).
+fn streamed(body: &[u8]) -> http_body_util::combinators::BoxBody<Bytes, Infallible> {
+    let frames = futures::stream::iter(
+        body.chunks(1000)
+            .map(|c| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect::<Vec<_>>(),
+    );
+    http_body_util::StreamBody::new(frames).boxed()
+}
+
+#[tokio::test]
+async fn h2_streams_to_http_backends_carry_bodies_headers_and_local_answers() -> Result<()> {
+    let mut e = env().await?;
+    add_service(&mut e.model, "echo", &[body_backend().await?]);
+    let p = |svc: &str| json!([{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}}]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "echo", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "echo.test", "http": {"paths": p("echo")}}]}
+    })));
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "small", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/proxy-body-size": "1k"}},
+        "spec": {"rules": [{"host": "small.test", "http": {"paths": p("echo")}}]}
+    })));
+    e.apply();
+    let mut send = h2_tls(&e).await?;
+
+    // Forwarding headers, split cookies joined, our Server and X-Request-ID.
+    let req = Request::get("https://echo.test/x?y=1")
+        .header("x-forwarded-for", "192.0.2.7")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(empty())?;
+    let (status, headers, body) = h2_call(&mut send, req).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["server"], "skiff-ingress");
+    let v = json_of(&body)?;
+    let h = &v["headers"];
+    assert_eq!(h["host"], "echo.test");
+    assert_eq!(h["cookie"], "a=1; b=2");
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "echo.test");
+    assert_eq!(h["x-forwarded-port"], e.https().port().to_string());
+    assert_eq!(h["x-request-id"], headers["x-request-id"].to_str()?);
+    assert_eq!(v["method"], "GET");
+
+    // Bodies: with a length as is, without one chunked; both whole at the backend.
+    let big = vec![b'z'; 100_000];
+    let req = Request::post("https://echo.test/up")
+        .header("content-length", big.len().to_string())
+        .body(Full::new(Bytes::from(big.clone())).boxed())?;
+    let (status, _, body) = h2_call(&mut send, req).await?;
+    assert_eq!(status, 200);
+    let v = json_of(&body)?;
+    assert_eq!(
+        (v["len"].as_u64(), v["method"].as_str()),
+        (Some(100_000), Some("POST"))
+    );
+    assert_eq!(v["headers"]["content-length"], "100000");
+    let req = Request::put("https://echo.test/up").body(streamed(&big))?;
+    let (status, _, body) = h2_call(&mut send, req).await?;
+    assert_eq!(status, 200);
+    let v = json_of(&body)?;
+    assert_eq!(v["len"].as_u64(), Some(100_000));
+    assert_eq!(v["headers"]["transfer-encoding"], "chunked");
+
+    // Local answers on the same connection.
+    let (status, headers, body) =
+        h2_call(&mut send, Request::get("https://nope.test/").body(empty())?).await?;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("no Ingress rule matches host \"nope.test\""),
+        "{body}"
+    );
+    assert_eq!(headers["server"], "skiff-ingress");
+    let (status, _, body) = h2_call(
+        &mut send,
+        Request::get("https://empty.test/").body(empty())?,
+    )
+    .await?;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("empty port 80 has no ready endpoints"),
+        "{body}"
+    );
+    let req = Request::post("https://small.test/")
+        .header("content-length", "2000")
+        .body(Full::new(Bytes::from(vec![b'x'; 2000])).boxed())?;
+    let (status, _, body) = h2_call(&mut send, req).await?;
+    assert_eq!(status, 413);
+    assert!(body.contains("limit of this route is 1024 bytes"), "{body}");
+    let req = Request::post("https://small.test/").body(streamed(&[b'x'; 4000]))?;
+    assert_eq!(h2_call(&mut send, req).await?.0, 413);
+    let req = Request::post("https://small.test/").body(streamed(&[b'x'; 1000]))?;
+    assert_eq!(h2_call(&mut send, req).await?.0, 200);
+
+    // Concurrent streams of one connection, balanced per request over every pod.
+    let calls = (0..30).map(|i| {
+        let mut send = send.clone();
+        async move {
+            let req = Request::get(format!("https://pool.test/c/{i}")).body(empty())?;
+            let (status, _, body) = h2_call(&mut send, req).await?;
+            anyhow::ensure!(status == 200, "{status} {body}");
+            Ok(json_of(&body)?["name"].as_str().unwrap_or("").to_owned())
+        }
+    });
+    let names: HashSet<String> = futures::future::try_join_all(calls)
+        .await?
+        .into_iter()
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from(["p0".into(), "p1".into(), "p2".into()])
+    );
+    Ok(())
+}
+
+/// A backend that reads requests and never answers.
+async fn silent_backend() -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn a_silent_backend_gets_504_after_the_read_timeout() -> Result<()> {
+    let timeout = std::time::Duration::from_millis(300);
+    let mut e = env_with(Limits {
+        upstream_read_timeout: timeout,
+        ..Limits::default()
+    })
+    .await?;
+    add_service(&mut e.model, "silent", &[silent_backend().await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "silent", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "silent.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "silent", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // HTTP/1.1 (the lean path) and HTTP/2 alike; the wait is bounded by the test harness,
+    // not asserted.
+    let (status, headers, body) = get(e.http(), "silent.test", "/").await?;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("read timeout"), "{body}");
+    assert_eq!(headers["server"], "skiff-ingress");
+    let mut send = h2_tls(&e).await?;
+    let (status, _, body) = h2_call(
+        &mut send,
+        Request::get("https://silent.test/").body(empty())?,
+    )
+    .await?;
+    assert_eq!(status, 504, "{body}");
+    // The connection still serves.
+    let (status, _, _) =
+        h2_call(&mut send, Request::get("https://foo.test/a").body(empty())?).await?;
+    assert_eq!(status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn h2_connections_go_to_pingora_while_an_https_backend_is_routed() -> Result<()> {
+    let mut e = env().await?;
+    add_service(&mut e.model, "tlspod", &[tls_backend("tls-pod").await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "tlsup", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "HTTPS"}},
+        "spec": {"rules": [{"host": "tlsup.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "tlspod", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    // Opened before the HTTPS route exists: our path, which answers 421 for it.
+    let mut ours = h2_tls(&e).await?;
+    // A first answer: the connection has been given to a path.
+    let (status, _, _) =
+        h2_call(&mut ours, Request::get("https://foo.test/a").body(empty())?).await?;
+    assert_eq!(status, 200);
+    e.apply();
+    let (status, _, body) = h2_call(
+        &mut ours,
+        Request::get("https://tlsup.test/").body(empty())?,
+    )
+    .await?;
+    assert_eq!(status, 421, "{body}");
+    // A new connection goes to pingora, which speaks TLS upstream; other hosts work on both.
+    let mut theirs = h2_tls(&e).await?;
+    let (status, _, body) = h2_call(
+        &mut theirs,
+        Request::get("https://tlsup.test/s").body(empty())?,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)?["name"], "tls-pod");
+    for send in [&mut ours, &mut theirs] {
+        let (status, _, body) =
+            h2_call(send, Request::get("https://foo.test/a").body(empty())?).await?;
+        assert_eq!((status, json_of(&body)?["name"].clone()), (200, json!("a")));
+    }
+    Ok(())
+}
+
+/// An h2c backend on the `h2` crate: `/echo` answers each request DATA frame with the same
+/// bytes and ends with `grpc-status: 0` plus the request's `x-t` trailer; `/reset` resets the
+/// stream with ENHANCE_YOUR_CALM.
+async fn h2_echo_backend() -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    tokio::spawn(async move {
+                        if req.uri().path() == "/reset" {
+                            respond.send_reset(h2::Reason::ENHANCE_YOUR_CALM);
+                            return;
+                        }
+                        let mut body = req.into_body();
+                        let Ok(mut out) = respond.send_response(Response::new(()), false) else {
+                            return;
+                        };
+                        while let Some(Ok(d)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(d.len());
+                            let _ = out.send_data(d, false);
+                        }
+                        let mut t = hyper::HeaderMap::new();
+                        t.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                        if let Ok(Some(rt)) = body.trailers().await
+                            && let Some(x) = rt.get("x-t")
+                        {
+                            t.insert("x-t", x.clone());
+                        }
+                        let _ = out.send_trailers(t);
+                    });
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn grpc_streams_flow_both_ways_and_resets_pass_through() -> Result<()> {
+    let mut e = env().await?;
+    add_service(&mut e.model, "h2echo", &[h2_echo_backend().await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "h2echo", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+                     "annotations": {"skiff.dev/backend-protocol": "GRPC"}},
+        "spec": {"rules": [{"host": "h2echo.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "h2echo", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let s = TcpStream::connect(e.http()).await?;
+    let (client, conn) = h2::client::handshake(s).await?;
+    tokio::spawn(conn);
+    let mut client = client.ready().await?;
+    // Bidirectional: each message comes back before the next is sent.
+    let req = Request::post("http://h2echo.test/echo").body(())?;
+    let (resp, mut up) = client.send_request(req, false)?;
+    let resp = resp.await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["server"], "skiff-ingress");
+    let mut down = resp.into_body();
+    for i in 0..3 {
+        let msg = Bytes::from(format!("message {i}"));
+        up.send_data(msg.clone(), false)?;
+        let got = down.data().await.context("echo")??;
+        let _ = down.flow_control().release_capacity(got.len());
+        assert_eq!(got, msg);
+    }
+    let mut t = hyper::HeaderMap::new();
+    t.insert("x-t", hyper::header::HeaderValue::from_static("tail"));
+    up.send_trailers(t)?;
+    assert!(down.data().await.is_none());
+    let trailers = down.trailers().await?.context("trailers")?;
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-t"], "tail");
+    // A reset by the backend reaches the client with its reason.
+    let mut client = client.ready().await?;
+    let (resp, _up) =
+        client.send_request(Request::post("http://h2echo.test/reset").body(())?, true)?;
+    let err = resp.await.err().context("the reset stream answered")?;
+    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err}");
+    // The connection carries on.
+    let mut client = client.ready().await?;
+    let (resp, mut up) =
+        client.send_request(Request::post("http://h2echo.test/echo").body(())?, false)?;
+    up.send_data(Bytes::from_static(b"again"), true)?;
+    let resp = resp.await?;
+    let mut down = resp.into_body();
+    assert_eq!(
+        down.data().await.context("echo")??,
+        Bytes::from_static(b"again")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn http11_request_bodies_take_the_lean_path_whole() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut e = env().await?;
+    add_service(&mut e.model, "echo", &[body_backend().await?]);
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "echo", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "echo.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "echo", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    // Length and chunked bodies over one keep-alive connection.
+    let s = TcpStream::connect(e.http()).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    let big = vec![b'q'; 200_000];
+    for (i, chunked) in [false, true, false].into_iter().enumerate() {
+        let req = Request::post(format!("/b/{i}")).header("host", "echo.test");
+        let body = if chunked {
+            streamed(&big)
+        } else {
+            Full::new(Bytes::from(big.clone())).boxed()
+        };
+        let resp = send.send_request(req.body(body)?).await?;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["server"], "skiff-ingress");
+        let v = json_of(&String::from_utf8(
+            resp.into_body().collect().await?.to_bytes().to_vec(),
+        )?)?;
+        assert_eq!(
+            (v["method"].as_str(), v["len"].as_u64()),
+            (Some("POST"), Some(200_000))
+        );
+        let te = v["headers"]["transfer-encoding"].as_str();
+        assert_eq!(te == Some("chunked"), chunked, "{v}");
+    }
+    // Expect: 100-continue is answered by the proxy, then the body goes on; a chunked body
+    // with trailers reaches the backend intact; the next request follows on the connection.
+    let mut s = TcpStream::connect(e.http()).await?;
+    s.write_all(
+        b"POST /c HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await?;
+    let mut buf = vec![0u8; 64];
+    let n = s.read(&mut buf).await?;
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await?;
+    let answer = read_response(&mut s).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body":"hello""#), "{answer}");
+    s.write_all(b"PUT /d HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+        .await?;
+    let answer = read_response(&mut s).await?;
+    assert!(answer.contains(r#""body":"abcde""#), "{answer}");
+    assert!(answer.contains(r#""method":"PUT""#), "{answer}");
+    Ok(())
+}
+
+/// Reads one response whose body has a Content-Length (the test backends' answers).
+async fn read_response(s: &mut TcpStream) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            bail!("closed after {:?}", String::from_utf8_lossy(&got));
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .context("content-length")?;
+            if body.len() >= len {
+                return Ok(text);
+            }
+        }
+    }
+}
