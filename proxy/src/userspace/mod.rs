@@ -8,6 +8,7 @@
 //! (refused: no listener).
 
 mod dataplane;
+mod event_loop;
 mod pick;
 mod tcp;
 mod udp;
@@ -119,9 +120,12 @@ impl Drop for Listener {
 /// Every listener of the userspace data plane. The map is only touched by control-plane
 /// updates; connections read their listener's pool snapshot.
 pub struct Engine {
-    /// A runtime whose threads live in the node's network namespace: every socket (listeners
-    /// and backend connections) is made on it, whichever thread calls the engine.
-    node: tokio::runtime::Handle,
+    /// Where every socket (listeners and backend connections) is made and served: the
+    /// engine's own event loop, in the node's network namespace; the node runtime itself if
+    /// that thread could not start.
+    rt: tokio::runtime::Handle,
+    /// Stops the event loop when the engine goes.
+    _event_loop: Option<event_loop::EventLoop>,
     listeners: Mutex<HashMap<ListenKey, Listener>>,
 }
 
@@ -134,11 +138,19 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine making its sockets on `node`, a runtime whose threads are in the node's
-    /// network namespace.
+    /// An engine whose event loop thread is started from `node`, a runtime whose threads are
+    /// in the node's network namespace (so the loop's sockets are made there too).
     pub fn new(node: tokio::runtime::Handle) -> Engine {
+        let (rt, event_loop) = match event_loop::EventLoop::start(&node) {
+            Ok(l) => (l.handle().clone(), Some(l)),
+            Err(e) => {
+                tracing::warn!(error = %e, "userspace proxy: no event loop thread of its own; serving on the node runtime");
+                (node, None)
+            }
+        };
         Engine {
-            node,
+            rt,
+            _event_loop: event_loop,
             listeners: Mutex::default(),
         }
     }
@@ -164,17 +176,19 @@ impl Engine {
         let joined = |e: tokio::task::JoinError| err(std::io::Error::other(e));
         let pool = Arc::new(ArcSwap::from_pointee(pool));
         let stats = Arc::new(Stats::default());
+        // Bound on the event loop (a thread in the node namespace, and the runtime whose I/O
+        // driver the socket registers with); a bind does not block.
         let task = match key.proto {
             L4Proto::Tcp => {
-                let bound = self.node.spawn_blocking(move || bind_tcp(key.addr));
+                let bound = self.rt.spawn(async move { bind_tcp(key.addr) });
                 let listener = bound.await.map_err(joined)?.map_err(err)?;
-                self.node
+                self.rt
                     .spawn(tcp::serve(listener, pool.clone(), stats.clone()))
             }
             L4Proto::Udp => {
-                let bound = self.node.spawn_blocking(move || bind_udp(key.addr));
+                let bound = self.rt.spawn(async move { bind_udp(key.addr) });
                 let socket = bound.await.map_err(joined)?.map_err(err)?;
-                self.node
+                self.rt
                     .spawn(udp::serve(socket, pool.clone(), stats.clone()))
             }
         };
@@ -251,9 +265,10 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = socket_for(addr, socket2::Type::STREAM)?;
     // Inherited by every accepted socket: the proxy adds no Nagle delay of its own.
     socket.set_tcp_nodelay(true)?;
-    // As deep as the kernel allows (somaxconn clamps it): under a burst of new connections a
-    // full queue drops SYNs, and each costs the client a 1 s retransmit (seen in the pod →
-    // ClusterIP benchmark as listen-queue overflows with 1024).
+    // As deep as the kernel allows (net.core.somaxconn clamps it; `skiff up` raises it to
+    // 65535 in its node namespace): a full queue drops SYNs, and each costs the client a 1 s
+    // retransmit (seen in the pod → ClusterIP benchmark as listen-queue overflows whenever
+    // other work kept the proxy off its CPU for a few hundred milliseconds).
     socket.listen(i32::from(u16::MAX))?;
     tokio::net::TcpListener::from_std(socket.into())
 }
