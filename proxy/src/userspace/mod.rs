@@ -8,7 +8,6 @@
 //! (refused: no listener).
 
 mod dataplane;
-mod event_loop;
 mod pick;
 mod tcp;
 mod udp;
@@ -120,12 +119,9 @@ impl Drop for Listener {
 /// Every listener of the userspace data plane. The map is only touched by control-plane
 /// updates; connections read their listener's pool snapshot.
 pub struct Engine {
-    /// Where every socket (listeners and backend connections) is made and served: the
-    /// engine's own event loop, in the node's network namespace; the node runtime itself if
-    /// that thread could not start.
-    rt: tokio::runtime::Handle,
-    /// Stops the event loop when the engine goes.
-    _event_loop: Option<event_loop::EventLoop>,
+    /// A runtime whose threads live in the node's network namespace: every socket (listeners
+    /// and backend connections) is made on it, whichever thread calls the engine.
+    node: tokio::runtime::Handle,
     listeners: Mutex<HashMap<ListenKey, Listener>>,
 }
 
@@ -138,19 +134,11 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine whose event loop thread is started from `node`, a runtime whose threads are
-    /// in the node's network namespace (so the loop's sockets are made there too).
+    /// An engine making its sockets on `node`, a runtime whose threads are in the node's
+    /// network namespace.
     pub fn new(node: tokio::runtime::Handle) -> Engine {
-        let (rt, event_loop) = match event_loop::EventLoop::start(&node) {
-            Ok(l) => (l.handle().clone(), Some(l)),
-            Err(e) => {
-                tracing::warn!(error = %e, "userspace proxy: no event loop thread of its own; serving on the node runtime");
-                (node, None)
-            }
-        };
         Engine {
-            rt,
-            _event_loop: event_loop,
+            node,
             listeners: Mutex::default(),
         }
     }
@@ -176,19 +164,17 @@ impl Engine {
         let joined = |e: tokio::task::JoinError| err(std::io::Error::other(e));
         let pool = Arc::new(ArcSwap::from_pointee(pool));
         let stats = Arc::new(Stats::default());
-        // Bound on the event loop (a thread in the node namespace, and the runtime whose I/O
-        // driver the socket registers with); a bind does not block.
         let task = match key.proto {
             L4Proto::Tcp => {
-                let bound = self.rt.spawn(async move { bind_tcp(key.addr) });
+                let bound = self.node.spawn_blocking(move || bind_tcp(key.addr));
                 let listener = bound.await.map_err(joined)?.map_err(err)?;
-                self.rt
+                self.node
                     .spawn(tcp::serve(listener, pool.clone(), stats.clone()))
             }
             L4Proto::Udp => {
-                let bound = self.rt.spawn(async move { bind_udp(key.addr) });
+                let bound = self.node.spawn_blocking(move || bind_udp(key.addr));
                 let socket = bound.await.map_err(joined)?.map_err(err)?;
-                self.rt
+                self.node
                     .spawn(udp::serve(socket, pool.clone(), stats.clone()))
             }
         };
@@ -266,9 +252,10 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     // Inherited by every accepted socket: the proxy adds no Nagle delay of its own.
     socket.set_tcp_nodelay(true)?;
     // As deep as the kernel allows (net.core.somaxconn clamps it; `skiff up` raises it to
-    // 65535 in its node namespace): a full queue drops SYNs, and each costs the client a 1 s
-    // retransmit (seen in the pod → ClusterIP benchmark as listen-queue overflows whenever
-    // other work kept the proxy off its CPU for a few hundred milliseconds).
+    // 65535 in its node namespace): while the proxy is kept off its CPU the kernel goes on
+    // completing clients' handshakes into this queue, a full queue drops SYNs, and each costs
+    // the client a 1 s retransmit (seen in the pod → ClusterIP benchmark as listen-queue
+    // overflows with 1024, and with 4096).
     socket.listen(i32::from(u16::MAX))?;
     tokio::net::TcpListener::from_std(socket.into())
 }
