@@ -26,31 +26,21 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Creates the namespace with `lo` up and nothing else (no route out of the machine), and
-/// its proxy-facing sysctls set ([`SYSCTLS`]).
+/// `tcp_tw_reuse` on in it.
 pub fn create(name: &str) -> anyhow::Result<()> {
     ip(&["netns", "add", name])
         .with_context(|| format!("cannot create netns {name} (run as root)"))?;
     ip(&["-n", name, "link", "set", "lo", "up"])?;
-    sysctls(name)
+    tw_reuse(name)
 }
 
-/// Set in the node namespace only (sysctls under `net` are per namespace):
-/// - `tcp_tw_reuse`: outgoing connections may reuse a port in TIME_WAIT (older than 1 s, by TCP
-///   timestamps). The userspace service proxy and the ingress connect to backends from this
-///   namespace and, when the client closes first, close those connections first: each leaves
-///   a TIME_WAIT on an ephemeral port to the same backend for 60 s, so without reuse the ~28k
-///   ports of the default range last ~470 new connections a second, and connect() spends more
-///   and more time searching them.
-/// - `somaxconn` 65535 (a new namespace gets 4096): the userspace proxy's listeners ask for
-///   that deep an accept queue. When other work keeps the proxy off its CPU, the kernel keeps
-///   completing clients' handshakes; once the queue is full it drops their SYNs and each such
-///   client waits 1 s for its retransmit (seen in the pod → ClusterIP benchmark).
-const SYSCTLS: [(&str, &str); 2] = [
-    ("/proc/sys/net/ipv4/tcp_tw_reuse", "1"),
-    ("/proc/sys/net/core/somaxconn", "65535"),
-];
-
-fn sysctls(name: &str) -> anyhow::Result<()> {
+/// Lets outgoing connections reuse a port in TIME_WAIT (older than 1 s, by TCP timestamps).
+/// The userspace service proxy and the ingress connect to backends from this namespace and,
+/// when the client closes first, close those connections first: each leaves a TIME_WAIT on
+/// an ephemeral port to the same backend for 60 s, so without reuse the ~28k ports of the
+/// default range last ~470 new connections a second, and connect() spends more and more
+/// time searching them. Only this namespace's setting (sysctls under `net` are per netns).
+fn tw_reuse(name: &str) -> anyhow::Result<()> {
     let file = std::fs::File::open(path(name))
         .with_context(|| format!("cannot open {}", path(name).display()))?;
     // A thread of its own enters the namespace: /proc/sys/net is the writer's namespace's.
@@ -61,11 +51,8 @@ fn sysctls(name: &str) -> anyhow::Result<()> {
                 Some(rustix::thread::LinkNameSpaceType::Network),
             )
             .context("cannot enter the node netns")?;
-            for (key, value) in SYSCTLS {
-                std::fs::write(key, value)
-                    .with_context(|| format!("cannot set {key} to {value} in the node netns"))?;
-            }
-            Ok(())
+            std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1")
+                .context("cannot set net.ipv4.tcp_tw_reuse in the node netns")
         })
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the netns sysctl thread panicked")))
