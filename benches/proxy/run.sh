@@ -299,6 +299,12 @@ for mode in $MODES; do
     done
   fi
 
+  # Listen-queue overflows over the whole session: the node namespace (the userspace proxy's
+  # listeners) and the echo pod's (the direct target's); each dropped SYN costs a client 1 s.
+  ECHO_NS=skiff-$NAME-pod-$(kubectl get pod -l app=echo -o jsonpath='{.items[0].metadata.uid}')
+  for ns in "$NODE_NS" "$ECHO_NS"; do
+    ip netns exec "$ns" nstat -asz TcpExtListenOverflows | awk '$1 == "TcpExtListenOverflows" {print $2}'
+  done | paste -sd' ' >"$OUT/$mode-overflows.txt"
   stop_up
   log "skiff up ($mode) stopped; $(ip netns list | grep -c "$NAME" || true) of its namespaces left"
 done
@@ -323,6 +329,13 @@ median_of() { # files... (field from $FIELD) → median
 stat() { # mode cand kind field [suffix]
   # shellcheck disable=SC2046
   FIELD=$4 median_of $(reps_of "$OUT/$1-$2-$3${5:-}")
+}
+slow() { # JSON files... → requests that took ≥ 900 ms (a SYN retransmit), summed; estimated
+  # from the percentile spectrum (the share above the last point under 900 ms)
+  for f in "$@"; do
+    jq '(.percentiles | map(select(.[1] < 900000)) | last) as $p
+      | if .latency_us.max < 900000 then 0 else (.requests * (100 - ($p[0] // 0)) / 100) end' "$f"
+  done | awk '{s += $1} END {printf "%.0f", s}'
 }
 median_run() { # mode cand kind [suffix] → the JSON file of the median-throughput run
   for f in $(reps_of "$OUT/$1-$2-$3${4:-}"); do echo "$(jq .throughput "$f") $f"; done |
@@ -375,6 +388,18 @@ done
           printf "| %s | %s | %.0f | %.0f µs | %.0f µs | %.0f | %.0f µs | %.0f µs | %.2f | %.2f | %.2f | %.2f |\n",
             name, mode, c, c50, c99, h, p, p99, c / dc, c50 / dc50, h / dh, p / dp }'
     done
+  done
+  echo
+  echo "Connect requests of ≥ 900 ms (a SYN dropped and retransmitted; all $REPS repetitions, estimated"
+  echo "from the latency spectrum), and listen-queue overflows (\`nstat\` TcpExtListenOverflows, whole"
+  echo "session) in the node namespace / the echo pod's namespace:"
+  echo
+  for mode in $MODES; do
+    # shellcheck disable=SC2046
+    printf -- "- %s session: direct %s, ClusterIP %s, nftables %s; overflows %s\n" "$mode" \
+      "$(slow $(reps_of "$OUT/$mode-direct-connect"))" "$(slow $(reps_of "$OUT/$mode-clusterip-connect"))" \
+      "$(slow $(reps_of "$OUT/$mode-nftables-connect"))" \
+      "$(sed 's# # / #' "$OUT/$mode-overflows.txt" 2>/dev/null || echo "not recorded")"
   done
   if [ -n "$SCALE" ] && [[ " $MODES " == *" ebpf "* ]]; then
     echo

@@ -247,14 +247,20 @@ fn socket_for(addr: SocketAddr, ty: socket2::Type) -> std::io::Result<socket2::S
     Ok(socket)
 }
 
+/// The accept queue of a TCP frontend (see `bind_tcp`).
+const LISTEN_BACKLOG: i32 = 4096;
+
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = socket_for(addr, socket2::Type::STREAM)?;
     // Inherited by every accepted socket: the proxy adds no Nagle delay of its own.
     socket.set_tcp_nodelay(true)?;
-    // As deep as the kernel allows (somaxconn clamps it): under a burst of new connections a
-    // full queue drops SYNs, and each costs the client a 1 s retransmit (seen in the pod →
-    // ClusterIP benchmark as listen-queue overflows with 1024).
-    socket.listen(i32::from(u16::MAX))?;
+    // The kernel completes clients' handshakes into this queue without the proxy, so when the
+    // proxy falls behind (kept off a shared CPU), the queue fills; once full, SYNs are dropped
+    // and each costs that client a 1 s retransmit. Deeper is not better: with 65535 (tried) the
+    // proxy fell tens of thousands of connections behind under the connect benchmark and a new
+    // client waited over 10 s for its first answer. 4096 (the default net.core.somaxconn of a
+    // namespace) bounds that lag to about a second of the proxy's work.
+    socket.listen(LISTEN_BACKLOG)?;
     tokio::net::TcpListener::from_std(socket.into())
 }
 
