@@ -27,6 +27,12 @@ demo: bootstrap
 ## side-by-side comparisons: cluster DNS vs Knot, ingress vs nginx and haproxy (each script
 ## installs its peers, measures with the release `skiff bench` and writes its fragment under
 ## benches/results/), then benches/report.sh assembles benches/RESULTS.md with the plots.
+## The scripts get the binary built here (SKIFF=...), so every comparison measures the same build
+## even if the tree changes during the run, and RESULTS.md names the commit it was built from
+## (SKIFF_BENCH_COMMIT, taken when make starts), not whatever is checked out at the end.
+BENCH_TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+bench: export SKIFF := $(BENCH_TARGET_DIR)/release/skiff
+bench: export SKIFF_BENCH_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (with uncommitted changes)')
 bench: bootstrap
 	$(CARGO) build --release --locked -p skiff
 	$(CARGO) bench --locked -p skiff-benches

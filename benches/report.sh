@@ -35,10 +35,18 @@ RESULTS_DIR="$BENCHES/results"
 OUT=${1:-$BENCHES/RESULTS.md}
 KNOWN_AREAS=(dns ingress proxy)
 
-commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-dirty=
-if [ "$commit" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  dirty=" (with uncommitted changes)"
+# `make bench` passes the commit it built from (SKIFF_BENCH_COMMIT, taken when it started):
+# the tree may have moved on by the time this runs at the end.
+if [ -n "${SKIFF_BENCH_COMMIT:-}" ]; then
+  commit=${SKIFF_BENCH_COMMIT%% *}
+  dirty=${SKIFF_BENCH_COMMIT#"$commit"}
+  [ -z "$dirty" ] || dirty=" ${dirty# }"
+else
+  commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  dirty=
+  if [ "$commit" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    dirty=" (with uncommitted changes)"
+  fi
 fi
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
