@@ -49,6 +49,7 @@ fn config(protocol: Protocol, r: &BenchRun) -> Config {
     };
     c.qname = r.qname.clone();
     c.qtype = r.qtype.clone();
+    c.dns_tcp = r.tcp;
     c
 }
 
