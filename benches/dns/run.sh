@@ -57,7 +57,9 @@ command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dig >/dev/null || missing+=(dnsutils)
 command -v jq >/dev/null || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  # A fresh machine may have no package lists yet (or stale ones): update once and retry.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 
 if [ -z "${BENCH_SERVE:-}" ]; then

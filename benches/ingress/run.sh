@@ -87,7 +87,9 @@ if [ "$CROSSCHECK" = 1 ]; then
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   # Debian starts packaged daemons on install where it can; nothing here needs them running.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  # A fresh machine may have no package lists yet (or stale ones): update once and retry.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
