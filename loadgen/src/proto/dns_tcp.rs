@@ -127,6 +127,14 @@ impl DnsTcp {
                 lane.buf.resize(need.max(lane.buf.len() * 2), 0);
             }
             let missing = lane.in_flight.len();
+            if sent > 1 {
+                // More answers are due and this client has nothing to send: ACK each segment at
+                // once. A server that answers a batch one write at a time with Nagle on (Knot
+                // does) holds every answer after the first until it is ACKed, and delayed ACK
+                // would hold that ACK for up to 40 ms — a client artefact, not the server's
+                // latency. Linux resets quick-ACK mode on its own, hence before every read.
+                let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
+            }
             match stream.read(&mut lane.buf[lane.end..]).await {
                 Ok(0) => {
                     return Err(Failure {
