@@ -68,6 +68,13 @@ trap 'rm -f "$tmp"' EXIT
   echo "| skiff commit | \`$commit\`$dirty |"
   echo "| load average now | $(cut -d' ' -f1-3 /proc/loadavg) |"
   echo
+  # A 15-minute load above the CPU count means something else ran alongside the benchmarks.
+  if awk -v n="$(nproc)" '{exit !($3 > n)}' /proc/loadavg; then
+    echo "**The machine was busy** while this was assembled (15-minute load average $(cut -d' ' -f3 /proc/loadavg)"
+    echo "on $(nproc) CPUs): other work shared the cores, so absolute figures are noisy; the"
+    echo "comparisons interleave their candidates, so the ratios are the figures to read."
+    echo
+  fi
   shopt -s nullglob
   missing=()
   for area in "${KNOWN_AREAS[@]}"; do
