@@ -35,10 +35,18 @@ RESULTS_DIR="$BENCHES/results"
 OUT=${1:-$BENCHES/RESULTS.md}
 KNOWN_AREAS=(dns ingress proxy)
 
-commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-dirty=
-if [ "$commit" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  dirty=" (with uncommitted changes)"
+# `make bench` passes the commit it built from (SKIFF_BENCH_COMMIT, taken when it started):
+# the tree may have moved on by the time this runs at the end.
+if [ -n "${SKIFF_BENCH_COMMIT:-}" ]; then
+  commit=${SKIFF_BENCH_COMMIT%% *}
+  dirty=${SKIFF_BENCH_COMMIT#"$commit"}
+  [ -z "$dirty" ] || dirty=" ${dirty# }"
+else
+  commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  dirty=
+  if [ "$commit" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    dirty=" (with uncommitted changes)"
+  fi
 fi
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
@@ -60,6 +68,13 @@ trap 'rm -f "$tmp"' EXIT
   echo "| skiff commit | \`$commit\`$dirty |"
   echo "| load average now | $(cut -d' ' -f1-3 /proc/loadavg) |"
   echo
+  # A 15-minute load above the CPU count means something else ran alongside the benchmarks.
+  if awk -v n="$(nproc)" '{exit !($3 > n)}' /proc/loadavg; then
+    echo "**The machine was busy** while this was assembled (15-minute load average $(cut -d' ' -f3 /proc/loadavg)"
+    echo "on $(nproc) CPUs): other work shared the cores, so absolute figures are noisy; the"
+    echo "comparisons interleave their candidates, so the ratios are the figures to read."
+    echo
+  fi
   shopt -s nullglob
   missing=()
   for area in "${KNOWN_AREAS[@]}"; do

@@ -281,10 +281,12 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Our defaults first, so `--warm-up-time`/`--measurement-time` on the command line (as
+    // `make bench BENCH_QUICK=1` passes them) override them.
     let mut c = Criterion::default()
-        .configure_from_args()
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
 
     let sqlite = || -> Arc<dyn Store> {
         let path = dir.path().join(unique("sqlite")).join("skiff.db");

@@ -57,7 +57,9 @@ command -v dnsperf >/dev/null || missing+=(dnsperf)
 command -v dig >/dev/null || missing+=(dnsutils)
 command -v jq >/dev/null || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  # A fresh machine may have no package lists yet (or stale ones): update once and retry.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 
 if [ -z "${BENCH_SERVE:-}" ]; then
@@ -106,6 +108,14 @@ log:
     any: warning
 EOF
 
+# Something already listening there (another run of this script?) would answer in place of a
+# candidate: refuse, naming the port.
+for port in "$SKIFF_PORT" "$KNOT_PORT"; do
+  if [ -n "$(ss -Htuln "sport = :$port" 2>/dev/null)" ]; then
+    echo "port $port is already in use on this machine (another benchmark run?): set SKIFF_PORT/KNOT_PORT" >&2
+    exit 1
+  fi
+done
 taskset -c "$SERVER_CPU" "$BENCH_SERVE" serve --services "$SERVICES" \
   --listen "127.0.0.1:$SKIFF_PORT" --threads 1 >"$WORK/skiff.log" 2>&1 &
 SKIFF_PID=$!

@@ -87,7 +87,9 @@ if [ "$CROSSCHECK" = 1 ]; then
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   # Debian starts packaged daemons on install where it can; nothing here needs them running.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  # A fresh machine may have no package lists yet (or stale ones): update once and retry.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -261,6 +263,15 @@ start() { # cpu, log, command...
   taskset -c "$cpu" "$@" >"$log" 2>&1 &
   PIDS+=($!)
 }
+# Something already listening on one of the ports (another run of this script?) would make a
+# candidate fail to start, or answer in its place: refuse, naming the port.
+for port in "$BACKEND_PORT" "$GRPC_PORT" "${HTTP_PORT[@]}" "${HTTPS_PORT[@]}"; do
+  if [ -n "$(ss -Htln "sport = :$port" 2>/dev/null)" ]; then
+    echo "port $port is already in use on this machine (another benchmark run?); the ports are" \
+      "BACKEND_PORT, GRPC_PORT, 18081-18083 and 18441-18443" >&2
+    exit 1
+  fi
+done
 start "$CLIENT_CPU" "$WORK/backend.log" nginx -p "$WORK/nginx-backend" -c "$WORK/nginx-backend.conf"
 start "$CLIENT_CPU" "$WORK/grpc-echo.log" "$SKIFF" grpc-echo --listen 127.0.0.1 --port "$GRPC_PORT"
 start "$SERVER_CPU" "$WORK/nginx.log" nginx -p "$WORK/nginx" -c "$WORK/nginx.conf"

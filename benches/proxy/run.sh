@@ -37,7 +37,8 @@
 # Environment: SKIFF ($CARGO_TARGET_DIR or target, /release/skiff) MODES ("ebpf userspace") REPS (5) SCALE_REPS (3) DURATION (5s)
 #              TCP_CONNS (4) HTTP_CONNS (10) SERVER_CPU (0) CLIENT_CPU (1) SCALE ("1000 10000";
 #              empty: skip) OUT (benches/results/proxy)
-# Needs: nft (Debian package nftables; installed with apt-get if missing), kubectl, jq, curl.
+# Needs: nft (Debian package nftables), jq, curl (installed with apt-get if missing) and kubectl
+# 1.29-1.33 (not in Debian: upstream's).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -63,11 +64,23 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 [ -x "$SKIFF" ] || { echo "no skiff binary at $SKIFF (cargo build --release -p skiff, or set SKIFF)" >&2; exit 1; }
-command -v nft >/dev/null ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables >/dev/null
-for tool in kubectl jq curl taskset; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
-done
+missing=()
+command -v nft >/dev/null || missing+=(nftables)
+command -v jq >/dev/null || missing+=(jq)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  # A fresh machine may have no package lists yet (or stale ones): update once and retry.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
+# kubectl is not installed here: Debian's kubernetes-client (1.20) is older than the 1.29-1.33
+# skiff serves, so it comes from upstream.
+command -v kubectl >/dev/null || {
+  echo "needs kubectl 1.29-1.33 on PATH (https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/;" \
+    "Debian's kubernetes-client is too old)" >&2
+  exit 1
+}
+command -v taskset >/dev/null || { echo "needs taskset (util-linux)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/skiff-proxy-bench.XXXXXX)
 UP_PID=

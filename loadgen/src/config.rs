@@ -21,7 +21,7 @@ pub enum Protocol {
     Tcp,
     /// UDP request/response datagrams.
     Udp,
-    /// DNS queries over UDP.
+    /// DNS queries over UDP, or over TCP with `dns_tcp`.
     Dns,
 }
 
@@ -114,6 +114,9 @@ pub struct Config {
     /// DNS question name and type.
     pub qname: String,
     pub qtype: String,
+    /// DNS over TCP (RFC 7766: length-prefixed messages, connections reused, `pipeline`
+    /// queries in flight per connection) instead of UDP.
+    pub dns_tcp: bool,
 }
 
 impl Config {
@@ -138,6 +141,7 @@ impl Config {
             grpc_descriptors: None,
             qname: "kubernetes.default.svc.cluster.local.".to_owned(),
             qtype: "A".to_owned(),
+            dns_tcp: false,
         }
     }
 
@@ -153,11 +157,25 @@ impl Config {
         if self.pipeline == 0 {
             return bad("--pipeline", "must be at least 1".into());
         }
-        if self.pipeline > 1 && self.protocol != Protocol::Http {
+        if self.dns_tcp && self.protocol != Protocol::Dns {
+            return bad(
+                "--tcp",
+                format!("only for dns runs, not {}", self.protocol.name()),
+            );
+        }
+        if self.pipeline > 1 && self.protocol == Protocol::Dns && !self.dns_tcp {
+            return bad(
+                "--pipeline",
+                "DNS over UDP keeps one query in flight per socket: add --tcp to pipeline \
+                 queries, or raise --connections"
+                    .into(),
+            );
+        }
+        if self.pipeline > 1 && !matches!(self.protocol, Protocol::Http | Protocol::Dns) {
             return bad(
                 "--pipeline",
                 format!(
-                    "only HTTP/1.1 pipelines; {} runs take --streams or --connections",
+                    "only HTTP/1.1 and DNS over TCP pipeline; {} runs take --streams or --connections",
                     self.protocol.name()
                 ),
             );
@@ -261,6 +279,24 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--grpc-reflection: only for grpc runs")
+        );
+        let mut dns = Config::new(Protocol::Dns, "127.0.0.1:53");
+        dns.pipeline = 8;
+        assert!(
+            dns.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("add --tcp")
+        );
+        dns.dns_tcp = true;
+        assert!(dns.validate().is_ok());
+        let mut udp = Config::new(Protocol::Udp, "127.0.0.1:53");
+        udp.dns_tcp = true;
+        assert!(
+            udp.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--tcp: only for dns runs, not udp")
         );
         c.connections = 0;
         assert!(

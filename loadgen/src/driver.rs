@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use crate::Error;
 use crate::config::{Config, Protocol};
 use crate::cpu::CpuTimes;
-use crate::proto::{Failure, Proto, dns::Dns, h2::H2, http1::Http1, tcp::Tcp, udp::Udp};
+use crate::proto::{
+    Failure, Proto, dns::Dns, dns_tcp::DnsTcp, h2::H2, http1::Http1, tcp::Tcp, udp::Udp,
+};
 use crate::record::{Recorder, Shared};
 use crate::report::{Outcome, Report};
 
@@ -80,6 +82,9 @@ pub async fn run(
         }
         Protocol::Tcp => drive(Tcp::new(&config).await?, config, stop, progress).await,
         Protocol::Udp => drive(Udp::new(&config).await?, config, stop, progress).await,
+        Protocol::Dns if config.dns_tcp => {
+            drive(DnsTcp::new(&config).await?, config, stop, progress).await
+        }
         Protocol::Dns => drive(Dns::new(&config).await?, config, stop, progress).await,
     }
 }
@@ -270,11 +275,8 @@ async fn worker<P: Proto>(
     let mut recorders: Vec<Recorder> = (0..lanes)
         .map(|l| Recorder::new(shared.clone(), index * lanes + l))
         .collect();
-    let depth = if config.protocol == Protocol::Http {
-        config.pipeline
-    } else {
-        1
-    };
+    // Validated: only HTTP/1.1 and DNS over TCP take a pipeline above 1.
+    let depth = config.pipeline;
     let mut backoff = BACKOFF_MIN;
     while Instant::now() < shared.end() {
         let opened = match tokio::time::timeout(config.timeout, proto.open(lanes)).await {

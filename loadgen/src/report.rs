@@ -58,6 +58,9 @@ pub struct TlsHandshakes {
 pub struct Report {
     pub tool: String,
     pub protocol: Protocol,
+    /// dns only: `udp` or `tcp` (absent from other protocols' results and older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     pub target: String,
     /// `closed` (as fast as answers come) or `open` (fixed rate, coordinated omission corrected).
     pub mode: String,
@@ -176,6 +179,8 @@ impl Report {
         Report {
             tool: format!("skiff bench {}", env!("CARGO_PKG_VERSION")),
             protocol: config.protocol,
+            transport: (config.protocol == Protocol::Dns)
+                .then(|| if config.dns_tcp { "tcp" } else { "udp" }.to_owned()),
             target: config.target.clone(),
             mode: if config.rate.is_some() {
                 "open".into()
@@ -249,8 +254,12 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "{} {}: {load}, {} connection(s){}{}{}, {:.2}s measured after {:.2}s warm-up",
+            "{}{} {}: {load}, {} connection(s){}{}{}, {:.2}s measured after {:.2}s warm-up",
             self.protocol.name(),
+            self.transport
+                .as_deref()
+                .map(|t| format!(" over {t}"))
+                .unwrap_or_default(),
             self.target,
             self.connections,
             if self.streams > 1 {

@@ -234,6 +234,77 @@ fn tcp_udp_and_dns_answer() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// DNS over TCP: `--pipeline` queries written back to back on each connection, answered out of
+/// order (the server reverses each batch), every connection reused for the whole run.
+#[test]
+fn dns_over_tcp_pipelines_on_reused_connections() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let (port, seen) = support::spawn_dns_tcp(0, None)?;
+    let mut dns = short(Protocol::Dns, format!("127.0.0.1:{port}"));
+    dns.dns_tcp = true;
+    dns.pipeline = 4;
+    let r = run(dns, 1)?;
+    completed(&r);
+    assert_eq!(r.errors.total, 0, "{}", r.summary());
+    assert_eq!(r.transport.as_deref(), Some("tcp"));
+    assert!(r.summary().contains("dns over tcp"), "{}", r.summary());
+    // The preflight's connection and the run's two, however many queries went over them.
+    let connections = seen.connections.load(Ordering::Relaxed);
+    let queries = seen.queries.load(Ordering::Relaxed);
+    assert!(connections <= 3, "{connections} connections");
+    assert!(
+        queries as u64 >= r.requests && r.requests > 100,
+        "{}",
+        r.summary()
+    );
+    assert!(seen.max_batch.load(Ordering::Relaxed) >= 2, "{seen:?}");
+
+    // Open loop over TCP: answers, nothing fails (whether the rate held depends on the machine).
+    let (port, _) = support::spawn_dns_tcp(0, None)?;
+    let mut open = short(Protocol::Dns, format!("127.0.0.1:{port}"));
+    open.dns_tcp = true;
+    open.pipeline = 4;
+    open.rate = Some(500.0);
+    let r = run(open, 1)?;
+    completed(&r);
+    assert_eq!(r.errors.total, 0, "{}", r.summary());
+    assert_eq!(r.mode, "open", "{}", r.summary());
+
+    // Error answers by kind: the first request says so.
+    let (nx, _) = support::spawn_dns_tcp(3, None)?;
+    let mut bad = short(Protocol::Dns, format!("127.0.0.1:{nx}"));
+    bad.dns_tcp = true;
+    let r = run(bad, 1)?;
+    assert!(!r.completed, "{}", r.summary());
+    let error = r.error.unwrap_or_default();
+    assert!(
+        error.contains("NXDOMAIN") && error.contains("kubernetes.default"),
+        "{error}"
+    );
+    Ok(())
+}
+
+/// A server that closes each connection after 10 answers: the answers missing from the cut
+/// batch are `io` errors (each counted), and the run goes on over new connections.
+#[test]
+fn dns_over_tcp_counts_a_closed_connection_and_reconnects() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let (port, seen) = support::spawn_dns_tcp(0, Some(10))?;
+    let mut dns = short(Protocol::Dns, format!("127.0.0.1:{port}"));
+    dns.dns_tcp = true;
+    dns.pipeline = 4;
+    dns.connections = 1;
+    let r = run(dns, 1)?;
+    completed(&r);
+    let io = r.errors.by_kind.get("io").copied().unwrap_or(0);
+    // Batches of 4 against a limit of 10: the third batch loses 2 answers on every connection.
+    assert!(io >= 2 && io % 2 == 0, "{}", r.summary());
+    // Each connection answers 10: more answers than that means the run went on over new ones.
+    assert!(r.requests > 10, "{}", r.summary());
+    assert!(seen.connections.load(Ordering::Relaxed) >= 3, "{seen:?}");
+    Ok(())
+}
+
 #[test]
 fn unreachable_targets_fail_with_the_reason_and_an_empty_report() -> anyhow::Result<()> {
     let port = free_port()?;
@@ -260,6 +331,16 @@ fn unreachable_targets_fail_with_the_reason_and_an_empty_report() -> anyhow::Res
         let error = r.error.unwrap_or_default();
         assert!(error.contains("nothing listens"), "{error}");
     }
+    let mut tcp = short(Protocol::Dns, format!("127.0.0.1:{port}"));
+    tcp.dns_tcp = true;
+    let r = run(tcp, 1)?;
+    assert!(!r.completed && r.requests == 0, "{}", r.summary());
+    let error = r.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&format!("cannot connect to 127.0.0.1:{port}")) && error.contains("refused"),
+        "{error}"
+    );
+    assert_eq!(serde_json::to_value(&r)?["transport"], "tcp");
     let e = support_run_err(short(Protocol::Http, "ftp://127.0.0.1/"));
     assert!(e.contains("ftp"), "{e}");
     let e = support_run_err(short(Protocol::Tcp, "127.0.0.1"));
@@ -274,6 +355,20 @@ fn unreachable_targets_fail_with_the_reason_and_an_empty_report() -> anyhow::Res
 /// A rate no single connection can hold: the run completes and says by how much it fell short.
 #[test]
 fn a_rate_too_high_is_reported_with_the_numbers() -> anyhow::Result<()> {
+    let (dns_port, _) = support::spawn_dns_tcp(0, None)?;
+    let mut dns = short(Protocol::Dns, format!("127.0.0.1:{dns_port}"));
+    dns.dns_tcp = true;
+    dns.connections = 1;
+    dns.rate = Some(10_000_000.0);
+    let r = run(dns, 1)?;
+    completed(&r);
+    let warning = r.warnings.join("\n");
+    assert!(
+        warning.contains("achieved") && warning.contains("of 10000000 req/s"),
+        "{}",
+        r.summary()
+    );
+
     let port = support::http::spawn(None)?;
     let mut config = short(Protocol::Http, format!("http://127.0.0.1:{port}/"));
     config.connections = 1;

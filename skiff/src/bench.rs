@@ -49,6 +49,7 @@ fn config(protocol: Protocol, r: &BenchRun) -> Config {
     };
     c.qname = r.qname.clone();
     c.qtype = r.qtype.clone();
+    c.dns_tcp = r.tcp;
     c
 }
 
@@ -101,11 +102,15 @@ fn load(protocol: Protocol, r: BenchRun) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the results to {}", path.display()))?;
     }
     writeln!(std::io::stdout().lock(), "{}", report.summary())?;
-    finish(&report, r.json.as_deref())
+    finish(&report, r.json.as_deref(), r.duration)
 }
 
 /// Exit status: success only when the run went the whole duration.
-fn finish(report: &Report, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+fn finish(
+    report: &Report,
+    json: Option<&std::path::Path>,
+    planned: std::time::Duration,
+) -> anyhow::Result<()> {
     let partial = match json {
         Some(path) => format!("; partial results in {}", path.display()),
         None => String::new(),
@@ -114,10 +119,11 @@ fn finish(report: &Report, json: Option<&std::path::Path>) -> anyhow::Result<()>
         anyhow::bail!("the benchmark did not run: {error}{partial}");
     }
     if report.interrupted {
+        // The measured window against the one asked for (the warm-up is not in either).
         anyhow::bail!(
-            "interrupted after {:.1}s of {:.1}s{partial}",
+            "interrupted after {:.1}s of the {:.1}s to measure{partial}",
             report.duration_s,
-            report.warmup_s + report.duration_s
+            planned.as_secs_f64()
         );
     }
     Ok(())

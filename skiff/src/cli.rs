@@ -386,7 +386,7 @@ pub enum BenchCommand {
     Tcp(BenchRun),
     /// UDP request/response.
     Udp(BenchRun),
-    /// DNS queries.
+    /// DNS queries (UDP; --tcp for DNS over TCP).
     Dns(BenchRun),
     /// SVG latency-percentile plot comparing runs.
     Plot(BenchPlot),
@@ -435,7 +435,7 @@ pub struct BenchRun {
     #[arg(long, default_value_t = 1)]
     pub streams: usize,
 
-    /// http: requests written back to back per connection before reading the answers.
+    /// http, dns --tcp: requests written back to back per connection before reading the answers.
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
 
@@ -493,6 +493,11 @@ pub struct BenchRun {
     /// dns: question type.
     #[arg(long, default_value = "A")]
     pub qtype: String,
+
+    /// dns: over TCP (RFC 7766: length-prefixed messages, each connection reused, --pipeline
+    /// queries in flight on it, answers matched by ID in any order) instead of UDP.
+    #[arg(long)]
+    pub tcp: bool,
 
     /// No progress line on stderr.
     #[arg(long, short)]

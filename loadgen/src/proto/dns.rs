@@ -1,5 +1,6 @@
 //! DNS over UDP: one query (`--qname`, `--qtype`) built once, its ID changed per request, and
-//! answers matched by ID; any RCODE but NOERROR is an error of that name.
+//! answers matched by ID; any RCODE but NOERROR is an error of that name. The query and the
+//! RCODE check are shared with DNS over TCP (`dns_tcp`).
 
 use std::net::SocketAddr;
 use std::str::FromStr as _;
@@ -15,27 +16,19 @@ use crate::Error;
 use crate::config::Config;
 use crate::net::resolve;
 
-const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 
-#[derive(Debug)]
-pub(crate) struct Dns {
-    addr: SocketAddr,
-    query: Vec<u8>,
+/// The run's one question, encoded once; each request only rewrites the ID.
+#[derive(Debug, Clone)]
+pub(crate) struct Question {
+    /// The query message (ID 0).
+    pub query: Vec<u8>,
     /// `NAME TYPE`, for messages.
-    question: String,
+    pub text: String,
 }
 
-#[derive(Debug)]
-pub(crate) struct Lane {
-    socket: UdpSocket,
-    query: Vec<u8>,
-    id: u16,
-    buf: Vec<u8>,
-}
-
-impl Dns {
-    pub async fn new(config: &Config) -> Result<Dns, Error> {
-        let addr = resolve(&config.target, Some(53)).await?;
+impl Question {
+    pub fn new(config: &Config) -> Result<Question, Error> {
         let name = Name::from_ascii(&config.qname).map_err(|e| Error::Config {
             field: "--qname",
             problem: format!("{:?} is not a domain name: {e}", config.qname),
@@ -53,10 +46,52 @@ impl Dns {
             field: "--qname",
             problem: format!("cannot encode the query: {e}"),
         })?;
+        Ok(Question {
+            query,
+            text: format!("{} {qtype}", config.qname),
+        })
+    }
+
+    /// `None` for NOERROR, else the failure naming the RCODE (`dns NXDOMAIN`). `answer` is a
+    /// whole message of at least [`HEADER_LEN`] bytes.
+    pub fn rcode_failure(&self, addr: SocketAddr, answer: &[u8]) -> Option<Failure> {
+        let rcode = <ResponseCode as From<u16>>::from(u16::from(answer[3] & 0x0f));
+        if rcode == ResponseCode::NoError {
+            return None;
+        }
+        let name = format!("{rcode:?}").to_ascii_uppercase();
+        Some(Failure::new(
+            format!("dns {name}"),
+            format!(
+                "{addr} answered {name} ({}) for {}",
+                rcode.to_str(),
+                self.text
+            ),
+            false,
+        ))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Dns {
+    addr: SocketAddr,
+    question: Question,
+}
+
+#[derive(Debug)]
+pub(crate) struct Lane {
+    socket: UdpSocket,
+    query: Vec<u8>,
+    id: u16,
+    buf: Vec<u8>,
+}
+
+impl Dns {
+    pub async fn new(config: &Config) -> Result<Dns, Error> {
+        let addr = resolve(&config.target, Some(53)).await?;
         Ok(Dns {
             addr,
-            query,
-            question: format!("{} {qtype}", config.qname),
+            question: Question::new(config)?,
         })
     }
 }
@@ -69,7 +104,7 @@ impl Proto for Dns {
         for i in 0..lanes {
             out.push(Lane {
                 socket: connected_socket(self.addr).await?,
-                query: self.query.clone(),
+                query: self.question.query.clone(),
                 id: (i as u16).wrapping_mul(7919),
                 buf: vec![0; 65536],
             });
@@ -109,18 +144,8 @@ impl Proto for Dns {
             if answer[..2] != id || answer[2] & 0x80 == 0 {
                 continue;
             }
-            let rcode = <ResponseCode as From<u16>>::from(u16::from(answer[3] & 0x0f));
-            if rcode != ResponseCode::NoError {
-                let name = format!("{rcode:?}").to_ascii_uppercase();
-                return Err(Failure::new(
-                    format!("dns {name}"),
-                    format!(
-                        "{addr} answered {name} ({}) for {}",
-                        rcode.to_str(),
-                        self.question
-                    ),
-                    false,
-                ));
+            if let Some(failure) = self.question.rcode_failure(addr, answer) {
+                return Err(failure);
             }
             done.push(Instant::now());
             return Ok(());

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Instant;
 
 pub(crate) mod dns;
+pub(crate) mod dns_tcp;
 pub(crate) mod h2;
 pub(crate) mod http1;
 pub(crate) mod tcp;

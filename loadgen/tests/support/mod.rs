@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -357,4 +358,81 @@ pub fn spawn_udp(dns_rcode: Option<u8>) -> anyhow::Result<u16> {
         }
     });
     Ok(port)
+}
+
+/// What the DNS-over-TCP test server saw.
+#[derive(Debug, Default)]
+pub struct DnsTcpSeen {
+    /// Connections accepted.
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Queries answered.
+    pub queries: std::sync::atomic::AtomicUsize,
+    /// The most whole queries that one read brought in (pipelining shows as > 1).
+    pub max_batch: std::sync::atomic::AtomicUsize,
+}
+
+/// DNS over TCP (RFC 7766 framing): answers each query as a response with `rcode`, the queries
+/// of one read in reverse order (a server may reorder), and closes a connection after
+/// `close_after` answers when given (a server limiting queries per connection).
+pub fn spawn_dns_tcp(
+    rcode: u8,
+    close_after: Option<usize>,
+) -> anyhow::Result<(u16, Arc<DnsTcpSeen>)> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let seen = Arc::new(DnsTcpSeen::default());
+    let stats = seen.clone();
+    let port = spawn_server(move |listener| async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut answered = 0;
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let mut messages = Vec::new();
+                    while buf.len() >= 2 {
+                        let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                        if buf.len() < 2 + len {
+                            break;
+                        }
+                        let mut m: Vec<u8> = buf.drain(..2 + len).collect();
+                        if m.len() >= 2 + 12 {
+                            m[2 + 2] |= 0x80;
+                            m[2 + 3] = (m[2 + 3] & 0xf0) | rcode;
+                        }
+                        messages.push(m);
+                    }
+                    stats.max_batch.fetch_max(messages.len(), Ordering::Relaxed);
+                    let mut out = Vec::new();
+                    let mut close = false;
+                    for m in messages.iter().rev() {
+                        if close_after.is_some_and(|limit| answered >= limit) {
+                            close = true;
+                            break;
+                        }
+                        out.extend_from_slice(m);
+                        answered += 1;
+                        stats.queries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if stream.write_all(&out).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    })?;
+    Ok((port, seen))
 }
