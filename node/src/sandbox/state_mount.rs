@@ -26,6 +26,11 @@ enum Mounted {
 }
 
 fn mounted_at(dir: &Path) -> Mounted {
+    // mountinfo names absolute paths with symlinks resolved; `skiff up`'s default data dir is
+    // relative (`.skiff/<name>`). A directory that does not exist has nothing mounted on it.
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Mounted::Nothing;
+    };
     // The last mount at a path is the visible one.
     match crate::mountinfo::read()
         .into_iter()
@@ -114,6 +119,31 @@ mod tests {
         assert_eq!(mounted_at(&dir), Mounted::Nothing);
         assert!(!dir.join("kept").exists());
         release(&dir);
+    }
+
+    #[test]
+    fn a_path_through_a_symlink_is_found_again_and_released() {
+        if !root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
+        let dir = tmp.path().join("link/./sandbox");
+        ensure(&dir).unwrap();
+        assert_eq!(mounted_at(&dir), Mounted::Ours);
+        // Found as ours, so not mounted a second time on top.
+        ensure(&dir).unwrap();
+        let on_it = crate::mountinfo::read()
+            .into_iter()
+            .filter(|m| m.point == tmp.path().join("real/sandbox"))
+            .count();
+        assert_eq!(on_it, 1);
+        release(&dir);
+        assert_eq!(
+            mounted_at(&tmp.path().join("real/sandbox")),
+            Mounted::Nothing
+        );
     }
 
     #[test]
