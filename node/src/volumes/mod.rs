@@ -307,6 +307,9 @@ fn written_payload(
 
 /// Mount points at or under `dir`, deepest first, from /proc/self/mountinfo.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    // mountinfo names absolute paths with symlinks resolved; the kubelet's root dir may be
+    // relative (`skiff up`'s default data dir is `.skiff/<name>`).
+    let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut found: Vec<PathBuf> = crate::mountinfo::read()
         .into_iter()
         .map(|m| m.point)

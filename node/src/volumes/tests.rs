@@ -434,3 +434,33 @@ fn a_mounted_tmpfs_is_a_mount_point_and_mountinfo_agrees() {
     assert!(!is_mount_point(&sub), "unmounted again");
     assert!(!is_mount_point(&dir.path().join("missing")));
 }
+
+#[test]
+fn teardown_through_a_symlinked_path_unmounts_and_removes() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(real.join("volumes/secret")).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &real.join("volumes/secret"),
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+    let result = teardown_dir(&dir.path().join("link/./volumes"));
+    if is_mount_point(&real.join("volumes/secret")) {
+        rustix::mount::unmount(
+            &real.join("volumes/secret"),
+            rustix::mount::UnmountFlags::DETACH,
+        )
+        .unwrap();
+    }
+    result.unwrap();
+    assert!(!real.join("volumes").exists());
+}
