@@ -446,7 +446,7 @@ fn teardown_through_a_symlinked_path_unmounts_and_removes() {
     std::fs::create_dir_all(real.join("volumes/secret")).unwrap();
     rustix::mount::mount(
         "tmpfs",
-        &real.join("volumes/secret"),
+        real.join("volumes/secret"),
         "tmpfs",
         rustix::mount::MountFlags::empty(),
         None,
@@ -456,7 +456,7 @@ fn teardown_through_a_symlinked_path_unmounts_and_removes() {
     let result = teardown_dir(&dir.path().join("link/./volumes"));
     if is_mount_point(&real.join("volumes/secret")) {
         rustix::mount::unmount(
-            &real.join("volumes/secret"),
+            real.join("volumes/secret"),
             rustix::mount::UnmountFlags::DETACH,
         )
         .unwrap();
