@@ -4,7 +4,7 @@
 //! lets it reorder).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -49,17 +49,7 @@ impl DnsTcp {
     }
 
     async fn connect(&self) -> Result<TcpStream, Failure> {
-        let addr = self.addr;
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| Failure::new("connect", format!("cannot connect to {addr}: {e}"), true))?;
-        let _ = stream.set_nodelay(true);
-        if self.new_conn {
-            // Close with RST, as `tcp --new-conn` does: thousands of connections a second would
-            // otherwise leave as many sockets in TIME_WAIT and run out of ports.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-        }
-        Ok(stream)
+        super::tcp::connect(self.addr, self.new_conn).await
     }
 
     /// Write the batch in `lane.out`, then read until every query in it is answered. Error

@@ -45,18 +45,25 @@ impl Tcp {
     }
 
     async fn connect(&self) -> Result<TcpStream, Failure> {
-        let addr = self.addr;
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| Failure::new("connect", format!("cannot connect to {addr}: {e}"), true))?;
-        let _ = stream.set_nodelay(true);
-        if self.new_conn {
-            // Close with RST: tens of thousands of handshakes a second would otherwise leave as
-            // many sockets in TIME_WAIT and run out of ports.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-        }
-        Ok(stream)
+        connect(self.addr, self.new_conn).await
     }
+}
+
+/// A TCP connection to `addr` with Nagle off; one used for a single request (`new_conn`) is
+/// closed with RST: tens of thousands of handshakes a second would otherwise leave as many
+/// sockets in TIME_WAIT and run out of ports. Shared with `dns --tcp`.
+pub(crate) async fn connect(
+    addr: std::net::SocketAddr,
+    new_conn: bool,
+) -> Result<TcpStream, Failure> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Failure::new("connect", format!("cannot connect to {addr}: {e}"), true))?;
+    let _ = stream.set_nodelay(true);
+    if new_conn {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    }
+    Ok(stream)
 }
 
 impl Proto for Tcp {
