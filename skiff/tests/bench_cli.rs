@@ -1,15 +1,14 @@
 //! `skiff bench` as users run it: the real binary against the built-in `skiff grpc-echo` on
 //! loopback; exit status, the JSON file (also partial), interrupts and the plot command.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 
 mod support;
 
-use support::{GrpcEcho, SKIFF, free_port};
+use support::{GrpcEcho, SKIFF, free_port, json};
 
 fn bench(args: &[&str]) -> anyhow::Result<Output> {
     Ok(Command::new(SKIFF)
@@ -17,11 +16,6 @@ fn bench(args: &[&str]) -> anyhow::Result<Output> {
         .args(args)
         .arg("--quiet")
         .output()?)
-}
-
-fn json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 #[test]

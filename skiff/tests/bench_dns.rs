@@ -3,7 +3,6 @@
 //! error answers by kind, an unreachable target and refused flags, with the JSON file.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use skiff_dns::{DnsConfig, DnsServer, ForwardConfig, Index, PodRecords, ZoneSett
 
 mod support;
 
-use support::{SKIFF, free_port};
+use support::{SKIFF, free_port, json};
 
 /// skiff-dns serving 100 benchmark Services (`svc-N.ns-N.svc.cluster.local`) on a free loopback
 /// port, UDP and TCP, on its own thread until the test process ends.
@@ -55,11 +54,6 @@ fn bench(args: &[&str]) -> anyhow::Result<Output> {
         .args(args)
         .args(["--duration", "1s", "--warmup", "200ms", "--quiet"])
         .output()?)
-}
-
-fn json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 #[test]

@@ -1,14 +1,20 @@
-//! Shared by the `skiff bench` tests: the binary under test and a `skiff grpc-echo` process
-//! on a free loopback port.
+//! Shared by the `skiff bench` tests: the binary under test, a `skiff grpc-echo` process
+//! on a free loopback port, and reading a results file.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
+use anyhow::{Context as _, ensure};
 
 pub const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+
+/// A `--json` results file, parsed.
+pub fn json(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
 
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
