@@ -58,17 +58,23 @@ impl Netns {
         PathBuf::from("/run/netns").join(&self.name)
     }
 
-    /// `name` with `lo` up and `bk0` holding the node's address 10.250.7.1 and a backend's,
-    /// 10.250.7.2, where a TCP server on :8080 answers `backend` to every connection.
-    fn start(name: &str) -> Result<Netns> {
+    /// A new namespace `name` (one left by an earlier run is replaced) with `lo` up.
+    fn add(name: &str) -> Result<Netns> {
         let _ = ip(&["netns", "delete", name]);
         ip(&["netns", "add", name])?;
-        let mut ns = Netns {
+        let ns = Netns {
             name: name.to_owned(),
             stop: Arc::new(AtomicBool::new(false)),
             server: None,
         };
         ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `name` with `lo` up and `bk0` holding the node's address 10.250.7.1 and a backend's,
+    /// 10.250.7.2, where a TCP server on :8080 answers `backend` to every connection.
+    fn start(name: &str) -> Result<Netns> {
+        let mut ns = Netns::add(name)?;
         // A veth pair inside the namespace (no dummy driver on every kernel).
         ip(&[
             "-n", name, "link", "add", "bk0", "type", "veth", "peer", "name", "bk1",
@@ -106,14 +112,7 @@ impl Netns {
     /// `answer`; no other interface, so nothing but the socket load balancer can take a
     /// connection to a service address anywhere.
     fn pod(name: &str, answer: &'static str) -> Result<Netns> {
-        let _ = ip(&["netns", "delete", name]);
-        ip(&["netns", "add", name])?;
-        let mut ns = Netns {
-            name: name.to_owned(),
-            stop: Arc::new(AtomicBool::new(false)),
-            server: None,
-        };
-        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        let mut ns = Netns::add(name)?;
         ip(&["-n", name, "addr", "add", "10.250.9.1/32", "dev", "lo"])?;
         ns.serve("10.250.9.1:8080", answer)?;
         Ok(ns)
