@@ -645,3 +645,81 @@ async fn load_balancer_addresses_from_the_pool() -> anyhow::Result<()> {
     ts.stop().await;
     Ok(())
 }
+
+/// Allocation picks a random value and claims it without reading the records (most ranges are
+/// mostly free); in a small range the picks collide, and it falls back to reading them: every
+/// value is still handed out once, all of the range gets used, then the next create is refused.
+#[tokio::test]
+async fn small_ranges_fill_up_with_distinct_values_then_refuse() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ts = TestServer::start_with(dir.path(), |c| {
+        // 14 addresses (.1 to .14), the first one reserved for default/kubernetes; 5 ports.
+        c.allocation = AllocationConfig {
+            service_cidrs: "10.100.0.0/28".into(),
+            cluster_dns: None,
+        };
+        c.validation.node_port_range = 30000..=30004;
+    })
+    .await?;
+    let api: Api<Service> = Api::namespaced(ts.client().await?, "default");
+    let create = |name: String, ty: &'static str| {
+        let api = api.clone();
+        async move {
+            let svc = service_body(&name, json!({"type": ty, "ports": [{"port": 80}]}))?;
+            anyhow::Ok(api.create(&PostParams::default(), &svc).await)
+        }
+    };
+    let mut ports = HashSet::new();
+    let mut ips = HashSet::new();
+    for i in 0..5 {
+        let svc = create(format!("np{i}"), "NodePort").await??;
+        assert!(
+            ports.insert(node_ports(&svc)[0]),
+            "node port handed out twice"
+        );
+        assert!(ips.insert(spec(&svc).cluster_ip.unwrap_or_default()));
+    }
+    assert_eq!(ports, (30000..=30004).collect::<HashSet<i32>>());
+    let err = create("np5".into(), "NodePort")
+        .await?
+        .expect_err("no port left");
+    assert_eq!(api_code(&err), Some(500), "{err}");
+    assert!(err.to_string().contains("range is full"), "{err}");
+    let mut i = 0;
+    let last_err = loop {
+        match create(format!("c{i}"), "ClusterIP").await? {
+            Ok(svc) => {
+                let ip = spec(&svc).cluster_ip.unwrap_or_default();
+                assert!(ips.insert(ip.clone()), "{ip} handed out twice");
+            }
+            Err(e) => break e,
+        }
+        i += 1;
+        assert!(i <= 14, "more Services than addresses");
+    };
+    assert!(last_err.to_string().contains("range is full"), "{last_err}");
+    assert_eq!(ips.len(), 13, "{ips:?}");
+    assert!(
+        !ips.contains("10.100.0.1"),
+        "the reserved address was handed out"
+    );
+
+    // One address freed: the next create gets exactly that one.
+    let freed = spec(&api.get("c0").await?).cluster_ip.unwrap_or_default();
+    api.delete("c0", &Default::default()).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        match create("again".into(), "ClusterIP").await? {
+            Ok(svc) => break svc,
+            // The record goes right after the Service; retry until it has.
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("range is full"), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    assert_eq!(spec(&again).cluster_ip.unwrap_or_default(), freed);
+    ts.stop().await;
+    Ok(())
+}
