@@ -586,3 +586,68 @@ async fn sandbox_teardown_leaves_no_namespace_cgroup_or_process() -> Result<()> 
     ensure!(mgr.list().await.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_process_mount_namespace_is_private_and_holds_no_pod_netns() -> Result<()> {
+    if !privileged("sandbox") {
+        return Ok(());
+    }
+    let fx = NodeFixture::new("x")?;
+    let mgr = SandboxManager::new(fx.config()).await?;
+    let a = mgr.create(&pod("9999-0009", "a")).await?;
+    let mut p = a.command("sleep")?.arg("300").kill_on_drop(true).spawn()?;
+    let pid = p.id().context("pid")?;
+    // A pod made after the process started: its netns mount must not reach the process.
+    let b = mgr.create(&pod("aaaa-0010", "b")).await?;
+    let b_netns = b.netns_path.clone().context("netns path of b")?;
+    ensure!(
+        b_netns.exists(),
+        "{} missing on the node",
+        b_netns.display()
+    );
+
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    let under_netns: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m.starts_with("/run/netns"))
+        })
+        .collect();
+    ensure!(
+        under_netns.is_empty(),
+        "the pod process holds netns mounts (each would keep a namespace alive): {under_netns:?}"
+    );
+    // Private (upstream's `mountPropagation: None`): no peer group, no master.
+    let propagating: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.contains(" shared:") || l.contains(" master:"))
+        .collect();
+    ensure!(
+        propagating.is_empty(),
+        "mounts still propagate into the pod process: {propagating:?}"
+    );
+    // Its own namespace and DNS files are still in place.
+    let resolv = std::fs::read_to_string(format!("/proc/{pid}/root/etc/resolv.conf"))?;
+    ensure!(
+        resolv.contains("nameserver 10.96.0.10"),
+        "resolv.conf seen by the pod process: {resolv:?}"
+    );
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/net"))?;
+    let ino = netns_inode(a.netns_path.as_deref().context("netns path of a")?)?;
+    ensure!(
+        ns.to_string_lossy() == format!("net:[{ino}]"),
+        "netns {ns:?}, want inode {ino}"
+    );
+
+    mgr.teardown_all().await?;
+    wait_gone(pid).await?;
+    let _ = p.wait().await;
+    ensure!(
+        list_netns(&fx.prefix).is_empty(),
+        "{:?}",
+        list_netns(&fx.prefix)
+    );
+    Ok(())
+}

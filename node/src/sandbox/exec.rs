@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+use rustix::mount::{MountPropagationFlags, UnmountFlags, mount_bind, mount_change};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags, move_into_link_name_space, unshare_unsafe};
 
 /// What a child enters between fork (or [`super::spawn`]'s clone) and exec. Everything is
@@ -43,12 +43,24 @@ impl Entry {
             // SAFETY: unsharing the mount namespace (not the file table) in a child about to
             // exec, that no other thread observes (the caller's contract).
             unsafe { unshare_unsafe(UnshareFlags::NEWNS) }?;
-            // Downstream (slave): the bind mounts below never propagate back to the node,
-            // while unmounts there (e.g. `ip netns delete`) still reach this namespace.
+            // Downstream (slave) first: nothing done here propagates back to the node.
             mount_change(
                 c"/",
                 MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
             )?;
+            // The copy of /run/netns holds every pod namespace mounted when this process
+            // started; without it, the namespace can be private (upstream's default
+            // `mountPropagation: None`): the node's later mounts and unmounts (each pod's netns,
+            // volumes) are no longer copied into every running container, which made a burst of
+            // n pods cost n² mount copies. Where /run/netns is no mount point (EINVAL) its
+            // netns mounts stay, and so does the slave link that carries `ip netns delete`'s
+            // unmounts in.
+            if rustix::mount::unmount(super::netns::NETNS_DIR_C, UnmountFlags::DETACH).is_ok() {
+                mount_change(
+                    c"/",
+                    MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+                )?;
+            }
             for (source, target) in &self.binds {
                 mount_bind(source.as_c_str(), target.as_c_str())?;
             }

@@ -16,6 +16,8 @@ use super::netlink::Netlink;
 
 /// Where iproute2 keeps named network namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
+/// [`NETNS_DIR`] for system calls made where nothing may allocate (a child before exec).
+pub(crate) const NETNS_DIR_C: &std::ffi::CStr = c"/run/netns";
 
 /// The path of the named network namespace `name`.
 pub fn netns_path(name: &str) -> PathBuf {
