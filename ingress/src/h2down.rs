@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -51,8 +53,8 @@ pub struct H2Path {
 }
 
 /// Serves one HTTP/2 client connection until the client or the server ends it: the handshake
-/// within the header timeout, streams each in their own task, GOAWAY on shutdown or after
-/// `idle` without streams.
+/// within the header timeout, streams polled by this task, GOAWAY on shutdown or after `idle`
+/// without streams.
 pub(crate) async fn serve<T>(
     path: Arc<H2Path>,
     io: T,
@@ -84,8 +86,13 @@ pub(crate) async fn serve<T>(
     };
     let mut shutdown = shutdown.clone();
     let mut closing = false;
-    // Each stream task holds a clone: one left means no stream is open.
-    let busy = Arc::new(());
+    // The streams run inside this task, not one task each: a stream's response frames are
+    // queued for the connection, which this same task flushes on its next poll, so a request
+    // costs no task spawn and no cross-task wake-ups (the connection's streams share one core,
+    // as each of nginx's connections does).
+    let mut streams = FuturesUnordered::new();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
         if !closing && *shutdown.borrow() {
             closing = true;
@@ -93,6 +100,12 @@ pub(crate) async fn serve<T>(
         }
         let next = tokio::select! {
             r = conn.accept() => r,
+            Some(()) = streams.next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                continue;
+            }
             r = shutdown.changed(), if !closing => {
                 if r.is_err() {
                     closing = true;
@@ -100,29 +113,27 @@ pub(crate) async fn serve<T>(
                 }
                 continue;
             }
-            _ = tokio::time::sleep(idle), if !closing => {
-                if Arc::strong_count(&busy) == 1 {
-                    closing = true;
-                    conn.graceful_shutdown();
-                }
+            () = &mut idle_timer, if !closing && streams.is_empty() => {
+                closing = true;
+                conn.graceful_shutdown();
                 continue;
             }
         };
         match next {
             Some(Ok((req, respond))) => {
-                let (path, guard) = (path.clone(), busy.clone());
-                tokio::spawn(async move {
-                    let _busy = guard;
-                    stream(&path, req, respond, peer).await;
-                });
+                let path = path.clone();
+                streams.push(async move { stream(&path, req, respond, peer).await });
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "h2 client connection failed");
-                return;
+                break;
             }
-            None => return,
+            None => break,
         }
     }
+    // The connection is gone: what streams are left end on their own (their sends fail) and
+    // still log.
+    while streams.next().await.is_some() {}
 }
 
 /// One stream's request as routed.

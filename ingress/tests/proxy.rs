@@ -1376,6 +1376,86 @@ fn streamed(body: &[u8]) -> http_body_util::combinators::BoxBody<Bytes, Infallib
     http_body_util::StreamBody::new(frames).boxed()
 }
 
+/// A backend that answers `/hold` only once `open` turns true (saying so on `arrived` when the
+/// request is in), and every other path at once.
+async fn gated_backend(
+    open: tokio::sync::watch::Receiver<bool>,
+    arrived: Arc<tokio::sync::Notify>,
+) -> Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (open, arrived) = (open.clone(), arrived.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (mut open, arrived) = (open.clone(), arrived.clone());
+                    async move {
+                        let body = if req.uri().path() == "/hold" {
+                            arrived.notify_one();
+                            let _ = open.wait_for(|o| *o).await;
+                            "held"
+                        } else {
+                            "now"
+                        };
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn h2_stream_waiting_on_its_backend_does_not_hold_up_the_others() -> Result<()> {
+    let mut e = env().await?;
+    let (open_tx, open_rx) = tokio::sync::watch::channel(false);
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    add_service(
+        &mut e.model,
+        "gated",
+        &[gated_backend(open_rx, arrived.clone()).await?],
+    );
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "gated", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "gated.test", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "gated", "port": {"number": 80}}}}]}}]}
+    })));
+    e.apply();
+    let send = h2_tls(&e).await?;
+    let mut held_send = send.clone();
+    let held = tokio::spawn(async move {
+        h2_call(
+            &mut held_send,
+            Request::get("https://gated.test/hold").body(empty())?,
+        )
+        .await
+    });
+    arrived.notified().await;
+    // The same connection serves another stream while the first still waits on its backend.
+    let mut now_send = send.clone();
+    let req = Request::get("https://gated.test/now").body(empty())?;
+    let (status, _, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        h2_call(&mut now_send, req),
+    )
+    .await
+    .context("a stream waited for another stream of its connection")??;
+    assert_eq!((status, body.as_str()), (200, "now"));
+    assert!(
+        !held.is_finished(),
+        "the held stream answered before its backend did"
+    );
+    open_tx.send(true)?;
+    let (status, _, body) = held.await??;
+    assert_eq!((status, body.as_str()), (200, "held"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn h2_streams_to_http_backends_carry_bodies_headers_and_local_answers() -> Result<()> {
     let mut e = env().await?;
