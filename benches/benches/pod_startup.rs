@@ -180,7 +180,11 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let name = format!("bench{}", std::process::id());
-    let mut up = SkiffUp::start(&name, &dir.path().join("data"), &[]).unwrap();
+    // skiff up logs a few lines per pod: into a file (its path printed), not the bench output.
+    let log = std::env::temp_dir().join("skiff-pod-startup.log");
+    let _ = std::fs::remove_file(&log);
+    println!("pod_startup: skiff up's log: {}", log.display());
+    let mut up = SkiffUp::start_logging_to(&name, &dir.path().join("data"), &[], &log).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = up.client().await.unwrap();

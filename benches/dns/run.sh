@@ -16,6 +16,10 @@
 #     still compares the servers when the one dnsperf core is the limit;
 #   - latency: dnsperf at a fixed $RATE queries/s with -v, p50/p99 computed from every
 #     query's latency (dnsperf 2.10 has no histogram option);
+#   - over TCP (RFC 7766, length-prefixed, connections reused): dnsperf -m tcp as fast as the
+#     server answers ($DURATION s, $TCP_CONNS connections, 100 queries in flight) with queries
+#     per server CPU-second, and `skiff bench dns --tcp` closed loop ($TCP_CONNS connections,
+#     --pipeline $TCP_PIPELINE, 5 s) for p50/p99 with pipelined queries;
 #   - memory: the server's VmRSS (and peak, VmHWM) from /proc after the runs;
 #   - `skiff bench dns` (one thread, on $CLIENT_CPU) open loop at $RATE queries/s for 5 s, one
 #     name (A of svc-1.ns-1, a ClusterIP Service): p50/p99 from its HDR histogram, latency from
@@ -25,6 +29,7 @@
 #
 # Usage (as root): benches/dns/run.sh
 # Environment: SERVICES (10000) DURATION (10) RATE (20000) REPS (3) SERVER_CPU (0) CLIENT_CPU (1)
+#              TCP_CONNS (10) TCP_PIPELINE (10)
 #              BENCH_SERVE (a prebuilt bench_serve binary; default: cargo build --release)
 #              SKIFF (the skiff binary for `skiff bench`; default: cargo build --release -p skiff)
 # Needs: knotd (Debian package knot), dnsperf, dig (dnsutils), jq; installed with apt-get if
@@ -37,6 +42,8 @@ RATE=${RATE:-20000}
 REPS=${REPS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+TCP_CONNS=${TCP_CONNS:-10}
+TCP_PIPELINE=${TCP_PIPELINE:-10}
 SKIFF_PORT=${SKIFF_PORT:-5300}
 KNOT_PORT=${KNOT_PORT:-5301}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -159,10 +166,18 @@ for server in skiff knot; do
     { echo "$server: no NXDOMAIN" >&2; exit 1; }
 done
 
-dnsperf_qps() { # port, raw output file → "qps lost"
-  taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries.txt" -l "$DURATION" \
-    -q 100 -t 2 >"$2" 2>&1 || true
-  awk '/Queries per second/ {q=$4} /Queries lost/ {l=$3} END {print q, l}' "$2"
+dnsperf_qps() { # port, raw output file, [extra dnsperf flags] → "qps lost"
+  local port=$1 out=$2
+  shift 2
+  taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$DURATION" \
+    -q 100 -t 2 "$@" >"$out" 2>&1 || true
+  awk '/Queries per second/ {q=$4} /Queries lost/ {l=$3} END {print q, l}' "$out"
+}
+skiff_bench_tcp() { # port, json → "qps p50_us p99_us"
+  taskset -c "$CLIENT_CPU" "$SKIFF" bench dns "127.0.0.1:$1" --tcp --qname "$LAT_QNAME" --qtype A \
+    --connections "$TCP_CONNS" --pipeline "$TCP_PIPELINE" --duration 5s --threads 1 --quiet \
+    --json "$2" >/dev/null 2>&1 || true
+  jq -r '"\(.throughput) \(.latency_us.p50) \(.latency_us.p99)"' "$2" 2>/dev/null || echo "- - -"
 }
 dnsperf_latency() { # port, raw output file (the summary; the per-query lines are not kept) → "p50_us p99_us"
   taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/queries.txt" -l 5 \
@@ -195,7 +210,14 @@ for rep in $(seq "$REPS"); do
       'BEGIN {printf "%.0f", (t > 0) ? q * d / (t / hz) : 0}')
     read -r p50 p99 < <(dnsperf_latency "$port" "$OUT/dnsperf-$server-$rep-rate.txt")
     read -r b50 b99 < <(skiff_bench_latency "$port" "$OUT/$server-$rep.json")
-    echo "$server $rep $qps $lost $p50 $p99 $per_cpu $b50 $b99" | tee -a "$RESULTS" >&2
+    before=$(cpu_ticks "$pid")
+    read -r tqps tlost < <(dnsperf_qps "$port" "$OUT/dnsperf-$server-$rep-tcp.txt" -m tcp -c "$TCP_CONNS")
+    after=$(cpu_ticks "$pid")
+    tper_cpu=$(awk -v q="$tqps" -v d="$DURATION" -v t=$((after - before)) -v hz="$TICKS" \
+      'BEGIN {printf "%.0f", (t > 0 && q != "") ? q * d / (t / hz) : 0}')
+    read -r bq t50 t99 < <(skiff_bench_tcp "$port" "$OUT/$server-$rep-tcp.json")
+    echo "$server $rep $qps $lost $p50 $p99 $per_cpu $b50 $b99 ${tqps:--} ${tlost:--} $tper_cpu $bq $t50 $t99" |
+      tee -a "$RESULTS" >&2
   done
 done
 
@@ -266,6 +288,20 @@ tmp="$FRAGMENT.tmp"
     "$(ratio "$(col skiff 8)" "$(col knot 8)") | $(ratio "$(col skiff 9)" "$(col knot 9)") |" \
     "$(ratio "$skiff_rss" "$knot_rss") | $(ratio "$skiff_hwm" "$knot_hwm") | |"
   echo
+  echo "Over TCP (RFC 7766; the same servers, connections reused): dnsperf \`-m tcp -c $TCP_CONNS\` as fast"
+  echo "as the server answers (100 queries in flight, ${DURATION} s), and \`skiff bench dns --tcp\` closed loop"
+  echo "with $TCP_CONNS connections × $TCP_PIPELINE pipelined queries (one name, 5 s)."
+  echo
+  echo "| server | dnsperf TCP QPS | queries per server CPU-s | lost | skiff bench QPS | skiff bench p50 | skiff bench p99 |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for server in skiff knot; do
+    name=$([ $server = skiff ] && echo skiff-dns || echo "Knot DNS $KNOT_V")
+    echo "| $name | $(num "$(col $server 10)") | $(num "$(col $server 12)") | $(col $server 11) |" \
+      "$(num "$(col $server 13)") | $(us "$(col $server 14)") | $(us "$(col $server 15)") |"
+  done
+  echo "| skiff ÷ Knot | $(ratio "$(col skiff 10)" "$(col knot 10)") | $(ratio "$(col skiff 12)" "$(col knot 12)") | |" \
+    "$(ratio "$(col skiff 13)" "$(col knot 13)") | $(ratio "$(col skiff 14)" "$(col knot 14)") | $(ratio "$(col skiff 15)" "$(col knot 15)") |"
+  echo
   warned=$(for f in "$OUT"/*.json; do
     jq -r --arg f "$(basename "$f" .json)" '.warnings[] | "- `\($f)`: \(.)"' "$f" 2>/dev/null || true
   done)
@@ -286,6 +322,8 @@ tmp="$FRAGMENT.tmp"
   echo "taskset -c $CLIENT_CPU dnsperf -s 127.0.0.1 -p PORT -d queries.txt -l $DURATION -q 100 -t 2"
   echo "taskset -c $CLIENT_CPU dnsperf -s 127.0.0.1 -p PORT -d queries.txt -l 5 -Q $RATE -q 1000 -t 2 -v"
   echo "taskset -c $CLIENT_CPU skiff bench dns 127.0.0.1:PORT --qname $LAT_QNAME --qtype A --rate $RATE/s --connections $LAT_CONNS --duration 5s --threads 1 --json SERVER-REP.json"
+  echo "taskset -c $CLIENT_CPU dnsperf -s 127.0.0.1 -p PORT -d queries.txt -l $DURATION -q 100 -t 2 -m tcp -c $TCP_CONNS"
+  echo "taskset -c $CLIENT_CPU skiff bench dns 127.0.0.1:PORT --tcp --qname $LAT_QNAME --qtype A --connections $TCP_CONNS --pipeline $TCP_PIPELINE --duration 5s --threads 1 --json SERVER-REP-tcp.json"
   echo '```'
 } >"$tmp"
 mv "$tmp" "$FRAGMENT"

@@ -43,6 +43,31 @@ impl SkiffUp {
     /// `--http-port`, `--https-port`, `--dns-port` and `--admin-addr`) and `extra` arguments,
     /// and waits for its ready line. Its logs go to this process's stderr.
     pub fn start(name: &str, data_dir: &Path, extra: &[&std::ffi::OsStr]) -> Result<SkiffUp> {
+        Self::start_with_stderr(name, data_dir, extra, Stdio::inherit())
+    }
+
+    /// [`SkiffUp::start`] with its logs appended to `log` instead (a benchmark's output stays
+    /// readable; the file says what happened).
+    pub fn start_logging_to(
+        name: &str,
+        data_dir: &Path,
+        extra: &[&std::ffi::OsStr],
+        log: &Path,
+    ) -> Result<SkiffUp> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        Self::start_with_stderr(name, data_dir, extra, file.into())
+    }
+
+    fn start_with_stderr(
+        name: &str,
+        data_dir: &Path,
+        extra: &[&std::ffi::OsStr],
+        stderr: Stdio,
+    ) -> Result<SkiffUp> {
         let mut cmd = Command::new(skiff_exe()?);
         cmd.args(["up", "--name", name, "--api-port", "0"]);
         for (flag, free) in [
@@ -61,7 +86,7 @@ impl SkiffUp {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("start skiff up")?;
         let stdout = child.stdout.take().context("skiff up stdout")?;
