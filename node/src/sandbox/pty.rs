@@ -297,10 +297,20 @@ mod tests {
         }
         // Whether or not `exec` has replaced the shell yet, SIGINT ends it (default action).
         master.write_all(b"\x03").await.unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("Ctrl-C ends the process")
-            .unwrap();
+        // Polled with `try_wait` (waitpid), not `wait`: this once waited out its 20 s under a
+        // parallel test run, and the poll tells a SIGINT that never came (still running) from
+        // an exit whose wake-up was missed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Ctrl-C did not end the process: still running after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert_eq!(status.signal(), Some(2), "{status:?}");
     }
 
