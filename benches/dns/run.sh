@@ -193,6 +193,12 @@ skiff_bench_latency() { # port, json → "p50_us p99_us"
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
+# Queries answered per second of server CPU: what the server costs, even when the one dnsperf
+# core (not the server) is the limit. qps, CPU ticks the server used over the $DURATION s run.
+per_cpu() {
+  awk -v q="$1" -v d="$DURATION" -v t="$2" -v hz="$TICKS" \
+    'BEGIN {printf "%.0f", (t > 0 && q != "") ? q * d / (t / hz) : 0}'
+}
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
@@ -204,19 +210,15 @@ for rep in $(seq "$REPS"); do
     before=$(cpu_ticks "$pid")
     read -r qps lost < <(dnsperf_qps "$port" "$OUT/dnsperf-$server-$rep.txt")
     after=$(cpu_ticks "$pid")
-    # Queries answered per second of server CPU: what the server costs, even when the one
-    # dnsperf core (not the server) is the limit.
-    per_cpu=$(awk -v q="$qps" -v d="$DURATION" -v t=$((after - before)) -v hz="$TICKS" \
-      'BEGIN {printf "%.0f", (t > 0) ? q * d / (t / hz) : 0}')
+    udp_per_cpu=$(per_cpu "$qps" $((after - before)))
     read -r p50 p99 < <(dnsperf_latency "$port" "$OUT/dnsperf-$server-$rep-rate.txt")
     read -r b50 b99 < <(skiff_bench_latency "$port" "$OUT/$server-$rep.json")
     before=$(cpu_ticks "$pid")
     read -r tqps tlost < <(dnsperf_qps "$port" "$OUT/dnsperf-$server-$rep-tcp.txt" -m tcp -c "$TCP_CONNS")
     after=$(cpu_ticks "$pid")
-    tper_cpu=$(awk -v q="$tqps" -v d="$DURATION" -v t=$((after - before)) -v hz="$TICKS" \
-      'BEGIN {printf "%.0f", (t > 0 && q != "") ? q * d / (t / hz) : 0}')
+    tper_cpu=$(per_cpu "$tqps" $((after - before)))
     read -r bq t50 t99 < <(skiff_bench_tcp "$port" "$OUT/$server-$rep-tcp.json")
-    echo "$server $rep $qps $lost $p50 $p99 $per_cpu $b50 $b99 ${tqps:--} ${tlost:--} $tper_cpu $bq $t50 $t99" |
+    echo "$server $rep $qps $lost $p50 $p99 $udp_per_cpu $b50 $b99 ${tqps:--} ${tlost:--} $tper_cpu $bq $t50 $t99" |
       tee -a "$RESULTS" >&2
   done
 done
