@@ -157,6 +157,29 @@ async fn sandbox_pods_talk_over_the_bridge_in_both_families() -> Result<()> {
         "{details}"
     );
 
+    // No IPv6 multicast chatter per pod: the bridge port has no link-local address, and the
+    // pod's addresses skip duplicate address detection (none is tentative right after
+    // creation) and it sends no router solicitations.
+    let port_v6 = ip(&["-n", &fx.node_ns, "-6", "addr", "show", "dev", &veth])?;
+    ensure!(
+        port_v6.trim().is_empty(),
+        "bridge port {veth} has IPv6 addresses: {port_v6}"
+    );
+    let pod_v6 = sh(
+        &b,
+        "cat /proc/sys/net/ipv6/conf/eth0/accept_dad /proc/sys/net/ipv6/conf/eth0/router_solicitations; ip -6 addr show dev eth0 tentative",
+    )
+    .await?;
+    ensure!(
+        pod_v6.split_whitespace().collect::<Vec<_>>() == ["0", "0"],
+        "pod eth0: accept_dad, router_solicitations and tentative addresses: {pod_v6:?}"
+    );
+    let link_local = sh(&b, "ip -6 addr show dev eth0 scope link").await?;
+    ensure!(
+        link_local.contains("fe80::"),
+        "pod eth0 keeps its link-local address: {link_local:?}"
+    );
+
     for (family, (a_ip, b_ip)) in ["v4", "v6"].iter().zip(a.ips.iter().zip(b.ips.iter())) {
         // Listener socket made inside pod b's namespace, on b's address.
         let bind = std::net::SocketAddr::new(*b_ip, 0);

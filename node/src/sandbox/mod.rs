@@ -744,6 +744,8 @@ impl SandboxManager {
                 let master = node
                     .require_index(&bridge)
                     .map_err(nl_err(format!("find bridge {bridge}")))?;
+                node.set_no_ipv6_link_local(index)
+                    .map_err(nl_err(format!("set addrgenmode none on {veth}")))?;
                 node.set_up(index, Some(master))
                     .map_err(nl_err(format!("put {veth} on {bridge} and up")))?;
                 node.set_hairpin(index)

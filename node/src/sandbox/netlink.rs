@@ -34,6 +34,10 @@ const IFLA_INFO_SLAVE_KIND: u16 = 4;
 const IFLA_INFO_SLAVE_DATA: u16 = 5;
 const VETH_INFO_PEER: u16 = 1;
 const IFLA_BRPORT_MODE: u16 = 4;
+const IFLA_AF_SPEC: u16 = 26;
+const AF_INET6: u16 = 10;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFF_UP: u32 = 0x1;
 // Address and route attributes (linux/if_addr.h, linux/rtnetlink.h).
 const IFA_ADDRESS: u16 = 1;
@@ -256,6 +260,30 @@ impl Netlink {
             msg.attr(IFLA_MASTER, &m.to_ne_bytes());
         }
         self.request(&mut msg).map(drop)
+    }
+
+    /// `ip link set dev <index> addrgenmode none`: the link gets no IPv6 link-local address
+    /// when it comes up, so no duplicate address detection or multicast listener reports
+    /// either. For a bridge port, which needs no address of its own. A kernel without IPv6 is
+    /// fine: there is nothing to generate.
+    pub(crate) fn set_no_ipv6_link_local(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = Message::new(RTM_NEWLINK, 0, &ifinfomsg(0, index as i32, 0, 0));
+        let spec = msg.begin_nest(IFLA_AF_SPEC);
+        let inet6 = msg.begin_nest(AF_INET6);
+        msg.attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+        msg.end_nest(inet6);
+        msg.end_nest(spec);
+        match self.request(&mut msg) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EOPNOTSUPP)
+                ) =>
+            {
+                Ok(())
+            }
+            r => r.map(drop),
+        }
     }
 
     /// `ip link set dev <index> type bridge_slave hairpin on`.

@@ -81,6 +81,12 @@ pub(crate) fn create_netns(name: &str) -> Result<Netlink> {
             // SAFETY: NEWNET does not unshare the file table, the only unsafe case.
             unsafe { unshare_unsafe(UnshareFlags::NEWNET) }?;
             mount_bind("/proc/thread-self/ns/net", &path)?;
+            if let Err(error) = quiet_ipv6() {
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "cannot turn off IPv6 duplicate address detection and router solicitation in pod namespaces (pods still start; each costs more multicast on the bridge)");
+                }
+            }
             Netlink::open()
         })
         .join()
@@ -93,6 +99,26 @@ pub(crate) fn create_netns(name: &str) -> Result<Netlink> {
     let _ = unmount(&path, UnmountFlags::DETACH);
     let _ = std::fs::remove_file(&path);
     Err(err)
+}
+
+/// The IPv6 settings of a new pod namespace, written from a thread inside it before its eth0
+/// exists (a device takes the namespace's `default` values when it is made): no duplicate
+/// address detection, as IPAM makes every address unique, and no router solicitations, as
+/// addresses and routes are static. Both would be multicast that the bridge carries to every
+/// pod, for each pod that starts. Without IPv6 in the kernel there is nothing to set.
+fn quiet_ipv6() -> std::io::Result<()> {
+    for (setting, value) in [
+        ("/proc/sys/net/ipv6/conf/all/accept_dad", "0"),
+        ("/proc/sys/net/ipv6/conf/default/accept_dad", "0"),
+        ("/proc/sys/net/ipv6/conf/default/router_solicitations", "0"),
+    ] {
+        match std::fs::write(setting, value) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{setting}: {e}"))),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Removes the named network namespace as `ip netns delete` does; a missing one is fine.
