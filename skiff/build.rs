@@ -1,4 +1,4 @@
-//! Links the `skiff` executable as non-PIE, as Go links kube-proxy, CoreDNS and k3s.
+//! Links the `skiff` executable as non-PIE (Go's default for executables on linux/amd64).
 //!
 //! Every container of a built-in image (`skiff.dev/pause`, `echo`, `grpc-echo`) is an exec of
 //! this binary. As a PIE it carries ~57,000 relative relocations that the dynamic loader
