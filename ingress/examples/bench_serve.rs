@@ -43,6 +43,14 @@ const BENCH_HOST: &str = "bench.test";
 const GRPC_ECHO_PREFIX: &str = "/skiff.echo.v1.Echo";
 
 fn main() -> Result<()> {
+    // Logging as `skiff` sets it up, minus the access log (nginx and haproxy run with theirs
+    // off): a subscriber at warn. With none at all, every span inside h2 and hyper would go
+    // through tracing's `log` fallback (kube-client turns that feature on), a cost `skiff`
+    // never pays.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
     let mut opts: BTreeMap<String, String> = BTreeMap::new();
