@@ -276,7 +276,7 @@ fn local(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-    if let Ok(id) = HeaderValue::from_str(r.request_id) {
+    if let Some(id) = request_id_value(r.request_id) {
         h.insert("x-request-id", id);
     }
     if let Some(l) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
@@ -619,9 +619,19 @@ fn client_response(head: &[u8], request_id: &str) -> Option<Response<()>> {
 /// `Server` and `X-Request-ID` on every response.
 fn ours(map: &mut HeaderMap, request_id: &str) {
     map.insert(header::SERVER, HeaderValue::from_static(SERVER));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
+    if let Some(id) = request_id_value(request_id) {
         map.insert("x-request-id", id);
     }
+}
+
+/// An `X-Request-ID` value for HPACK: marked never-indexed. Every value is new, so indexing
+/// it (h2's default for a field not in the static table) would insert one entry per message
+/// into the connection's 4 KiB dynamic table, evicting the fields that do repeat (`server`,
+/// `content-type`, ...), and make every later lookup of the name walk a chain of stale ids.
+fn request_id_value(id: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(id).ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 /// Sends `data` on `out` as the peer's flow-control window allows (h2 would buffer it all).
@@ -723,7 +733,7 @@ async fn to_h2(
         h.insert("x-forwarded-host", v);
     }
     h.insert("x-forwarded-port", HeaderValue::from(fwd.port));
-    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
+    if let Some(v) = request_id_value(fwd.request_id) {
         h.insert("x-request-id", v);
     }
     let end = body.is_end_stream();

@@ -1492,6 +1492,16 @@ async fn h2_streams_to_http_backends_carry_bodies_headers_and_local_answers() ->
     assert_eq!(h["x-forwarded-port"], e.https().port().to_string());
     assert_eq!(h["x-request-id"], headers["x-request-id"].to_str()?);
     assert_eq!(v["method"], "GET");
+    // Request ids go out never-indexed (HPACK): the next message on the same connection still
+    // carries its own, the one its backend saw.
+    let req = Request::get("https://echo.test/again").body(empty())?;
+    let (status, again, body) = h2_call(&mut send, req).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body)?["headers"]["x-request-id"],
+        again["x-request-id"].to_str()?
+    );
+    assert_ne!(again["x-request-id"], headers["x-request-id"]);
 
     // Bodies: with a length as is, without one chunked; both whole at the backend.
     let big = vec![b'z'; 100_000];
