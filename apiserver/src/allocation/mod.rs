@@ -128,6 +128,26 @@ pub struct Holding {
     stale: Vec<(Table, String)>,
 }
 
+impl Holding {
+    /// Claims `value` in `table` for `owner`; a claim won is held from here on (released if
+    /// the Service write fails). False: someone else holds it.
+    async fn claim(
+        &mut self,
+        store: &dyn Store,
+        table: Table,
+        value: &str,
+        owner: &Owner,
+    ) -> Result<bool, StoreError> {
+        match records::claim(store, table, value, owner).await? {
+            Some(created) => {
+                self.created.push(created);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 /// Allocates for Services against one store.
 #[derive(Debug, Clone)]
 pub struct ServiceAllocator {
@@ -206,23 +226,21 @@ impl ServiceAllocator {
             match slot {
                 IpSlot::Given(ip) if old_ips.contains(ip) => ips.push(*ip),
                 IpSlot::Given(ip) => {
-                    match records::claim(store, Table::ClusterIp, &ip.to_string(), owner).await? {
-                        Some(created) => {
-                            holding.created.push(created);
-                            ips.push(*ip);
-                        }
-                        None => {
-                            taken_error(
-                                &mut errs,
-                                format!("spec.clusterIPs[{i}]"),
-                                format!("{:?}", ip.to_string()),
-                                "IP",
-                            );
-                            // Claiming more for a create that fails would only make a
-                            // concurrent winner lose too.
-                            return Err(AllocError::Invalid(errs));
-                        }
+                    if !holding
+                        .claim(store, Table::ClusterIp, &ip.to_string(), owner)
+                        .await?
+                    {
+                        taken_error(
+                            &mut errs,
+                            format!("spec.clusterIPs[{i}]"),
+                            format!("{:?}", ip.to_string()),
+                            "IP",
+                        );
+                        // Claiming more for a create that fails would only make a concurrent
+                        // winner lose too.
+                        return Err(AllocError::Invalid(errs));
                     }
+                    ips.push(*ip);
                 }
                 IpSlot::Any(family) => {
                     let ip = self
@@ -242,21 +260,19 @@ impl ServiceAllocator {
             let port = match slot {
                 PortSlot::Given(p) if old_ports.contains(p) || mine.contains(p) => Some(*p),
                 PortSlot::Given(p) => {
-                    match records::claim(store, Table::NodePort, &p.to_string(), owner).await? {
-                        Some(created) => {
-                            holding.created.push(created);
-                            Some(*p)
-                        }
-                        None => {
-                            let field = if is_node_port {
-                                format!("spec.ports[{i}].nodePort")
-                            } else {
-                                "spec.healthCheckNodePort".to_owned()
-                            };
-                            taken_error(&mut errs, field, p.to_string(), "port");
-                            return Err(AllocError::Invalid(errs));
-                        }
+                    if !holding
+                        .claim(store, Table::NodePort, &p.to_string(), owner)
+                        .await?
+                    {
+                        let field = if is_node_port {
+                            format!("spec.ports[{i}].nodePort")
+                        } else {
+                            "spec.healthCheckNodePort".to_owned()
+                        };
+                        taken_error(&mut errs, field, p.to_string(), "port");
+                        return Err(AllocError::Invalid(errs));
                     }
+                    Some(*p)
                 }
                 PortSlot::Any => Some(
                     self.claim_any_port(store, owner, &mut taken_ports, &mine, holding)
@@ -295,10 +311,10 @@ impl ServiceAllocator {
                 let Some(ip) = range::pick_ip(cidr, &reserved, range::seed(), usize::MAX) else {
                     break;
                 };
-                if let Some(created) =
-                    records::claim(store, Table::ClusterIp, &ip.to_string(), owner).await?
+                if holding
+                    .claim(store, Table::ClusterIp, &ip.to_string(), owner)
+                    .await?
                 {
-                    holding.created.push(created);
                     return Ok(ip);
                 }
             }
@@ -315,10 +331,10 @@ impl ServiceAllocator {
                     return Err(AllocError::Full("serviceIP"));
                 };
                 set.insert(ip);
-                if let Some(created) =
-                    records::claim(store, Table::ClusterIp, &ip.to_string(), owner).await?
+                if holding
+                    .claim(store, Table::ClusterIp, &ip.to_string(), owner)
+                    .await?
                 {
-                    holding.created.push(created);
                     *taken = Some(set);
                     return Ok(ip);
                 }
@@ -340,10 +356,10 @@ impl ServiceAllocator {
                 let Some(port) = range::pick_port(&self.net.node_ports, mine, range::seed()) else {
                     break;
                 };
-                if let Some(created) =
-                    records::claim(store, Table::NodePort, &port.to_string(), owner).await?
+                if holding
+                    .claim(store, Table::NodePort, &port.to_string(), owner)
+                    .await?
                 {
-                    holding.created.push(created);
                     return Ok(port);
                 }
             }
@@ -359,10 +375,10 @@ impl ServiceAllocator {
                     return Err(AllocError::Full("nodePort"));
                 };
                 set.insert(port);
-                if let Some(created) =
-                    records::claim(store, Table::NodePort, &port.to_string(), owner).await?
+                if holding
+                    .claim(store, Table::NodePort, &port.to_string(), owner)
+                    .await?
                 {
-                    holding.created.push(created);
                     *taken = Some(set);
                     return Ok(port);
                 }
