@@ -25,25 +25,38 @@ use tokio::net::TcpStream;
 
 /// A backend answering JSON: its name, the path and query it got, and its request headers.
 async fn backend(name: &'static str) -> Result<SocketAddr> {
+    http1_backend(move |req| {
+        let headers: BTreeMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = json!({
+            "name": name,
+            "path": req.uri().path_and_query().map(|p| p.as_str()),
+            "headers": headers,
+        });
+        async move { Bytes::from(body.to_string()) }
+    })
+    .await
+}
+
+/// A plain HTTP/1.1 backend on a free loopback port: every request is answered 200 with the
+/// body `answer` makes of it.
+async fn http1_backend<F, Fut>(answer: F) -> Result<SocketAddr>
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Bytes> + Send + 'static,
+{
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let headers: BTreeMap<String, String> = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                        .collect();
-                    let body = json!({
-                        "name": name,
-                        "path": req.uri().path_and_query().map(|p| p.as_str()),
-                        "headers": headers,
-                    });
-                    async move {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
-                    }
+                    let body = answer(req);
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(body.await))) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -1300,40 +1313,27 @@ async fn response_framings_pass_through_on_one_connection() -> Result<()> {
 
 /// A backend answering JSON with the method, the headers and the body it got.
 async fn body_backend() -> Result<SocketAddr> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: Request<hyper::body::Incoming>| async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let headers: BTreeMap<String, String> = parts
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                            .collect();
-                        let v = json!({
-                            "method": parts.method.as_str(),
-                            "headers": headers,
-                            "len": body.len(),
-                            "body": String::from_utf8_lossy(&body),
-                        });
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v.to_string()))))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
+    http1_backend(|req| async move {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let headers: BTreeMap<String, String> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let v = json!({
+            "method": parts.method.as_str(),
+            "headers": headers,
+            "len": body.len(),
+            "body": String::from_utf8_lossy(&body),
+        });
+        Bytes::from(v.to_string())
+    })
+    .await
 }
 
 type H2Send = hyper::client::conn::http2::SendRequest<
@@ -1382,32 +1382,19 @@ async fn gated_backend(
     open: tokio::sync::watch::Receiver<bool>,
     arrived: Arc<tokio::sync::Notify>,
 ) -> Result<SocketAddr> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let (open, arrived) = (open.clone(), arrived.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (mut open, arrived) = (open.clone(), arrived.clone());
-                    async move {
-                        let body = if req.uri().path() == "/hold" {
-                            arrived.notify_one();
-                            let _ = open.wait_for(|o| *o).await;
-                            "held"
-                        } else {
-                            "now"
-                        };
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
+    http1_backend(move |req| {
+        let (mut open, arrived) = (open.clone(), arrived.clone());
+        async move {
+            if req.uri().path() == "/hold" {
+                arrived.notify_one();
+                let _ = open.wait_for(|o| *o).await;
+                Bytes::from_static(b"held")
+            } else {
+                Bytes::from_static(b"now")
+            }
         }
-    });
-    Ok(addr)
+    })
+    .await
 }
 
 #[tokio::test]
