@@ -2,7 +2,10 @@
 //! CONNECT, no body or one framed by a single `Content-Length` or a lone `chunked` coding,
 //! routed to a plain-HTTP backend with endpoints) proxied straight from the head `h1` already
 //! read, to a pooled keep-alive upstream connection and back, without pingora's per-request
-//! session, header maps and channels. Everything else (upgrades, HTTP/1.0, pipelined bytes,
+//! session, header maps and channels. Upgrades (WebSocket) without a body are taken too: after
+//! the backend's 101 the two connections are joined byte for byte until both ends close
+//! (pingora 0.9 can end such a tunnel the moment it starts, cloudflare/pingora#946). Everything
+//! else (`h2c` upgrades, HTTP/1.0, pipelined bytes,
 //! other `Expect`s, local answers such as 404/503/308 and 413 by declared length,
 //! HTTPS/h2c/gRPC backends) returns [`Outcome::Fallback`] before anything is written and goes
 //! through pingora as before.
@@ -76,6 +79,8 @@ struct Request<'a> {
     host: &'a str,
     request_id: Option<&'a str>,
     client_close: bool,
+    /// `Connection: upgrade` with an `Upgrade` protocol: the backend may switch (101).
+    upgrade: bool,
     headers: &'a [httparse::Header<'a>],
     body: Framing,
     /// `Expect: 100-continue`: answered here before the body is read.
@@ -98,6 +103,8 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut expect_continue = false;
+    let mut upgrade = None;
+    let mut connection_upgrade = false;
     for h in req.headers.iter() {
         let n = h.name;
         if eq(n, "host") {
@@ -123,13 +130,22 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
                 return None;
             }
             expect_continue = true;
-        } else if eq(n, "upgrade") || eq(n, "http2-settings") {
+        } else if eq(n, "upgrade") {
+            // One protocol list, and not HTTP/2 (h2c's upgrade: pingora's path).
+            let v = visible(h.value)?.trim();
+            if upgrade.is_some() || v.is_empty() || v.split(',').any(|p| eq(p.trim(), "h2c")) {
+                return None;
+            }
+            upgrade = Some(v);
+        } else if eq(n, "http2-settings") {
             return None;
         } else if eq(n, "connection") {
             for token in visible(h.value)?.split(',') {
                 let t = token.trim();
                 if eq(t, "close") {
                     client_close = true;
+                } else if eq(t, "upgrade") {
+                    connection_upgrade = true;
                 } else if !(t.is_empty() || eq(t, "keep-alive") || eq(t, "te")) {
                     // Upgrades and hop-by-hop headers named by the client: pingora's path.
                     return None;
@@ -146,12 +162,19 @@ fn eligible<'a>(req: &'a httparse::Request<'a, 'a>) -> Option<Request<'a>> {
         (Some(n), false) => Framing::Length(n),
         (None, true) => Framing::Chunked,
     };
+    // An upgrade needs both fields (either alone, or one with a body: pingora's path).
+    let upgrade = match (upgrade, connection_upgrade) {
+        (None, false) => false,
+        (Some(_), true) if matches!(body, Framing::None) && !expect_continue => true,
+        _ => return None,
+    };
     Some(Request {
         method,
         target,
         host: host?,
         request_id,
         client_close,
+        upgrade,
         headers: req.headers,
         body,
         expect_continue,
@@ -246,7 +269,8 @@ impl Lean {
                     .iter()
                     .filter(|h| !eq(h.name, "expect"))
                     .map(|h| (h.name, h.value)),
-                extra: None,
+                // `Upgrade` is passed on as the client sent it.
+                extra: req.upgrade.then_some("Connection: upgrade"),
             },
             &Forwarding {
                 peer,
@@ -388,7 +412,7 @@ impl Exchange<'_> {
                     buf.drain(..r.head_len);
                     continue;
                 }
-                Ok(Some(r)) if r.status == 101 => {
+                Ok(Some(r)) if r.status == 101 && !self.req.upgrade => {
                     return Err(before(Failure::InvalidHttpHeader));
                 }
                 Ok(Some(r)) => break r,
@@ -410,10 +434,21 @@ impl Exchange<'_> {
         endpoint.observe(sent.elapsed());
         endpoint.succeed();
         self.status = resp.status;
+        if resp.status == 101 {
+            return Ok(tunnel(
+                client,
+                tcp,
+                &buf[..resp.head_len],
+                &buf[resp.head_len..],
+                self.request_id,
+            )
+            .await);
+        }
         let until_close = matches!(resp.framing, Framing::UntilClose);
         let close = self.close || until_close;
         let mut out = Vec::with_capacity(resp.head_len + 128);
-        client_head(&mut out, &buf[..resp.head_len], self.request_id, close);
+        let connection = close.then_some("close");
+        client_head(&mut out, &buf[..resp.head_len], self.request_id, connection);
         let responded = |failure| Retry {
             failure,
             responded: true,
@@ -503,6 +538,29 @@ impl Exchange<'_> {
     }
 }
 
+/// After the backend's 101: its head (ours added) and the bytes that came with it go to the
+/// client, then the two connections are joined until both directions have ended (each end's
+/// close is passed on as a shutdown of the other's write side). No idle limit: a quiet
+/// WebSocket stays open as long as both ends keep it (nginx closes it after 60 s).
+async fn tunnel(
+    client: &mut Stream,
+    mut tcp: TcpStream,
+    head: &[u8],
+    early: &[u8],
+    request_id: &str,
+) -> Outcome {
+    let mut out = Vec::with_capacity(head.len() + 128 + early.len());
+    client_head(&mut out, head, request_id, Some("upgrade"));
+    out.extend_from_slice(early);
+    if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
+        return Outcome::Close;
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(client, &mut tcp).await {
+        tracing::debug!(request_id, error = %e, "upgraded connection ended");
+    }
+    Outcome::Close
+}
+
 /// RFC 9110 §9.2.2 (CONNECT never reaches here).
 fn idempotent(method: &str) -> bool {
     matches!(
@@ -589,8 +647,8 @@ impl Body {
 }
 
 /// The response head for the client: the upstream's status line and fields without the
-/// hop-by-hop ones, then ours.
-fn client_head(out: &mut Vec<u8>, upstream: &[u8], request_id: &str, close: bool) {
+/// hop-by-hop ones, then ours (`Connection` when given).
+fn client_head(out: &mut Vec<u8>, upstream: &[u8], request_id: &str, connection: Option<&str>) {
     let mut lines = upstream.split(|&b| b == b'\n');
     if let Some(status_line) = lines.next() {
         let line = status_line.strip_suffix(b"\r").unwrap_or(status_line);
@@ -620,8 +678,10 @@ fn client_head(out: &mut Vec<u8>, upstream: &[u8], request_id: &str, close: bool
     out.extend_from_slice(b"\r\nX-Request-ID: ");
     out.extend_from_slice(request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
+    if let Some(connection) = connection {
+        out.extend_from_slice(b"Connection: ");
+        out.extend_from_slice(connection.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -637,7 +697,7 @@ mod tests {
             &mut out,
             b"HTTP/1.0 201 Made\r\nServer: pod\r\nConnection: keep-alive\r\nX-App: 1\r\nKeep-Alive: timeout=5\r\n\r\n",
             "id1",
-            true,
+            Some("close"),
         );
         assert_eq!(
             String::from_utf8(out).ok(),
@@ -687,7 +747,6 @@ mod tests {
             b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n",
@@ -698,6 +757,31 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: \xc3\xa9\r\n\r\n",
         ] {
             assert_eq!(check(head), None, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn upgrades_without_a_body_are_eligible() {
+        let upgrade = |head: &[u8]| {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            let _ = req.parse(head);
+            eligible(&req).map(|r| r.upgrade)
+        };
+        assert_eq!(
+            upgrade(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(upgrade(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Some(false));
+        for head in [
+            // HTTP/2's upgrade, either field alone, two protocol fields, a body.
+            &b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 3\r\n\r\n",
+        ] {
+            assert_eq!(upgrade(head), None, "{}", String::from_utf8_lossy(head));
         }
     }
 }

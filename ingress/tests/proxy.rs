@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response};
@@ -678,59 +678,46 @@ async fn grpc_timeout_is_the_upstream_deadline() -> Result<()> {
     Ok(())
 }
 
-/// A backend that accepts any `Upgrade` and then echoes bytes (WebSocket framing is opaque
-/// to the proxy after the 101).
+/// A backend that accepts any `Upgrade` as fast as it can (its 101 is on the wire before the
+/// request has even arrived), reads the request head and then echoes bytes (WebSocket
+/// framing is opaque to the proxy after the 101).
 async fn upgrade_backend() -> Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
+        while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |mut req: Request<hyper::body::Incoming>| async move {
-                        let on = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            if let Ok(up) = on.await {
-                                let mut io = TokioIo::new(up);
-                                let (mut r, mut w) = tokio::io::split(&mut io);
-                                let _ = tokio::io::copy(&mut r, &mut w).await;
-                            }
-                        });
-                        let resp = Response::builder()
-                            .status(101)
-                            .header("connection", "upgrade")
-                            .header("upgrade", "websocket")
-                            .body(Empty::<Bytes>::new())
-                            .expect("response");
-                        Ok::<_, Infallible>(resp)
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .with_upgrades()
-                    .await;
+                s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+                      Upgrade: websocket\r\n\r\n",
+                )
+                .await?;
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(s.read_u8().await?);
+                }
+                let (mut r, mut w) = s.split();
+                tokio::io::copy(&mut r, &mut w).await?;
+                w.shutdown().await
             });
         }
     });
     Ok(addr)
 }
 
-#[tokio::test]
-async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()> {
+/// Opens a WebSocket to `host` on `s` (a connection to the proxy): the 101's head.
+async fn websocket_on<S>(s: &mut S, host: &str) -> Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut e = env().await?;
-    add_service(&mut e.model, "ws", &[upgrade_backend().await?]);
-    e.model.add_ingress(&obj::<Ingress>(json!({
-        "metadata": {"name": "ws", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
-        "spec": {"rules": [{"host": "ws.test", "http": {"paths": [
-            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
-        ]}}]}
-    })));
-    e.apply();
-    let mut s = TcpStream::connect(e.http()).await?;
     s.write_all(
-        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        format!(
+            "GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await?;
     let mut head = Vec::new();
@@ -742,7 +729,48 @@ async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()>
         head.push(b[0]);
     }
     let head = String::from_utf8_lossy(&head).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    ensure!(head.starts_with("HTTP/1.1 101"), "{head}");
+    Ok(head)
+}
+
+/// Sends `msg` on an upgraded connection to the byte-echo backend and reads it back.
+async fn echo_round<S>(s: &mut S, msg: &[u8]) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(msg).await?;
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).await?;
+    ensure!(buf == msg, "echoed {:?}", String::from_utf8_lossy(&buf));
+    Ok(())
+}
+
+fn ws_ingress(e: &mut Env, name: &str, host: &str) {
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": name, "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut e = env().await?;
+    add_service(&mut e.model, "ws", &[upgrade_backend().await?]);
+    ws_ingress(&mut e, "ws", "ws.test");
+    e.apply();
+    let mut s = TcpStream::connect(e.http()).await?;
+    let head = websocket_on(&mut s, "ws.test").await?;
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nconnection: upgrade\r\n")
+            && lower.contains("\r\nupgrade: websocket\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("\r\nx-request-id: "), "{head}");
     for round in 0..5 {
         // An unrelated configuration change must not touch the established tunnel.
         e.model.add_ingress(&obj::<Ingress>(json!({
@@ -750,11 +778,56 @@ async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()>
             "spec": {"defaultBackend": {"service": {"name": "b", "port": {"number": 80}}}}
         })));
         e.apply();
-        let msg = format!("frame {round}");
-        s.write_all(msg.as_bytes()).await?;
-        let mut buf = vec![0u8; msg.len()];
-        s.read_exact(&mut buf).await?;
-        assert_eq!(buf, msg.as_bytes());
+        echo_round(&mut s, format!("frame {round}").as_bytes()).await?;
+    }
+    // The client's close ends the tunnel both ways: the backend sees the end and closes too.
+    s.shutdown().await?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest)).await??;
+    assert!(rest.is_empty());
+    Ok(())
+}
+
+/// The first message right after a fast backend's 101 (pingora 0.9 can end such a tunnel as
+/// it starts, cloudflare/pingora#946): every one of many fresh WebSockets, in plain HTTP and
+/// over TLS, carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_websocket_carries_its_first_message_after_a_fast_101() -> Result<()> {
+    let mut e = env().await?;
+    add_service(&mut e.model, "ws", &[upgrade_backend().await?]);
+    ws_ingress(&mut e, "ws", "ws.test");
+    // `/chat` on the TLS host goes to the same backend.
+    e.model.add_ingress(&obj::<Ingress>(json!({
+        "metadata": {"name": "wss", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": "secure.test", "http": {"paths": [
+            {"path": "/chat", "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
+        ]}}]}
+    })));
+    e.apply();
+    let cfg = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
+    let (http, https) = (e.http(), e.https());
+    // Several at once, as many as the machine's threads can race.
+    let lanes = (0..8).map(|lane| {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            for i in 0..25 {
+                let msg = format!("first message of {lane}/{i}");
+                let mut s = TcpStream::connect(http).await?;
+                websocket_on(&mut s, "ws.test").await?;
+                echo_round(&mut s, msg.as_bytes())
+                    .await
+                    .with_context(|| format!("WebSocket {lane}/{i}"))?;
+                let mut tls = tls_connect(https, "secure.test", cfg.clone()).await?;
+                websocket_on(&mut tls, "secure.test").await?;
+                echo_round(&mut tls, msg.as_bytes())
+                    .await
+                    .with_context(|| format!("WebSocket {lane}/{i} over TLS"))?;
+            }
+            anyhow::Ok(())
+        })
+    });
+    for lane in futures::future::join_all(lanes).await {
+        lane??;
     }
     Ok(())
 }
