@@ -34,6 +34,7 @@
 # Usage (as root): benches/ingress/run.sh
 # Environment: ROUTES (10000) DURATION (10) LAT_DURATION (5) RATE (2000) REPS (3) CONNS (50)
 #              H2_CONNS (10) H2_STREAMS (10) UPDATES (50) SERVER_CPU (0) CLIENT_CPU (1)
+#              CASES ("h1 h1tls h2tls grpc": a subset measures only those)
 #              CROSSCHECK (0) REPORT_ONLY (0; 1: measure nothing, rewrite the fragment and plots
 #              from the last run's benches/results/ingress/ with the same settings)
 #              SKIFF (the skiff binary; default: cargo build --release -p skiff)
@@ -64,7 +65,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT="$ROOT/benches/results/ingress"
 FRAGMENT="$ROOT/benches/results/ingress.md"
 CANDIDATES=(skiff nginx haproxy)
-CASES=(h1 h1tls h2tls grpc)
+read -ra CASES <<<"${CASES:-h1 h1tls h2tls grpc}"
 declare -A CASE_NAME=([h1]="HTTP/1.1 keep-alive" [h1tls]="HTTPS HTTP/1.1" [h2tls]="HTTP/2 over TLS"
   [grpc]="gRPC unary over TLS")
 # Plain and TLS ports per candidate.
