@@ -98,14 +98,18 @@ pub(crate) async fn serve<T>(
             closing = true;
             conn.graceful_shutdown();
         }
+        // Streams first: every stream that can finish does before the connection is polled,
+        // and the connection's poll is what writes the queued frames, so the answers of all
+        // the backends that replied meanwhile leave in one TLS write instead of one each.
         let next = tokio::select! {
-            r = conn.accept() => r,
+            biased;
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {
                     idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 }
                 continue;
             }
+            r = conn.accept() => r,
             r = shutdown.changed(), if !closing => {
                 if r.is_err() {
                     closing = true;
@@ -254,7 +258,9 @@ async fn serve_stream(
         BackendProtocol::Http => {
             to_h1(lean, r, parts, declared, body, respond, &fwd, draw, backend).await;
         }
-        _ => to_h2(h2, r, parts, body, respond, &fwd, draw, backend).await,
+        // Boxed: its state (an upstream h2 stream, deadlines) would make every stream's
+        // future, HTTP ones included, as large as its own (moved on each push).
+        _ => Box::pin(to_h2(h2, r, parts, body, respond, &fwd, draw, backend)).await,
     }
 }
 
