@@ -705,13 +705,18 @@ mod tests {
         );
     }
 
+    /// `f` of what the lean path makes of `head`, if it takes it.
+    fn with_eligible<T>(head: &[u8], f: impl FnOnce(&Request<'_>) -> T) -> Option<T> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let _ = req.parse(head);
+        eligible(&req).map(|r| f(&r))
+    }
+
     #[test]
     fn plain_http11_requests_with_unambiguous_framing_are_eligible() {
         let check = |head: &[u8]| {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            let _ = req.parse(head);
-            eligible(&req).map(|r| {
+            with_eligible(head, |r| {
                 (
                     r.host.to_owned(),
                     r.client_close,
@@ -762,12 +767,7 @@ mod tests {
 
     #[test]
     fn upgrades_without_a_body_are_eligible() {
-        let upgrade = |head: &[u8]| {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            let _ = req.parse(head);
-            eligible(&req).map(|r| r.upgrade)
-        };
+        let upgrade = |head: &[u8]| with_eligible(head, |r| r.upgrade);
         assert_eq!(
             upgrade(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n"),
             Some(true)
