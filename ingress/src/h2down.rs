@@ -276,15 +276,12 @@ fn local(
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let h = resp.headers_mut();
-    h.insert(header::SERVER, HeaderValue::from_static(SERVER));
+    ours(h, r.request_id);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-    if let Some(id) = request_id_value(r.request_id) {
-        h.insert("x-request-id", id);
-    }
     if let Some(l) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
         h.insert(header::LOCATION, l);
     }

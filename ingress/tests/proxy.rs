@@ -746,11 +746,12 @@ where
     Ok(())
 }
 
-fn ws_ingress(e: &mut Env, name: &str, host: &str) {
+/// Ingress `name`: `host` and `path` (prefix) to the Service `ws`.
+fn ws_ingress(e: &mut Env, name: &str, host: &str, path: &str) {
     e.model.add_ingress(&obj::<Ingress>(json!({
         "metadata": {"name": name, "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
         "spec": {"rules": [{"host": host, "http": {"paths": [
-            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
+            {"path": path, "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
         ]}}]}
     })));
 }
@@ -760,7 +761,7 @@ async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()>
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut e = env().await?;
     add_service(&mut e.model, "ws", &[upgrade_backend().await?]);
-    ws_ingress(&mut e, "ws", "ws.test");
+    ws_ingress(&mut e, "ws", "ws.test", "/");
     e.apply();
     let mut s = TcpStream::connect(e.http()).await?;
     let head = websocket_on(&mut s, "ws.test").await?;
@@ -795,14 +796,9 @@ async fn websocket_upgrade_is_tunnelled_and_survives_route_swaps() -> Result<()>
 async fn every_websocket_carries_its_first_message_after_a_fast_101() -> Result<()> {
     let mut e = env().await?;
     add_service(&mut e.model, "ws", &[upgrade_backend().await?]);
-    ws_ingress(&mut e, "ws", "ws.test");
+    ws_ingress(&mut e, "ws", "ws.test", "/");
     // `/chat` on the TLS host goes to the same backend.
-    e.model.add_ingress(&obj::<Ingress>(json!({
-        "metadata": {"name": "wss", "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z"},
-        "spec": {"rules": [{"host": "secure.test", "http": {"paths": [
-            {"path": "/chat", "pathType": "Prefix", "backend": {"service": {"name": "ws", "port": {"number": 80}}}}
-        ]}}]}
-    })));
+    ws_ingress(&mut e, "wss", "secure.test", "/chat");
     e.apply();
     let cfg = client_config(&[e.secure_der.clone()], &[b"http/1.1"])?;
     let (http, https) = (e.http(), e.https());
