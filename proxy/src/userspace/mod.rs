@@ -91,6 +91,8 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Clients refused: no backend, or none accepted the connection.
     pub rejected: AtomicU64,
+    /// TCP clients that reset before they were accepted (no backend connection opened).
+    pub abandoned: AtomicU64,
 }
 
 /// Why a frontend could not be served.
@@ -205,7 +207,7 @@ impl Engine {
             let pool = l.pool.load();
             let backends: Vec<String> = pool.backends.iter().map(ToString::to_string).collect();
             out.push_str(&format!(
-                "{:?} {} -> [{}]{} connections={} rejected={}\n",
+                "{:?} {} -> [{}]{} connections={} rejected={} abandoned={}\n",
                 key.proto,
                 key.addr,
                 backends.join(", "),
@@ -216,6 +218,7 @@ impl Engine {
                 },
                 l.stats.connections.load(Ordering::Relaxed),
                 l.stats.rejected.load(Ordering::Relaxed),
+                l.stats.abandoned.load(Ordering::Relaxed),
             ));
         }
         out

@@ -29,6 +29,16 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        if gone(&client) {
+            // Reset while it waited in the accept queue: a backend connection would only be
+            // opened to be reset again. When the proxy lags behind a burst of short-lived
+            // clients (health checks that connect and close, scanners, the connect benchmark)
+            // this is most of them, and skipping them is how it catches up.
+            stats
+                .abandoned
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         let pool = pool.load_full();
         let stats = stats.clone();
         // The client socket has TCP_NODELAY already: accepted sockets inherit it from the
@@ -82,7 +92,47 @@ async fn connect(pool: &Pool, peer: SocketAddr) -> Option<TcpStream> {
     None
 }
 
+/// Whether the client reset the connection before it was accepted (its pending error; reading
+/// that error clears it, which does not matter for a socket about to be closed).
+fn gone(client: &TcpStream) -> bool {
+    matches!(socket2::SockRef::from(client).take_error(), Ok(Some(_)))
+}
+
 /// Makes the socket's close a reset (zero linger; a non-blocking socket never waits on it).
 fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_reset_in_the_accept_queue_is_gone_and_a_live_one_is_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+
+        let quitter = TcpStream::connect(addr).await.expect("connect");
+        reset(&quitter);
+        drop(quitter);
+        let (accepted, _) = listener.accept().await.expect("accept");
+        // The reset is delivered on loopback before close() returns.
+        assert!(gone(&accepted), "a reset client must count as gone");
+
+        let stayer = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        assert!(!gone(&accepted), "a connected client is not gone");
+
+        // One that sent a request and half-closed is still owed an answer.
+        let mut polite = TcpStream::connect(addr).await.expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut polite, b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::io::AsyncWriteExt::shutdown(&mut polite)
+            .await
+            .expect("shutdown");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        assert!(!gone(&accepted), "a half-closed client is not gone");
+        drop(stayer);
+    }
 }
