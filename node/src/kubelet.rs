@@ -197,5 +197,6 @@ fn apply(ctx: &Arc<PodWorkerCtx>, workers: &mut HashMap<String, WorkerHandle>, p
     if matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none() {
         return;
     }
+    tracing::debug!(pod = ?pod.metadata.name, "pod seen: starting its worker");
     workers.insert(uid, spawn_worker(ctx.clone(), pod));
 }
