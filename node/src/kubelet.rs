@@ -197,6 +197,9 @@ fn apply(ctx: &Arc<PodWorkerCtx>, workers: &mut HashMap<String, WorkerHandle>, p
     if matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none() {
         return;
     }
-    tracing::debug!(pod = ?pod.metadata.name, "pod seen: starting its worker");
+    tracing::debug!(
+        pod = pod.metadata.name.as_deref().unwrap_or_default(),
+        "pod seen: starting its worker"
+    );
     workers.insert(uid, spawn_worker(ctx.clone(), pod));
 }
