@@ -69,12 +69,6 @@ pub fn remove(name: &str) {
     }
 }
 
-/// The node runtime's worker count: the CPUs this process may use (affinity and cgroup quota
-/// aware), between 1 and 2.
-fn node_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 2))
-}
-
 /// Removes the namespace when dropped, whatever way `up` ends.
 pub struct Guard(pub String);
 
@@ -88,15 +82,15 @@ impl Drop for Guard {
 /// every socket created on it does too. A thread that cannot enter it aborts the process
 /// rather than run node code in the host's namespace.
 ///
-/// Two workers, or one when the process may run on one CPU only (`taskset`, a cpuset): two
-/// workers on one CPU only hand work to each other (futex and eventfd wakes were a fifth of the
-/// userspace proxy's CPU under load, pinned).
+/// Two workers, or one when the process may run on one CPU only (`available_parallelism`
+/// heeds `taskset`, cpusets and CPU quotas): two workers on one CPU only hand work to each
+/// other (futex and eventfd wakes were a fifth of the userspace proxy's CPU under load, pinned).
 pub fn node_runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
     let ns = path(name);
     let file = std::fs::File::open(&ns).with_context(|| format!("cannot open {}", ns.display()))?;
     let fd = std::sync::Arc::new(file);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(node_workers())
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 2)))
         .thread_name("skiff-node")
         .enable_all()
         .on_thread_start(move || {
